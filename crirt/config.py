@@ -1,0 +1,211 @@
+"""crirt's configuration: frozen dataclasses, all defaults here.
+
+Sources, later wins: built-in defaults, ``/etc/crirt/crirt.conf`` (TOML, if present), drop-ins
+``/etc/crirt/crirt.conf.d/*.conf`` in lexical order, then command-line flags. Every option has a
+flag: top-level keys are ``--key``, keys of a table are ``--table-key`` (underscores become
+dashes); list options take comma-separated values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crirt.errors import InvalidArgument
+
+DEFAULT_CONFIG_PATH = Path("/etc/crirt/crirt.conf")
+
+
+@dataclass(frozen=True)
+class RuntimeHandler:
+    """One OCI runtime the RuntimeClass handler name can select."""
+
+    path: str
+    # runc's --root: where the runtime keeps its own state; empty means <state_dir>/<name>.
+    root: str = ""
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    default_handler: str = "runc"
+    handlers: dict[str, RuntimeHandler] = field(
+        default_factory=lambda: {
+            "runc": RuntimeHandler(path="/usr/sbin/runc"),
+            "crun": RuntimeHandler(path="/usr/bin/crun"),
+        }
+    )
+    cgroup_driver: str = "cgroupfs"
+    # Parent cgroup for pods whose config names none.
+    default_cgroup_parent: str = "/crirt"
+    # Static pause process bind-mounted into an empty rootfs: no pause image needed.
+    catatonit_path: str = "/usr/bin/catatonit"
+    # If set, pods use this image as the infra container instead of catatonit.
+    pause_image: str = ""
+    # CRI-O caps ExecSync output at 16 MiB since CVE-2022-1708.
+    exec_sync_output_limit: int = 16 * 1024 * 1024
+    stop_timeout_floor: int = 0
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    # containers-registries.conf(5) v2 file; a missing file means no mirrors.
+    registries_conf: str = "/etc/containers/registries.conf"
+    registries_conf_d: str = "/etc/containers/registries.conf.d"
+    max_parallel_downloads: int = 3
+    pull_progress_timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    cni_conf_dir: str = "/etc/cni/net.d"
+    cni_bin_dirs: list[str] = field(default_factory=lambda: ["/opt/cni/bin", "/usr/lib/cni"])
+
+
+@dataclass(frozen=True)
+class StreamingConfig:
+    # CRI-O and containerd bind the streaming server to loopback by default.
+    address: str = "127.0.0.1"
+    port: int = 0
+    token_ttl: float = 60.0
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: str = "/run/crirt/crirt.sock"
+    root: str = "/var/lib/crirt"
+    state_dir: str = "/run/crirt"
+    log_level: str = "info"
+    log_format: str = "console"
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    streaming: StreamingConfig = field(default_factory=StreamingConfig)
+
+    def handler(self, name: str) -> tuple[str, RuntimeHandler]:
+        """Resolve a RuntimeClass handler name ("" = default) to its configuration."""
+        key = name or self.runtime.default_handler
+        try:
+            return key, self.runtime.handlers[key]
+        except KeyError:
+            raise InvalidArgument(f"unknown runtime handler {name!r}") from None
+
+    def handler_root(self, name: str) -> str:
+        key, h = self.handler(name)
+        return h.root or str(Path(self.state_dir) / key)
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "runtime": RuntimeConfig,
+    "image": ImageConfig,
+    "network": NetworkConfig,
+    "streaming": StreamingConfig,
+}
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise InvalidArgument(f"{where}: expected a boolean, got {value!r}")
+        return bool(value)
+    if tp in (int, float, str):
+        try:
+            return tp(value)
+        except (TypeError, ValueError):
+            raise InvalidArgument(f"{where}: expected {tp.__name__}, got {value!r}") from None
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, list):
+            raise InvalidArgument(f"{where}: expected a list")
+        return [_coerce(item, v, where) for v in value]
+    if origin is dict:
+        _, vt = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise InvalidArgument(f"{where}: expected a table")
+        return {k: _coerce(vt, v, f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, dict):
+            raise InvalidArgument(f"{where}: expected a table")
+        return _build(tp, value, where)
+    if isinstance(tp, types.UnionType):
+        raise InvalidArgument(f"{where}: unsupported option type")
+    return value
+
+
+def _build(cls: type[Any], data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise InvalidArgument(f"{where or 'config'}: unknown option(s) {sorted(unknown)}")
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}".lstrip(".")) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "handlers":
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Register one flag per scalar or list option (dest ``section.key``)."""
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="TOML config file")
+    hints = typing.get_type_hints(Config)
+    for f in dataclasses.fields(Config):
+        if f.name in _SECTIONS:
+            shints = typing.get_type_hints(_SECTIONS[f.name])
+            for sf in dataclasses.fields(_SECTIONS[f.name]):
+                if typing.get_origin(shints[sf.name]) is dict:
+                    continue
+                flag = f"--{f.name}-{sf.name}".replace("_", "-")
+                parser.add_argument(flag, dest=f"{f.name}.{sf.name}", default=None)
+        elif typing.get_origin(hints[f.name]) is not dict:
+            parser.add_argument(f"--{f.name}".replace("_", "-"), dest=f.name, default=None)
+
+
+def load(config_path: str | Path | None = None, flags: dict[str, Any] | None = None) -> Config:
+    """Build the effective Config.
+
+    Raises:
+        InvalidArgument: a file does not parse or names an unknown option.
+    """
+    data: dict[str, Any] = {}
+    path = Path(config_path) if config_path is not None else DEFAULT_CONFIG_PATH
+    files: list[Path] = []
+    if path.is_file():
+        files.append(path)
+    dropins = path.with_name(path.name + ".d")
+    if dropins.is_dir():
+        files.extend(sorted(dropins.glob("*.conf")))
+    for p in files:
+        try:
+            data = _merge(data, tomllib.loads(p.read_text()))
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidArgument(f"{p}: {exc}") from exc
+    for key, value in (flags or {}).items():
+        if value is None or key == "config":
+            continue
+        if "." in key:
+            section, sub = key.split(".", 1)
+            data.setdefault(section, {})[sub] = value
+        else:
+            data[key] = value
+    cfg: Config = _build(Config, data, "")
+    return cfg
