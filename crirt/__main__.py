@@ -1,0 +1,5 @@
+import sys
+
+from crirt.cli import main
+
+sys.exit(main())

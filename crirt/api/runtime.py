@@ -1,0 +1,142 @@
+"""RuntimeService servicer: each RPC converts the request, delegates, converts back."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+
+from crirt import CRI_API_VERSION, RUNTIME_NAME, __version__
+from crirt._gen import api_pb2, api_pb2_grpc
+from crirt.api import convert
+from crirt.runtime.service import RuntimeService
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
+    def __init__(self, svc: RuntimeService) -> None:
+        self.svc = svc
+
+    async def Version(self, request: api_pb2.VersionRequest, context: Ctx) -> Any:
+        return api_pb2.VersionResponse(
+            version="0.1.0",
+            runtime_name=RUNTIME_NAME,
+            runtime_version=__version__,
+            runtime_api_version=CRI_API_VERSION,
+        )
+
+    async def Status(self, request: api_pb2.StatusRequest, context: Ctx) -> Any:
+        net_ok, net_reason = self.svc.cni.status()
+        conditions = [
+            api_pb2.RuntimeCondition(type="RuntimeReady", status=True),
+            api_pb2.RuntimeCondition(
+                type="NetworkReady",
+                status=net_ok,
+                reason="" if net_ok else "NetworkPluginNotReady",
+                message="" if net_ok else net_reason,
+            ),
+        ]
+        handlers = [
+            api_pb2.RuntimeHandler(
+                name=name if name != self.svc.config.runtime.default_handler else "",
+                features=api_pb2.RuntimeHandlerFeatures(
+                    recursive_read_only_mounts=False, user_namespaces=False
+                ),
+            )
+            for name in self.svc.runtimes
+        ]
+        info: dict[str, str] = {}
+        if request.verbose:
+            info["config"] = json.dumps(
+                {"stateDir": self.svc.config.state_dir, "root": self.svc.config.root}
+            )
+        return api_pb2.StatusResponse(
+            status=api_pb2.RuntimeStatus(conditions=conditions),
+            info=info,
+            runtime_handlers=handlers,
+            features=api_pb2.RuntimeFeatures(supplemental_groups_policy=True),
+        )
+
+    async def RuntimeConfig(self, request: api_pb2.RuntimeConfigRequest, context: Ctx) -> Any:
+        driver = (
+            api_pb2.SYSTEMD if self.svc.config.runtime.cgroup_driver == "systemd" else api_pb2.CGROUPFS
+        )
+        return api_pb2.RuntimeConfigResponse(
+            linux=api_pb2.LinuxRuntimeConfiguration(cgroup_driver=driver)
+        )
+
+    async def UpdateRuntimeConfig(
+        self, request: api_pb2.UpdateRuntimeConfigRequest, context: Ctx
+    ) -> Any:
+        # Like CRI-O: the pod CIDR comes from the CNI configuration, not from the kubelet.
+        return api_pb2.UpdateRuntimeConfigResponse()
+
+    # ----- sandboxes ---------------------------------------------------------------------
+
+    async def RunPodSandbox(self, request: api_pb2.RunPodSandboxRequest, context: Ctx) -> Any:
+        sid = await self.svc.sandbox_ops.run(request.config, request.runtime_handler)
+        return api_pb2.RunPodSandboxResponse(pod_sandbox_id=sid)
+
+    async def StopPodSandbox(self, request: api_pb2.StopPodSandboxRequest, context: Ctx) -> Any:
+        await self.svc.sandbox_ops.stop(request.pod_sandbox_id)
+        return api_pb2.StopPodSandboxResponse()
+
+    async def RemovePodSandbox(
+        self, request: api_pb2.RemovePodSandboxRequest, context: Ctx
+    ) -> Any:
+        await self.svc.sandbox_ops.remove(request.pod_sandbox_id)
+        return api_pb2.RemovePodSandboxResponse()
+
+    async def PodSandboxStatus(
+        self, request: api_pb2.PodSandboxStatusRequest, context: Ctx
+    ) -> Any:
+        sb, info = self.svc.sandbox_ops.status(request.pod_sandbox_id, request.verbose)
+        return api_pb2.PodSandboxStatusResponse(status=convert.pod_sandbox_status(sb), info=info)
+
+    async def ListPodSandbox(self, request: api_pb2.ListPodSandboxRequest, context: Ctx) -> Any:
+        flt = request.filter if request.HasField("filter") else None
+        return api_pb2.ListPodSandboxResponse(
+            items=[convert.pod_sandbox(sb) for sb in self.svc.sandbox_ops.list(flt)]
+        )
+
+    # ----- containers --------------------------------------------------------------------
+
+    async def CreateContainer(self, request: api_pb2.CreateContainerRequest, context: Ctx) -> Any:
+        cid = await self.svc.container_ops.create(request.pod_sandbox_id, request.config)
+        return api_pb2.CreateContainerResponse(container_id=cid)
+
+    async def StartContainer(self, request: api_pb2.StartContainerRequest, context: Ctx) -> Any:
+        await self.svc.container_ops.start(request.container_id)
+        return api_pb2.StartContainerResponse()
+
+    async def StopContainer(self, request: api_pb2.StopContainerRequest, context: Ctx) -> Any:
+        await self.svc.container_ops.stop(request.container_id, request.timeout)
+        return api_pb2.StopContainerResponse()
+
+    async def RemoveContainer(self, request: api_pb2.RemoveContainerRequest, context: Ctx) -> Any:
+        await self.svc.container_ops.remove(request.container_id)
+        return api_pb2.RemoveContainerResponse()
+
+    async def ListContainers(self, request: api_pb2.ListContainersRequest, context: Ctx) -> Any:
+        flt = request.filter if request.HasField("filter") else None
+        return api_pb2.ListContainersResponse(
+            containers=[convert.container(c) for c in self.svc.container_ops.list(flt)]
+        )
+
+    async def ContainerStatus(self, request: api_pb2.ContainerStatusRequest, context: Ctx) -> Any:
+        c, info = self.svc.container_ops.status(request.container_id, request.verbose)
+        return api_pb2.ContainerStatusResponse(status=convert.container_status(c), info=info)
+
+    async def ExecSync(self, request: api_pb2.ExecSyncRequest, context: Ctx) -> Any:
+        code, out, err = await self.svc.container_ops.exec_sync(
+            request.container_id, list(request.cmd), request.timeout
+        )
+        return api_pb2.ExecSyncResponse(stdout=out, stderr=err, exit_code=code)
+
+    async def ReopenContainerLog(
+        self, request: api_pb2.ReopenContainerLogRequest, context: Ctx
+    ) -> Any:
+        await self.svc.container_ops.reopen_log(request.container_id)
+        return api_pb2.ReopenContainerLogResponse()

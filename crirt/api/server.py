@@ -1,0 +1,66 @@
+"""The gRPC server on the CRI unix socket."""
+
+from __future__ import annotations
+
+import os
+import types
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from crirt._gen import api_pb2, api_pb2_grpc
+from crirt.api.interceptors import wrap
+from crirt.errors import CrirtError
+
+# cri-client's default max message size is 16 MiB; allow the same each way.
+_MAX_MSG = 16 * 1024 * 1024
+
+
+def _wrapped(servicer: Any, service: str) -> Any:
+    """An object exposing every RPC of ``service``: implemented ones wrapped with the error
+    table and log context, the rest answering UNIMPLEMENTED."""
+    desc = api_pb2.DESCRIPTOR.services_by_name[service]
+    base = type(servicer).__mro__[1]
+    ns = types.SimpleNamespace()
+    for m in desc.methods:
+        impl = getattr(type(servicer), m.name, None)
+        if impl is None or impl is getattr(base, m.name, None):
+
+            async def unimplemented(req: Any, ctx: Any, _n: str = m.name) -> Any:
+                await ctx.abort(grpc.StatusCode.UNIMPLEMENTED, f"{_n} is not implemented")
+
+            setattr(ns, m.name, unimplemented)
+        else:
+            setattr(ns, m.name, wrap(m.name, getattr(servicer, m.name)))
+    return ns
+
+
+def prepare_socket(path: Path) -> None:
+    """Socket dir not world-writable; a stale socket from a previous run is replaced."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    os.chmod(path.parent, 0o750)
+    if path.is_socket() or path.exists():
+        if not path.is_socket():
+            raise CrirtError(f"{path} exists and is not a socket")
+        path.unlink()
+
+
+async def start_server(listen: Path, runtime: Any, image: Any) -> grpc.aio.Server:
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", _MAX_MSG),
+            ("grpc.max_send_message_length", _MAX_MSG),
+        ]
+    )
+    api_pb2_grpc.add_RuntimeServiceServicer_to_server(_wrapped(runtime, "RuntimeService"), server)
+    api_pb2_grpc.add_ImageServiceServicer_to_server(_wrapped(image, "ImageService"), server)
+    prepare_socket(listen)
+    old = os.umask(0o117)  # socket 0660 from the start, never briefly world-accessible
+    try:
+        server.add_insecure_port(f"unix://{listen}")
+        await server.start()
+    finally:
+        os.umask(old)
+    os.chmod(listen, 0o660)
+    return server

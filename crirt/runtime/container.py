@@ -1,0 +1,355 @@
+"""CreateContainer, StartContainer, StopContainer, RemoveContainer, ContainerStatus,
+ListContainers, ExecSync and ReopenContainerLog.
+
+A container is an OCI bundle under the state dir whose rootfs is an overlay mount of the image,
+run by runc under its own monitor process (``crirt.monitor``), which holds its stdio, writes the
+CRI log and records the exit in ``<state>/exits/<id>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from crirt._gen import api_pb2
+from crirt.errors import CrirtError, FailedPrecondition, InvalidArgument, NotFound
+from crirt.log import get_logger
+from crirt.monitor.protocol import MonitorSpec
+from crirt.oci.spec import ContainerSpecInput, build_container_spec, build_exec_process
+from crirt.runtime import mounts, naming
+from crirt.runtime.model import Container, ContainerState
+from crirt.runtime.store import write_json_atomic
+
+if TYPE_CHECKING:
+    from crirt.runtime.service import RuntimeService
+
+log = get_logger(__name__)
+
+# How long to wait for a SIGKILLed process to be reported before giving up on it.
+KILL_WAIT = 10.0
+
+
+def signal_number(name: str) -> int:
+    """'SIGTERM', 'TERM', '15' → 15; unknown → SIGTERM."""
+    if not name:
+        return int(signal.SIGTERM)
+    if name.isdigit():
+        return int(name)
+    key = name.upper() if name.upper().startswith("SIG") else "SIG" + name.upper()
+    try:
+        return int(signal.Signals[key])
+    except KeyError:
+        return int(signal.SIGTERM)
+
+
+class ContainerOps:
+    def __init__(self, svc: RuntimeService) -> None:
+        self.svc = svc
+
+    # ----- CreateContainer -------------------------------------------------------------------
+
+    async def create(self, pod_id: str, config: api_pb2.ContainerConfig) -> str:
+        svc = self.svc
+        sb = svc.sandboxes.get(pod_id)
+        svc.sandbox_ops.ensure_ready(sb)
+        name = naming.container_name(config.metadata, sb.config.metadata)
+        ref = config.image.image
+        if not ref:
+            raise InvalidArgument("ContainerConfig.image.image is required")
+        img = svc.images.status(ref)
+        if img is None:
+            raise NotFound(f"image {ref!r} not found: pull it first")
+        cid = naming.new_id()
+        svc.containers.reserve(name, cid)
+        cdir = svc.paths.containers / cid
+        rootfs = cdir / "rootfs"
+        rt = svc.runtime(sb.handler)
+        created = mounted = False
+        try:
+            cdir.mkdir(mode=0o711)
+            rootfs.mkdir()
+            svc.rootfs.mount(img.id, cid, rootfs)
+            mounted = True
+            spec = self._build_spec(cid, config, sb, img, rootfs)
+            write_json_atomic(cdir / "config.json", spec)
+            log_path = ""
+            if sb.config.log_directory and config.log_path:
+                log_path = os.path.join(sb.config.log_directory, config.log_path)
+            from crirt.runtime.service import now_ns
+
+            user = spec["process"].get("user", {})
+            c = Container(
+                id=cid,
+                name=name,
+                sandbox_id=sb.id,
+                config=config,
+                handler=sb.handler,
+                image_id=img.id,
+                image_name=config.image.user_specified_image or ref,
+                image_ref=img.repo_digests[0] if img.repo_digests else img.id,
+                created_at=now_ns(),
+                dir=str(cdir),
+                log_path=log_path,
+                uid=int(user.get("uid", 0)),
+                gid=int(user.get("gid", 0)),
+                groups=[int(g) for g in user.get("additionalGids", [])],
+                stop_signal=(
+                    api_pb2.Signal.Name(config.stop_signal)
+                    if config.stop_signal
+                    else svc.rootfs.image_config(img.id).stop_signal
+                ),
+                rootfs_mounted=True,
+            )
+            mspec = MonitorSpec(
+                container_id=cid,
+                bundle=str(cdir),
+                runtime_path=svc.config.handler(sb.handler)[1].path,
+                runtime_root=svc.config.handler_root(sb.handler),
+                log_path=log_path,
+                exit_file=str(svc.exit_file(cid)),
+                pid_file=str(cdir / "pidfile"),
+                ctl_socket=str(cdir / "ctl"),
+                stdin=config.stdin,
+                stdin_once=config.stdin_once,
+                tty=config.tty,
+            )
+            c.pid = await svc.monitor.start_monitor(mspec)
+            created = True
+            svc.containers.add(c)
+            svc.save_container(c)
+        except BaseException:
+            if created:
+                with contextlib.suppress(CrirtError):
+                    await rt.delete(cid, force=True)
+            if mounted:
+                with contextlib.suppress(CrirtError):
+                    svc.rootfs.unmount(rootfs)
+            with contextlib.suppress(CrirtError):
+                svc.rootfs.remove(cid)
+            shutil.rmtree(cdir, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(svc.exit_file(cid))
+            svc.containers.release(name, cid)
+            if c_exists := svc.containers.find(cid):
+                svc.containers.remove(c_exists)
+            raise
+        log.info("container created", container_id=cid, pod_id=sb.id, name=name)
+        return cid
+
+    def _build_spec(
+        self,
+        cid: str,
+        config: api_pb2.ContainerConfig,
+        sb: Any,
+        img: Any,
+        rootfs: Path,
+    ) -> dict[str, Any]:
+        svc = self.svc
+        resolved = api_pb2.ContainerConfig()
+        resolved.CopyFrom(config)
+        for m in resolved.mounts:
+            if not m.host_path or not m.container_path:
+                raise InvalidArgument("mount needs host_path and container_path")
+            # Symlinked host paths are resolved here (critest: "host path is a symlink");
+            # a missing one is created as a directory, as containerd does.
+            if not os.path.exists(m.host_path):
+                os.makedirs(m.host_path, exist_ok=True)
+            m.host_path = os.path.realpath(m.host_path)
+        pid_mode = sb.config.linux.security_context.namespace_options.pid
+        ns_paths: dict[str, str] = {}
+        if sb.netns_path:
+            ns_paths["network"] = sb.netns_path
+        if sb.infra_pid:
+            if sb.config.linux.security_context.namespace_options.ipc != api_pb2.NODE:
+                ns_paths["ipc"] = f"/proc/{sb.infra_pid}/ns/ipc"
+            if sb.netns_path:
+                ns_paths["uts"] = f"/proc/{sb.infra_pid}/ns/uts"
+            if pid_mode == api_pb2.POD:
+                ns_paths["pid"] = f"/proc/{sb.infra_pid}/ns/pid"
+        sdir = Path(sb.dir)
+        inp = ContainerSpecInput(
+            container_id=cid,
+            config=resolved,
+            sandbox_config=sb.config,
+            image_config=svc.rootfs.image_config(img.id),
+            rootfs=str(rootfs),
+            namespace_paths=ns_paths,
+            cgroups_path=f"{sb.cgroup_parent.rstrip('/')}/crirt-{cid}",
+            hostname_path=str(sdir / "hostname"),
+            resolv_conf_path=str(sdir / "resolv.conf"),
+            hosts_path=str(sdir / "hosts"),
+            shm_path=sb.shm_path or None,
+            passwd=mounts.read_in_root(rootfs, "/etc/passwd"),
+            group=mounts.read_in_root(rootfs, "/etc/group"),
+            min_oom_score_adj=svc.min_oom_score_adj,
+            seccomp_default=svc.seccomp_default,
+            seccomp_localhost=self._localhost_seccomp(config),
+        )
+        return build_container_spec(inp)
+
+    @staticmethod
+    def _localhost_seccomp(config: api_pb2.ContainerConfig) -> dict[str, Any] | None:
+        sc = config.linux.security_context
+        path = ""
+        if sc.HasField("seccomp") and sc.seccomp.profile_type == api_pb2.SecurityProfile.Localhost:
+            path = sc.seccomp.localhost_ref
+        elif sc.seccomp_profile_path.startswith("localhost/"):
+            path = sc.seccomp_profile_path[len("localhost/") :]
+        if not path:
+            return None
+        if not os.path.isabs(path):
+            raise InvalidArgument(f"seccomp localhost profile {path!r} must be an absolute path")
+        try:
+            with open(path) as f:
+                profile: dict[str, Any] = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise InvalidArgument(f"cannot load seccomp profile {path!r}: {exc}") from exc
+        return profile
+
+    # ----- StartContainer --------------------------------------------------------------------
+
+    async def start(self, container_id: str) -> None:
+        svc = self.svc
+        c = svc.containers.get(container_id)
+        from crirt.runtime.service import now_ns
+
+        async with svc.locked(c.id):
+            if not c.state.can_start():
+                raise FailedPrecondition(
+                    f"container {c.id} is {c.state.value}; only a created container can start"
+                )
+            # Set before `runc start` so an exit reported during the call finds started_at set
+            # and started_at <= finished_at always holds.
+            c.started_at = now_ns()
+            try:
+                await svc.runtime(c.handler).start(c.id)
+            except BaseException:
+                c.started_at = 0
+                raise
+            if c.state is ContainerState.CREATED:
+                c.state = ContainerState.RUNNING
+            svc.save_container(c)
+        log.info("container started", container_id=c.id)
+
+    # ----- StopContainer ---------------------------------------------------------------------
+
+    async def stop(self, container_id: str, timeout: int) -> None:
+        svc = self.svc
+        c = svc.containers.find(container_id)
+        if c is None:
+            # api.proto: StopContainer "is idempotent, and must not return an error if the
+            # container has already been stopped." An unknown id is the extreme of that.
+            return
+        async with svc.locked(c.id):
+            await self._stop_locked(c, timeout)
+
+    async def _stop_locked(self, c: Container, timeout: int) -> None:
+        svc = self.svc
+        if not c.state.has_process() or svc.apply_exit(c.id):
+            return
+        rt = svc.runtime(c.handler)
+        if timeout > 0 and c.state is ContainerState.RUNNING:
+            with contextlib.suppress(CrirtError):
+                await rt.kill(c.id, signal_number(c.stop_signal))
+            if await svc.wait_exit(c.id, float(timeout)):
+                return
+        with contextlib.suppress(CrirtError):
+            await rt.kill(c.id, signal.SIGKILL, all_=True)
+        if await svc.wait_exit(c.id, KILL_WAIT):
+            return
+        st = await rt.state(c.id)
+        if st is None or st.get("status") == "stopped":
+            from crirt.runtime.service import now_ns
+
+            log.warning("container gone without an exit record", container_id=c.id)
+            c.mark_exited(137, now_ns(), False)
+            c.reason = "Unknown"
+            svc.save_container(c)
+            return
+        raise FailedPrecondition(f"container {c.id} did not stop after SIGKILL")
+
+    # ----- RemoveContainer -------------------------------------------------------------------
+
+    async def remove(self, container_id: str) -> None:
+        svc = self.svc
+        c = svc.containers.find(container_id)
+        if c is None:
+            # api.proto: RemoveContainer "is idempotent, and must not return an error if the
+            # container has already been removed."
+            return
+        async with svc.locked(c.id):
+            if svc.containers.find(c.id) is None:
+                return  # removed while we waited for the lock
+            # api.proto: "If the container is running, the container must be forcibly removed."
+            await self._stop_locked(c, 0)
+            await svc.runtime(c.handler).delete(c.id, force=True)
+            rootfs = Path(c.dir) / "rootfs"
+            svc.rootfs.unmount(rootfs)
+            svc.rootfs.remove(c.id)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(svc.exit_file(c.id))
+            shutil.rmtree(c.dir, ignore_errors=True)
+            svc.containers.remove(c)
+        log.info("container removed", container_id=c.id)
+
+    # ----- ExecSync / ReopenContainerLog -----------------------------------------------------
+
+    def _running(self, container_id: str) -> Container:
+        c = self.svc.containers.get(container_id)
+        self.svc.apply_exit(c.id) if c.state is ContainerState.RUNNING else None
+        if c.state is not ContainerState.RUNNING:
+            raise FailedPrecondition(f"container {c.id} is not running ({c.state.value})")
+        return c
+
+    async def exec_sync(
+        self, container_id: str, cmd: list[str], timeout: int
+    ) -> tuple[int, bytes, bytes]:
+        svc = self.svc
+        if not cmd:
+            raise InvalidArgument("ExecSync needs a command")
+        c = self._running(container_id)
+        with open(Path(c.dir) / "config.json") as f:
+            spec = json.load(f)
+        process = build_exec_process(spec["process"], cmd, tty=False)
+        res = await svc.runtime(c.handler).exec_sync(
+            c.id,
+            process,
+            float(timeout) if timeout > 0 else None,
+            svc.config.runtime.exec_sync_output_limit,
+        )
+        return res.exit_code, res.stdout, res.stderr
+
+    async def reopen_log(self, container_id: str) -> None:
+        c = self._running(container_id)
+        await self.svc.monitor.reopen_log(Path(c.dir) / "ctl")
+
+    # ----- ContainerStatus / ListContainers --------------------------------------------------
+
+    def status(self, container_id: str, verbose: bool) -> tuple[Container, dict[str, str]]:
+        c = self.svc.containers.get(container_id)
+        info: dict[str, str] = {}
+        if verbose:
+            info["info"] = json.dumps(
+                {"pid": c.pid, "sandboxID": c.sandbox_id, "runtimeHandler": c.handler}
+            )
+        return c, info
+
+    def list(self, flt: api_pb2.ContainerFilter | None) -> list[Container]:
+        out = []
+        for c in self.svc.containers:
+            if flt is not None:
+                if flt.id and not c.id.startswith(flt.id):
+                    continue
+                if flt.pod_sandbox_id and not c.sandbox_id.startswith(flt.pod_sandbox_id):
+                    continue
+                if flt.HasField("state") and c.state.to_pb() != flt.state.state:
+                    continue
+                if any(c.config.labels.get(k) != v for k, v in flt.label_selector.items()):
+                    continue
+            out.append(c)
+        return out

@@ -1,0 +1,142 @@
+"""Typed state of sandboxes and containers, and their on-disk codec.
+
+Rule: every state change goes through ``transition`` methods here so that the allowed moves are
+in one place; the service persists the record after each change (atomic write, see
+``crirt.runtime.store``). The CRI configs are kept as protobuf messages (plain data) and
+serialised as base64 protobuf so a restarted server sees exactly what the kubelet sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from crirt._gen import api_pb2
+from crirt.errors import FailedPrecondition
+
+
+class SandboxState(enum.Enum):
+    READY = "ready"
+    NOTREADY = "notready"
+
+    def to_pb(self) -> int:
+        return api_pb2.SANDBOX_READY if self is SandboxState.READY else api_pb2.SANDBOX_NOTREADY
+
+
+class ContainerState(enum.Enum):
+    CREATED = "created"
+    RUNNING = "running"
+    EXITED = "exited"
+    UNKNOWN = "unknown"
+
+    def to_pb(self) -> int:
+        return {
+            ContainerState.CREATED: api_pb2.CONTAINER_CREATED,
+            ContainerState.RUNNING: api_pb2.CONTAINER_RUNNING,
+            ContainerState.EXITED: api_pb2.CONTAINER_EXITED,
+            ContainerState.UNKNOWN: api_pb2.CONTAINER_UNKNOWN,
+        }[self]
+
+    def can_start(self) -> bool:
+        return self is ContainerState.CREATED
+
+    def has_process(self) -> bool:
+        """The monitor may still hold a live container process."""
+        return self in (ContainerState.CREATED, ContainerState.RUNNING, ContainerState.UNKNOWN)
+
+
+def _pb_encode(msg: Any) -> str:
+    return base64.b64encode(msg.SerializeToString(deterministic=True)).decode()
+
+
+@dataclass
+class Sandbox:
+    id: str
+    name: str  # the reserved unique name (k8s_POD_…)
+    config: api_pb2.PodSandboxConfig
+    handler: str
+    created_at: int
+    dir: str
+    state: SandboxState = SandboxState.READY
+    netns_path: str = ""  # empty: host network
+    ip: str = ""
+    additional_ips: list[str] = field(default_factory=list)
+    infra_pid: int = 0
+    cgroup_parent: str = ""
+    shm_path: str = ""  # a tmpfs crirt mounted; empty when the pod uses the host IPC
+    network_set_up: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["config"] = _pb_encode(self.config)
+        d["state"] = self.state.value
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Sandbox:
+        d = dict(d)
+        cfg = api_pb2.PodSandboxConfig()
+        cfg.ParseFromString(base64.b64decode(d.pop("config")))
+        return cls(config=cfg, state=SandboxState(d.pop("state")), **d)
+
+
+@dataclass
+class Container:
+    id: str
+    name: str  # the reserved unique name (k8s_<ctr>_<pod>_…)
+    sandbox_id: str
+    config: api_pb2.ContainerConfig
+    handler: str
+    image_id: str  # sha256:<config digest>: Container.image_id / ContainerStatus.image_id
+    image_name: str  # what the client asked for, echoed in ContainerStatus.image
+    image_ref: str  # the digested reference (repo@sha256:…), or the id when there is none
+    created_at: int
+    dir: str
+    log_path: str = ""
+    state: ContainerState = ContainerState.CREATED
+    pid: int = 0
+    started_at: int = 0
+    finished_at: int = 0
+    exit_code: int = 0
+    reason: str = ""
+    message: str = ""
+    uid: int = 0
+    gid: int = 0
+    groups: list[int] = field(default_factory=list)
+    stop_signal: str = ""
+    rootfs_mounted: bool = False
+
+    def mark_started(self, now: int) -> None:
+        if not self.state.can_start():
+            raise FailedPrecondition(
+                f"container {self.id} is {self.state.value}, only a created container can start"
+            )
+        self.state = ContainerState.RUNNING
+        self.started_at = now
+
+    def mark_exited(self, exit_code: int, finished_at: int, oom_killed: bool) -> None:
+        self.state = ContainerState.EXITED
+        self.exit_code = exit_code
+        self.finished_at = finished_at
+        # Same reasons as CRI-O/containerd: the kubelet shows them to users.
+        if oom_killed:
+            self.reason = "OOMKilled"
+        elif exit_code == 0:
+            self.reason = "Completed"
+        else:
+            self.reason = "Error"
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["config"] = _pb_encode(self.config)
+        d["state"] = self.state.value
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Container:
+        d = dict(d)
+        cfg = api_pb2.ContainerConfig()
+        cfg.ParseFromString(base64.b64decode(d.pop("config")))
+        return cls(config=cfg, state=ContainerState(d.pop("state")), **d)

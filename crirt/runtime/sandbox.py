@@ -1,0 +1,292 @@
+"""RunPodSandbox, StopPodSandbox, RemovePodSandbox, PodSandboxStatus, ListPodSandbox.
+
+A sandbox is a pinned network namespace (unless host network), per-pod files (resolv.conf,
+hostname, hosts, /dev/shm) and an infra process — Debian's static catatonit by default — that
+owns the pod's IPC, UTS and (for PodPID) PID namespaces, which app containers then join.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from crirt._gen import api_pb2
+from crirt.errors import CrirtError, FailedPrecondition
+from crirt.log import get_logger
+from crirt.monitor.protocol import MonitorSpec
+from crirt.network import netns
+from crirt.oci.spec import SandboxSpecInput, build_sandbox_spec
+from crirt.runtime import mounts, naming
+from crirt.runtime.model import Sandbox, SandboxState
+from crirt.runtime.store import write_json_atomic
+
+if TYPE_CHECKING:
+    from crirt.runtime.service import RuntimeService
+
+log = get_logger(__name__)
+
+INFRA_BIN = "/.crirt-infra"
+SHM_SIZE = 64 * 1024 * 1024  # the kubelet/Docker default for /dev/shm
+
+
+def resolv_conf(dns: api_pb2.DNSConfig) -> str:
+    lines = [f"nameserver {s}" for s in dns.servers]
+    if dns.searches:
+        lines.append("search " + " ".join(dns.searches))
+    if dns.options:
+        lines.append("options " + " ".join(dns.options))
+    return "\n".join(lines) + "\n"
+
+
+def hosts_file(hostname: str, ip: str) -> str:
+    out = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    if ip and hostname:
+        out += f"{ip}\t{hostname}\n"
+    return out
+
+
+class SandboxOps:
+    def __init__(self, svc: RuntimeService) -> None:
+        self.svc = svc
+
+    # ----- RunPodSandbox ---------------------------------------------------------------------
+
+    async def run(self, config: api_pb2.PodSandboxConfig, handler: str) -> str:
+        svc = self.svc
+        name = naming.sandbox_name(config.metadata)
+        handler_name, handler_cfg = svc.config.handler(handler)
+        runtime = svc.runtime(handler_name)
+        sid = naming.new_id()
+        svc.sandboxes.reserve(name, sid)
+        sdir = svc.paths.sandboxes / sid
+        undo: list[Callable[[], Awaitable[None] | None]] = []
+        try:
+            async with svc.locked(sid):
+                sdir.mkdir(mode=0o711)
+                undo.append(lambda: shutil.rmtree(sdir, ignore_errors=True))
+                sb = await self._create(sid, name, config, handler_name, sdir, undo)
+                spec_dir = sdir / "bundle"
+                spec_dir.mkdir()
+                await self._start_infra(sb, handler_cfg.path, spec_dir, runtime, undo)
+                svc.sandboxes.add(sb)
+                svc.save_sandbox(sb)
+        except BaseException:
+            for fn in reversed(undo):
+                try:
+                    r = fn()
+                    if r is not None:
+                        await r
+                except Exception:  # noqa: BLE001 - keep undoing; the original error wins
+                    log.warning("sandbox rollback step failed", pod_id=sid, exc_info=True)
+            svc.sandboxes.release(name, sid)
+            raise
+        log.info("sandbox ready", pod_id=sid, name=name, ip=sb.ip)
+        return sid
+
+    async def _create(
+        self,
+        sid: str,
+        name: str,
+        config: api_pb2.PodSandboxConfig,
+        handler: str,
+        sdir: Path,
+        undo: list[Callable[[], Awaitable[None] | None]],
+    ) -> Sandbox:
+        svc = self.svc
+        from crirt.runtime.service import now_ns
+
+        ns = config.linux.security_context.namespace_options
+        sb = Sandbox(
+            id=sid,
+            name=name,
+            config=config,
+            handler=handler,
+            created_at=now_ns(),
+            dir=str(sdir),
+            cgroup_parent=config.linux.cgroup_parent or svc.config.runtime.default_cgroup_parent,
+        )
+        host_net = ns.network == api_pb2.NODE
+        if not host_net:
+            path = svc.paths.netns / sid
+            netns.create(path)
+            undo.append(lambda: netns.remove(path))
+            sb.netns_path = str(path)
+            md = config.metadata
+            result = await svc.cni.setup(
+                sid, str(path), md.namespace, md.name, md.uid, list(config.port_mappings)
+            )
+            undo.append(lambda: svc.cni.teardown(sid, str(path)))
+            sb.network_set_up = True
+            if result.ips:
+                sb.ip = result.ips[0]
+                sb.additional_ips = list(result.ips[1:])
+        hostname = socket.gethostname() if host_net else (config.hostname or config.metadata.name)
+        (sdir / "hostname").write_text(hostname + "\n")
+        if config.HasField("dns_config") and (
+            config.dns_config.servers or config.dns_config.searches or config.dns_config.options
+        ):
+            (sdir / "resolv.conf").write_text(resolv_conf(config.dns_config))
+        else:
+            try:
+                shutil.copyfile("/etc/resolv.conf", sdir / "resolv.conf")
+            except OSError:
+                (sdir / "resolv.conf").write_text("")
+        (sdir / "hosts").write_text(
+            Path("/etc/hosts").read_text() if host_net else hosts_file(hostname, sb.ip)
+        )
+        if ns.ipc != api_pb2.NODE:
+            shm = sdir / "shm"
+            shm.mkdir()
+            mounts.mount_tmpfs(shm, f"mode=1777,size={SHM_SIZE}")
+            undo.append(lambda: mounts.unmount(shm))
+            sb.shm_path = str(shm)
+        return sb
+
+    async def _start_infra(
+        self,
+        sb: Sandbox,
+        runtime_path: str,
+        bundle: Path,
+        runtime: object,
+        undo: list[Callable[[], Awaitable[None] | None]],
+    ) -> None:
+        svc = self.svc
+        rootfs = bundle / "rootfs"
+        rootfs.mkdir()
+        (rootfs / INFRA_BIN.lstrip("/")).touch(mode=0o555)
+        inp = SandboxSpecInput(
+            sandbox_id=sb.id,
+            config=sb.config,
+            rootfs=str(rootfs),
+            process_args=[INFRA_BIN, "-P"],
+            netns_path=sb.netns_path or None,
+            cgroups_path=f"{sb.cgroup_parent.rstrip('/')}/crirt-{sb.id}",
+            hostname_path=str(Path(sb.dir) / "hostname"),
+            resolv_conf_path=str(Path(sb.dir) / "resolv.conf"),
+            hosts_path=str(Path(sb.dir) / "hosts"),
+            shm_path=sb.shm_path or None,
+            min_oom_score_adj=svc.min_oom_score_adj,
+        )
+        spec = build_sandbox_spec(inp)
+        spec.setdefault("mounts", []).append(
+            {
+                "destination": INFRA_BIN,
+                "type": "bind",
+                "source": svc.config.runtime.catatonit_path,
+                "options": ["bind", "ro", "nosuid", "nodev"],
+            }
+        )
+        write_json_atomic(bundle / "config.json", spec)
+        mspec = MonitorSpec(
+            container_id=sb.id,
+            bundle=str(bundle),
+            runtime_path=runtime_path,
+            runtime_root=svc.config.handler_root(sb.handler),
+            log_path="",
+            exit_file=str(svc.exit_file(sb.id)),
+            pid_file=str(bundle / "pidfile"),
+            ctl_socket=str(Path(sb.dir) / "ctl"),
+            stdin=False,
+            stdin_once=False,
+            tty=False,
+        )
+        rt = svc.runtime(sb.handler)
+        sb.infra_pid = await svc.monitor.start_monitor(mspec)
+        undo.append(lambda: rt.delete(sb.id, force=True))
+        await rt.start(sb.id)
+
+    # ----- StopPodSandbox --------------------------------------------------------------------
+
+    async def stop(self, pod_id: str) -> None:
+        svc = self.svc
+        sb = svc.sandboxes.find(pod_id)
+        if sb is None:
+            # api.proto: "This call is idempotent, and must not return an error if all relevant
+            # resources have already been reclaimed."
+            return
+        for c in svc.containers:
+            if c.sandbox_id == sb.id:
+                await svc.container_ops.stop(c.id, 0)
+        async with svc.locked(sb.id):
+            await self._stop_locked(sb)
+
+    async def _stop_locked(self, sb: Sandbox) -> None:
+        svc = self.svc
+        rt = svc.runtime(sb.handler)
+        if sb.state is SandboxState.READY or not os.path.exists(svc.exit_file(sb.id)):
+            with contextlib.suppress(CrirtError):
+                await rt.kill(sb.id, signal.SIGKILL)
+            if not await svc.wait_exit(sb.id, 10.0):
+                log.warning("infra process did not report its exit", pod_id=sb.id)
+        if sb.network_set_up:
+            await svc.cni.teardown(sb.id, sb.netns_path or None)
+            sb.network_set_up = False
+        if sb.netns_path:
+            netns.remove(Path(sb.netns_path))
+        if sb.shm_path:
+            mounts.unmount(Path(sb.shm_path))
+        sb.state = SandboxState.NOTREADY
+        svc.save_sandbox(sb)
+        log.info("sandbox stopped", pod_id=sb.id)
+
+    # ----- RemovePodSandbox ------------------------------------------------------------------
+
+    async def remove(self, pod_id: str) -> None:
+        svc = self.svc
+        sb = svc.sandboxes.find(pod_id)
+        if sb is None:
+            # api.proto: "This call is idempotent, and must not return an error if the sandbox
+            # has already been removed."
+            return
+        for c in svc.containers:
+            if c.sandbox_id == sb.id:
+                await svc.container_ops.remove(c.id)
+        async with svc.locked(sb.id):
+            if sb.state is SandboxState.READY or sb.network_set_up:
+                await self._stop_locked(sb)
+            await svc.runtime(sb.handler).delete(sb.id, force=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(svc.exit_file(sb.id))
+            shutil.rmtree(sb.dir, ignore_errors=True)
+            svc.sandboxes.remove(sb)
+        log.info("sandbox removed", pod_id=sb.id)
+
+    # ----- PodSandboxStatus / ListPodSandbox -------------------------------------------------
+
+    def status(self, pod_id: str, verbose: bool) -> tuple[Sandbox, dict[str, str]]:
+        sb = self.svc.sandboxes.get(pod_id)
+        info: dict[str, str] = {}
+        if verbose:
+            info["info"] = json.dumps(
+                {
+                    "pid": sb.infra_pid,
+                    "netns": sb.netns_path,
+                    "runtimeHandler": sb.handler,
+                    "cgroupParent": sb.cgroup_parent,
+                }
+            )
+        return sb, info
+
+    def list(self, flt: api_pb2.PodSandboxFilter | None) -> list[Sandbox]:
+        out = []
+        for sb in self.svc.sandboxes:
+            if flt is not None:
+                if flt.id and not sb.id.startswith(flt.id):
+                    continue
+                if flt.HasField("state") and sb.state.to_pb() != flt.state.state:
+                    continue
+                if any(sb.config.labels.get(k) != v for k, v in flt.label_selector.items()):
+                    continue
+            out.append(sb)
+        return out
+
+    def ensure_ready(self, sb: Sandbox) -> None:
+        if sb.state is not SandboxState.READY:
+            raise FailedPrecondition(f"pod sandbox {sb.id} is not ready")

@@ -1,0 +1,218 @@
+"""RuntimeService: owns the sandbox/container indexes and the adapters the RPC families share.
+
+The RPC families live in ``sandbox.py`` and ``container.py``; this module holds the state they
+share, per-object locks, persistence, exit handling, and restore after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crirt.config import Config
+from crirt.log import get_logger
+from crirt.monitor.client import MonitorClient
+from crirt.runtime.exits import ExitWatcher
+from crirt.runtime.model import Container, ContainerState, Sandbox
+from crirt.runtime.ports import CniPort, ImagesPort, OciRuntimePort, RootfsPort
+from crirt.runtime.store import Index, write_json_atomic
+
+log = get_logger(__name__)
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where crirt keeps runtime state (tmpfs: gone after reboot, as containers are)."""
+
+    state: Path
+
+    @property
+    def sandboxes(self) -> Path:
+        return self.state / "sandboxes"
+
+    @property
+    def containers(self) -> Path:
+        return self.state / "containers"
+
+    @property
+    def exits(self) -> Path:
+        return self.state / "exits"
+
+    @property
+    def netns(self) -> Path:
+        return self.state / "netns"
+
+    def create(self) -> None:
+        for p in (self.sandboxes, self.containers, self.exits, self.netns):
+            p.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def read_min_oom_score_adj() -> int:
+    """Without CAP_SYS_RESOURCE nobody may go below our own score: runc would fail (notes.md)."""
+    try:
+        return int(Path("/proc/self/oom_score_adj").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+class RuntimeService:
+    def __init__(
+        self,
+        config: Config,
+        images: ImagesPort,
+        monitor: MonitorClient,
+        runtimes: dict[str, OciRuntimePort],
+        cni: CniPort,
+        rootfs: RootfsPort,
+        seccomp_default: dict[str, Any] | None,
+    ) -> None:
+        self.config = config
+        self.images = images
+        self.monitor = monitor
+        self.runtimes = runtimes
+        self.cni = cni
+        self.rootfs = rootfs
+        self.seccomp_default = seccomp_default
+        self.paths = Paths(Path(config.state_dir))
+        self.sandboxes: Index[Sandbox] = Index("sandbox")
+        self.containers: Index[Container] = Index("container")
+        self.min_oom_score_adj = read_min_oom_score_adj()
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._exit_events: dict[str, asyncio.Event] = {}
+        self._watcher = ExitWatcher(self.paths.exits, self._on_exit_file)
+        # Imported here to keep the family modules free of import cycles.
+        from crirt.runtime.container import ContainerOps
+        from crirt.runtime.sandbox import SandboxOps
+
+        self.sandbox_ops = SandboxOps(self)
+        self.container_ops = ContainerOps(self)
+
+    # ----- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.paths.create()
+        self._watcher.start(asyncio.get_running_loop())
+        self._restore()
+
+    def close(self) -> None:
+        self._watcher.stop()
+
+    def runtime(self, handler: str) -> OciRuntimePort:
+        key, _ = self.config.handler(handler)
+        try:
+            return self.runtimes[key]
+        except KeyError:
+            from crirt.errors import InvalidArgument
+
+            raise InvalidArgument(f"runtime handler {key!r} is not available") from None
+
+    @contextlib.asynccontextmanager
+    async def locked(self, obj_id: str) -> AsyncIterator[None]:
+        lock = self._locks[obj_id]
+        async with lock:
+            yield
+        if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
+            self._locks.pop(obj_id, None)
+
+    # ----- persistence -----------------------------------------------------------------------
+
+    def save_sandbox(self, sb: Sandbox) -> None:
+        write_json_atomic(Path(sb.dir) / "sandbox.json", sb.to_json())
+
+    def save_container(self, c: Container) -> None:
+        write_json_atomic(Path(c.dir) / "container.json", c.to_json())
+
+    def exit_file(self, obj_id: str) -> Path:
+        return self.paths.exits / obj_id
+
+    # ----- exits -----------------------------------------------------------------------------
+
+    def exit_event(self, obj_id: str) -> asyncio.Event:
+        ev = self._exit_events.get(obj_id)
+        if ev is None:
+            ev = self._exit_events[obj_id] = asyncio.Event()
+        return ev
+
+    def _on_exit_file(self, obj_id: str) -> None:
+        self.apply_exit(obj_id)
+
+    def apply_exit(self, obj_id: str) -> bool:
+        """Fold an exit file into memory; True when the object is now known to have exited."""
+        info = self.monitor.read_exit(self.exit_file(obj_id))
+        if info is None:
+            return False
+        c = self.containers.find(obj_id)
+        if c is not None and c.state.has_process():
+            c.mark_exited(info.exit_code, info.finished_at, info.oom_killed)
+            self.save_container(c)
+            log.info("container exited", container_id=c.id, exit_code=info.exit_code)
+        ev = self._exit_events.get(obj_id)
+        if ev is not None:
+            ev.set()
+        return True
+
+    async def wait_exit(self, obj_id: str, timeout: float) -> bool:
+        """Wait until the monitor reports the exit of ``obj_id``; False on timeout."""
+        ev = self.exit_event(obj_id)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if self.apply_exit(obj_id):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                # inotify wakes us; the short cap covers a monitor that died without a file.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ev.wait(), min(left, 1.0))
+        finally:
+            self._exit_events.pop(obj_id, None)
+
+    # ----- restore ---------------------------------------------------------------------------
+
+    def _load_records(self, base: Path, name: str) -> list[dict[str, Any]]:
+        out = []
+        if not base.is_dir():
+            return out
+        for d in sorted(base.iterdir()):
+            rec = d / name
+            try:
+                out.append(json.loads(rec.read_text()))
+            except (OSError, ValueError):
+                # A record that never got written means creation died half-way: the
+                # directory holds nothing a client has been told about.
+                log.warning("dropping incomplete record", path=str(d))
+                shutil.rmtree(d, ignore_errors=True)
+        return out
+
+    def _restore(self) -> None:
+        for d in self._load_records(self.paths.sandboxes, "sandbox.json"):
+            self.sandboxes.add(Sandbox.from_json(d))
+        for d in self._load_records(self.paths.containers, "container.json"):
+            c = Container.from_json(d)
+            if self.sandboxes.find(c.sandbox_id) is None:
+                log.warning("container without sandbox", container_id=c.id)
+            self.containers.add(c)
+            if c.state.has_process():
+                self.apply_exit(c.id)
+                if c.state.has_process() and not self.monitor_alive(c):
+                    # The monitor is gone and left no exit file: the process state is unknown.
+                    c.state = ContainerState.UNKNOWN
+                    self.save_container(c)
+        log.info("restored state", sandboxes=len(self.sandboxes), containers=len(self.containers))
+
+    def monitor_alive(self, c: Container) -> bool:
+        return c.pid > 0 and os.path.exists(f"/proc/{c.pid}")

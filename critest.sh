@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Run critest v1.36.0 against a fresh crirt on a temporary root and socket.
+#   ./critest.sh [extra critest or ginkgo flags]
+# Installs what it needs, starts the offline test bed and crirt, runs critest, stops everything it
+# started and prints as its last line exactly `critest: P passed, F failed, S skipped`.
+# CRITEST_REPORT_DIR=dir  also writes dir/junit.xml.
+# Exit status 0 exactly when every spec in tests/conformance/expected-pass.txt passed.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$REPO"
+
+if [[ "${CRIRT_SKIP_INSTALL:-0}" != 1 ]]; then
+  scripts/install-deps.sh
+fi
+testbed/setup.sh >/dev/null
+
+work=$(mktemp -d /var/tmp/crirt-critest.XXXXXX)
+state="$work/state"; root="$work/root"; sock="$work/crirt.sock"
+mkdir -p "$work/cni/net.d" "$work/run"
+# The deploy bridge config, with its IPAM state kept inside this run.
+sed -e "s#/var/lib/crirt/cni/ipam#$work/cni/ipam#" deploy/cni/10-crirt-bridge.conflist \
+  > "$work/cni/net.d/10-crirt-bridge.conflist"
+scripts/net-guard.sh >/dev/null
+
+pid=""
+cleanup() {
+  set +e
+  if [[ -n "$pid" ]]; then kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; fi
+  scripts/cleanup-state.sh "$state" "$root"
+  if [[ "${CRIRT_KEEP_WORK:-0}" != 1 ]]; then rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+python3 -m crirt serve --config /nonexistent \
+  --listen "$sock" --root "$root" --state-dir "$state" \
+  --image-registries-conf "$REPO/testbed/registries.conf" \
+  --network-cni-conf-dir "$work/cni/net.d" \
+  >"$work/crirt.log" 2>&1 &
+pid=$!
+for _ in $(seq 100); do [[ -S "$sock" ]] && break; sleep 0.1; done
+[[ -S "$sock" ]] || { echo "crirt did not start:"; tail -20 "$work/crirt.log"; exit 1; }
+
+report="${CRITEST_REPORT_DIR:-$work}"
+mkdir -p "$report"
+set +e
+# critest reads ../crictl.yaml relative to its cwd: run it from an empty directory.
+(cd "$work/run" && critest \
+  --runtime-endpoint "unix://$sock" --image-endpoint "unix://$sock" \
+  --ginkgo.skip 'public image with digest should be pulled and removed' \
+  --ginkgo.no-color --ginkgo.v --ginkgo.junit-report "$report/junit.xml" \
+  "$@") 2>&1 | tee "$work/critest.log" | grep -E '^(•|\[FAIL\]|  \[FAILED\]|Ran |FAIL!|PASS|SUCCESS)' || true
+set -e
+if [[ "${CRIRT_SHOW_LOG:-0}" == 1 ]]; then tail -50 "$work/crirt.log"; fi
+
+python3 - "$report/junit.xml" "$REPO/tests/conformance/expected-pass.txt" <<'PY'
+import sys
+import xml.etree.ElementTree as ET
+junit, ratchet = sys.argv[1], sys.argv[2]
+passed, failed, skipped = set(), set(), set()
+try:
+    cases = ET.parse(junit).getroot().iter("testcase")
+except (OSError, ET.ParseError) as exc:
+    print(f"critest.sh: no junit report: {exc}")
+    cases = iter(())
+for tc in cases:
+    name = tc.get("name", "")
+    if not name.startswith("[It]"):
+        continue  # suite-level nodes (BeforeSuite, …)
+    name = name[len("[It] "):]
+    if tc.find("skipped") is not None:
+        skipped.add(name)
+    elif tc.find("failure") is not None or tc.find("error") is not None:
+        failed.add(name)
+    else:
+        passed.add(name)
+want = [l.strip() for l in open(ratchet) if l.strip() and not l.startswith("#")]
+missing = [w for w in want if w not in passed]
+for name in sorted(failed):
+    print(f"FAILED: {name}")
+for w in missing:
+    print(f"RATCHET: expected to pass but did not: {w}")
+new = sorted(passed - set(want))
+if new:
+    print(f"{len(new)} passing spec(s) not yet in {ratchet}:")
+    for n in new:
+        print(f"  {n}")
+print(f"critest: {len(passed)} passed, {len(failed)} failed, {len(skipped)} skipped")
+sys.exit(1 if missing else 0)
+PY

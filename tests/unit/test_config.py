@@ -1,0 +1,61 @@
+import argparse
+from pathlib import Path
+
+import pytest
+
+from crirt import config
+from crirt.errors import InvalidArgument
+
+
+def _flags(*argv: str) -> dict[str, object]:
+    p = argparse.ArgumentParser()
+    config.add_flags(p)
+    return vars(p.parse_args(list(argv)))
+
+
+def test_defaults_without_any_file() -> None:
+    cfg = config.load("/nonexistent/crirt.conf")
+    assert cfg.listen == "/run/crirt/crirt.sock"
+    assert cfg.runtime.cgroup_driver == "cgroupfs"
+    assert cfg.handler("") == ("runc", cfg.runtime.handlers["runc"])
+
+
+def test_file_dropins_and_flags_in_order(tmp_path: Path) -> None:
+    main = tmp_path / "crirt.conf"
+    main.write_text('root = "/a"\nlog_level = "debug"\n[network]\ncni_conf_dir = "/n1"\n')
+    (tmp_path / "crirt.conf.d").mkdir()
+    (tmp_path / "crirt.conf.d" / "10-x.conf").write_text('root = "/b"\n')
+    cfg = config.load(main, _flags("--network-cni-bin-dirs", "/x,/y"))
+    assert cfg.root == "/b"
+    assert cfg.log_level == "debug"
+    assert cfg.network.cni_conf_dir == "/n1"
+    assert cfg.network.cni_bin_dirs == ["/x", "/y"]
+    cfg = config.load(main, _flags("--root", "/c", "--streaming-port", "1234"))
+    assert cfg.root == "/c"
+    assert cfg.streaming.port == 1234
+
+
+def test_handlers_table(tmp_path: Path) -> None:
+    main = tmp_path / "crirt.conf"
+    main.write_text('[runtime.handlers.fast]\npath = "/usr/bin/crun"\n')
+    cfg = config.load(main)
+    assert list(cfg.runtime.handlers) == ["fast"]
+    assert cfg.handler("fast")[1].path == "/usr/bin/crun"
+    assert cfg.handler_root("fast") == "/run/crirt/fast"
+    with pytest.raises(InvalidArgument, match="unknown runtime handler"):
+        cfg.handler("nope")
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("bogus = 1\n", "unknown option"),
+        ("[runtime]\nexec_sync_output_limit = 'many'\n", "expected int"),
+        ("root = [\n", "crirt.conf"),
+    ],
+)
+def test_bad_files_are_clear_errors(tmp_path: Path, text: str, match: str) -> None:
+    main = tmp_path / "crirt.conf"
+    main.write_text(text)
+    with pytest.raises(InvalidArgument, match=match):
+        config.load(main)
