@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Install everything crirt and its offline test bed need on a Debian bookworm machine (as root).
+# Idempotent: every step checks first and is skipped when already satisfied.
+#   CRIRT_SKIP_PIP=1    skip `pip install -e .[dev]` (also skipped when pyproject.toml is absent)
+#   CRIRT_SKIP_GO=1     skip crictl/critest/ginkgo
+#   CRIRT_BINDIR        where the Go tools go (default /usr/local/bin)
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BINDIR="${CRIRT_BINDIR:-/usr/local/bin}"
+CACHE="${CRIRT_CACHE:-/var/cache/crirt}"
+CRI_TOOLS_VERSION=v1.36.0
+GINKGO_VERSION=v2.28.1
+export DEBIAN_FRONTEND=noninteractive
+
+log() { printf '[install-deps] %s\n' "$*"; }
+mkdir -p "$CACHE/logs" "$BINDIR"
+# Run a noisy command with its output in $CACHE/logs/NAME.log; show the tail only on failure.
+quiet() {
+  local name=$1; shift
+  if ! "$@" >"$CACHE/logs/$name.log" 2>&1; then
+    log "FAILED: $* (log: $CACHE/logs/$name.log)"
+    tail -n 30 "$CACHE/logs/$name.log" >&2
+    exit 1
+  fi
+}
+
+# --- Debian packages --------------------------------------------------------------------------
+PKGS=(runc crun containernetworking-plugins catatonit iptables iproute2 docker-registry
+      busybox-static skopeo umoci util-linux gcc libc6-dev file curl ca-certificates tar gzip
+      procps)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -F "install ok installed" >/dev/null \
+    || missing+=("$p")
+done
+apt_updated=0
+if ((${#missing[@]})); then
+  log "apt: installing ${missing[*]}"
+  quiet apt-update apt-get update
+  apt_updated=1
+  quiet apt-install apt-get install -y --no-install-recommends "${missing[@]}"
+else
+  log "apt: all ${#PKGS[@]} packages present"
+fi
+# On a systemd host the package starts its own registry on :5000 (all interfaces, htpasswd auth),
+# which would shadow testbed/registry.sh: turn it off.
+if [[ -d /run/systemd/system ]] && systemctl is-enabled --quiet docker-registry 2>/dev/null; then
+  log "apt: disabling the docker-registry system service (the test bed runs its own)"
+  systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi
+
+# Debian's dynamic busybox is needed as a .deb (downloaded, never installed: it conflicts with
+# busybox-static). testbed/mkimage.py unpacks it from here.
+DEBS="$CACHE/debs"
+mkdir -p "$DEBS"
+chown _apt:root "$DEBS" 2>/dev/null || true  # else apt warns that it downloads unsandboxed
+if ! compgen -G "$DEBS/busybox_*.deb" >/dev/null; then
+  if ! apt-cache show busybox >/dev/null 2>&1 && ((apt_updated == 0)); then
+    quiet apt-update apt-get update
+  fi
+  log "apt: downloading busybox .deb into $DEBS"
+  (cd "$DEBS" && quiet apt-download apt-get download busybox)
+else
+  log "apt: busybox .deb cached"
+fi
+
+# --- Python package -------------------------------------------------------------------------
+if [[ "${CRIRT_SKIP_PIP:-0}" == 1 ]]; then
+  log "pip: skipped (CRIRT_SKIP_PIP=1)"
+elif [[ ! -f "$REPO/pyproject.toml" ]]; then
+  log "pip: skipped ($REPO/pyproject.toml absent)"
+else
+  # Re-install only when pyproject.toml or the interpreter changed (pip itself takes seconds).
+  stamp="$CACHE/pip.stamp"
+  want="$(sha256sum "$REPO/pyproject.toml" | cut -d' ' -f1) $(command -v python3) $REPO"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    log "pip: $REPO already installed"
+  else
+    log "pip: installing -e $REPO[dev]"
+    quiet pip python3 -m pip install --disable-pip-version-check -e "$REPO[dev]"
+    printf '%s\n' "$want" >"$stamp"
+  fi
+fi
+
+# --- Go tools ------------------------------------------------------------------------------
+if [[ "${CRIRT_SKIP_GO:-0}" == 1 ]]; then
+  log "go: skipped (CRIRT_SKIP_GO=1)"
+  exit 0
+fi
+command -v go >/dev/null || { log "go: not found on PATH"; exit 1; }
+# cri-tools v1.36.0 needs go >= 1.26.2; "auto" lets an older Go fetch that toolchain from the
+# module proxy instead of failing (no effect when the local Go is new enough).
+export GOTOOLCHAIN=auto
+# Without this the binaries report version "unknown".
+LDFLAGS="-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRI_TOOLS_VERSION"
+
+if "$BINDIR/crictl" --version 2>/dev/null | grep -F "$CRI_TOOLS_VERSION" >/dev/null; then
+  log "crictl: $CRI_TOOLS_VERSION present"
+else
+  log "crictl: building $CRI_TOOLS_VERSION (a few minutes)"
+  quiet crictl env GOBIN="$BINDIR" \
+    go install -ldflags "$LDFLAGS" "sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS_VERSION"
+  log "crictl: $("$BINDIR/crictl" --version)"
+fi
+
+# critest has only _test.go files, so `go install` refuses it: build the test binary in a
+# throwaway module that depends on cri-tools (-t records the test-only dependencies).
+# critest reads ../crictl.yaml relative to its cwd: ask it from / so no stray config is read.
+critest_version() { (cd / && "$BINDIR/critest" -version 2>/dev/null | grep -F 'critest version'); }
+if critest_version | grep -F "$CRI_TOOLS_VERSION" >/dev/null; then
+  log "critest: $CRI_TOOLS_VERSION present"
+else
+  log "critest: building $CRI_TOOLS_VERSION (a few minutes)"
+  build="$CACHE/critest-build"
+  rm -rf "$build" && mkdir -p "$build"
+  (
+    cd "$build"
+    quiet critest-mod go mod init x
+    quiet critest-get go get -t "sigs.k8s.io/cri-tools/cmd/critest@$CRI_TOOLS_VERSION"
+    quiet critest-build \
+      go test -c -ldflags "$LDFLAGS" -o "$BINDIR/critest" sigs.k8s.io/cri-tools/cmd/critest
+  )
+  log "critest: $(critest_version)"
+fi
+
+if "$BINDIR/ginkgo" version 2>/dev/null | grep -F "${GINKGO_VERSION#v}" >/dev/null; then
+  log "ginkgo: $GINKGO_VERSION present"
+else
+  log "ginkgo: building $GINKGO_VERSION"
+  quiet ginkgo env GOBIN="$BINDIR" go install "github.com/onsi/ginkgo/v2/ginkgo@$GINKGO_VERSION"
+fi
+log "done"
