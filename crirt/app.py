@@ -1,0 +1,84 @@
+"""Composition root: builds every object from Config, wires them, runs the server.
+
+Start order: state dirs → image store → runtimes → monitor client → CNI → runtime service
+(restores state) → gRPC server. SIGTERM/SIGINT stop the server only: containers keep running
+under their monitors, and the next start finds them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+from pathlib import Path
+
+
+from crirt import log as crirt_log
+from crirt.api.image import ImageServicer
+from crirt.api.runtime import RuntimeServicer
+from crirt.api.server import start_server
+from crirt.config import Config
+from crirt.image.service import ImageService
+from crirt.monitor.client import MonitorClient
+from crirt.network.cni import CniManager
+from crirt.oci.runc import OciRuntime
+from crirt.oci.seccomp import load_default_seccomp
+from crirt.registry.config import load_registries
+from crirt.runtime.ports import OciRuntimePort
+from crirt.runtime.rootfs import ImageRootfs
+from crirt.runtime.service import RuntimeService
+
+log = crirt_log.get_logger(__name__)
+
+
+def build(cfg: Config) -> tuple[RuntimeService, ImageService]:
+    root = Path(cfg.root)
+    state = Path(cfg.state_dir)
+    for d in (root, state):
+        d.mkdir(parents=True, exist_ok=True, mode=0o711)
+    registries = load_registries(
+        Path(cfg.image.registries_conf), Path(cfg.image.registries_conf_d)
+    )
+    images = ImageService(
+        root,
+        registries,
+        max_parallel=cfg.image.max_parallel_downloads,
+    )
+    runtimes: dict[str, OciRuntimePort] = {}
+    for name, h in cfg.runtime.handlers.items():
+        if shutil.which(h.path) is None:
+            log.warning("runtime handler binary missing; handler disabled", handler=name, path=h.path)
+            continue
+        runtimes[name] = OciRuntime(h.path, cfg.handler_root(name))
+    monitor = MonitorClient(state / "monitor")
+    cni = CniManager(cfg.network.cni_conf_dir, cfg.network.cni_bin_dirs, state / "cni")
+    svc = RuntimeService(
+        cfg,
+        images=images,
+        monitor=monitor,
+        runtimes=runtimes,
+        cni=cni,
+        rootfs=ImageRootfs(images),
+        seccomp_default=load_default_seccomp(),
+    )
+    return svc, images
+
+
+async def serve(cfg: Config) -> int:
+    crirt_log.setup(cfg.log_level, cfg.log_format)
+    svc, images = build(cfg)
+    await svc.start()
+    server = await start_server(Path(cfg.listen), RuntimeServicer(svc), ImageServicer(images))
+    log.info("crirt serving", listen=cfg.listen, pid=os.getpid())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("crirt stopping; containers keep running")
+    await server.stop(grace=5)
+    svc.close()
+    return 0
+
+

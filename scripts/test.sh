@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite on this machine, as root: install what is missing, start the offline test
+# bed, lint and type-check, run unit and integration tests, then critest. `.ci/run` calls this.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+scripts/install-deps.sh
+testbed/setup.sh
+
+echo "== ruff"
+ruff check crirt tests scripts testbed
+echo "== mypy"
+mypy
+
+echo "== pytest"
+rc=0
+python3 -m pytest -p no:cacheprovider tests || rc=$?
+
+echo "== critest"
+crc=0
+CRIRT_SKIP_INSTALL=1 ./critest.sh || crc=$?
+if ((rc != 0 || crc != 0)); then
+  echo "test.sh: pytest exit $rc, critest.sh exit $crc"
+  exit 1
+fi
