@@ -1,0 +1,499 @@
+"""The image store: ``images.json`` (images, tags, digests, layers) and ``blobs/sha256/<hex>``.
+
+Layout under the storage directory::
+
+    images.lock            flock + write token (see crirt.storage.locks)
+    images.json            {"version": 1, "images": {id: {...}}, "layers": {chain id: {...}}}
+    blobs/sha256/<hex>     manifests, indexes and configs, by digest
+    layers/<hex>/          committed layers (crirt.storage.layers)
+    containers/<cid>/      container rootfs dirs; rootfs.json pins the layers it uses
+
+Invariants:
+
+1. Every mutation holds the exclusive lock, re-reads the index if another process changed it,
+   writes it atomically (tmp, fsync, rename, fsync dir) and then changes the write token.
+2. Reads are memory-only unless the write token changed (one ``pread``): ImageStatus and
+   ListImages are hot paths. The in-memory state is an immutable snapshot swapped as a whole, so
+   readers need no lock.
+3. An image is recorded only if all its layers are on disk, checked under the lock; layer GC
+   also runs under the lock and keeps any layer an image or a container rootfs references.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from crirt.errors import ImageNotFound, StorageError
+from crirt.sansio.manifest import OciImageConfig, parse_image_config, parse_image_user
+from crirt.storage.layers import LayerInfo, LayerStore
+from crirt.storage.locks import FileLock
+
+log = structlog.get_logger(__name__)
+
+INDEX_VERSION = 1
+ROOTFS_JSON = "rootfs.json"
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One local image. ``id`` is the config digest (``sha256:…``): stable across registries."""
+
+    id: str
+    repo_tags: tuple[str, ...]
+    repo_digests: tuple[str, ...]
+    # Compressed layer sizes plus the config size, as containerd and CRI-O report.
+    size: int
+    config: OciImageConfig
+    # Chain ids, bottom layer first.
+    layers: tuple[str, ...]
+    # From the config's User (CRI-O getUserFromImage): uid if numeric, else username.
+    uid: int | None
+    username: str
+    pinned: bool = False
+    # The platform manifest the image was pulled through.
+    manifest_digest: str = ""
+
+
+class LayersMissing(StorageError):
+    """An image was to be recorded but some of its layers are gone (GC raced the pull)."""
+
+    def __init__(self, missing: Sequence[str]) -> None:
+        super().__init__(f"layers missing from the store: {', '.join(missing)}")
+        self.missing = tuple(missing)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """An image as ``images.json`` stores it."""
+
+    repo_tags: tuple[str, ...]
+    repo_digests: tuple[str, ...]
+    size: int
+    layers: tuple[str, ...]
+    manifest_digest: str
+    # Every blob this image owns (config, manifest, index), for blob GC, and their total size.
+    blobs: tuple[str, ...]
+    blob_bytes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "repo_tags": list(self.repo_tags),
+            "repo_digests": list(self.repo_digests),
+            "size": self.size,
+            "layers": list(self.layers),
+            "manifest_digest": self.manifest_digest,
+            "blobs": list(self.blobs),
+            "blob_bytes": self.blob_bytes,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> _Entry:
+        return cls(
+            repo_tags=tuple(doc.get("repo_tags", ())),
+            repo_digests=tuple(doc.get("repo_digests", ())),
+            size=int(doc.get("size", 0)),
+            layers=tuple(doc.get("layers", ())),
+            manifest_digest=str(doc.get("manifest_digest", "")),
+            blobs=tuple(doc.get("blobs", ())),
+            blob_bytes=int(doc.get("blob_bytes", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class _State:
+    token: bytes
+    entries: dict[str, _Entry] = field(default_factory=dict)
+    layers: dict[str, LayerInfo] = field(default_factory=dict)
+    records: dict[str, ImageRecord] = field(default_factory=dict)
+    by_tag: dict[str, str] = field(default_factory=dict)
+    by_digest: dict[str, str] = field(default_factory=dict)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class ImageStore:
+    """Images, their blobs and layers under one storage directory.
+
+    Reads are cheap and may run on the event loop; mutations block (lock, fsync, rmtree) and
+    belong in worker threads.
+    """
+
+    def __init__(self, path: Path, *, pinned: Sequence[str] = ()) -> None:
+        """Open (creating if needed) the store at ``path`` and clean up after crashes.
+
+        ``pinned`` holds patterns (exact names, or a trailing ``*`` as a glob) matched against
+        repo tags and digests; matching images report ``pinned=True``.
+
+        Raises:
+            StorageError: the directory or index cannot be read or created.
+        """
+        self.path = path
+        self._pinned = tuple(pinned)
+        try:
+            for sub in ("blobs/sha256", "layers", "containers"):
+                (path / sub).mkdir(parents=True, exist_ok=True)
+            # Kept empty: the lower dir of images that have no layers at all.
+            (path / "empty").mkdir(exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create image store at {path}: {exc}") from exc
+        self.layers = LayerStore(path / "layers")
+        self._index = path / "images.json"
+        self._lock = FileLock(path / "images.lock")
+        self._mutex = threading.Lock()
+        self._configs: dict[str, OciImageConfig] = {}
+        self._state = _State(token=b"\x00")
+        with self._lock.exclusive():
+            self.layers.cleanup()
+            self._state = self._load(self._lock.last_write())
+            self._gc_locked(orphans=True)
+
+    def close(self) -> None:
+        self._lock.close()
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def _current(self) -> _State:
+        """The in-memory snapshot, reloaded first if another process wrote the index."""
+        token = self._lock.last_write()
+        state = self._state
+        if token == state.token:
+            return state
+        with self._mutex:
+            if self._state.token != token:
+                self._state = self._load(token)
+            return self._state
+
+    def get(self, image_id: str) -> ImageRecord | None:
+        return self._current().records.get(image_id)
+
+    def by_tag(self, tag: str) -> ImageRecord | None:
+        state = self._current()
+        image_id = state.by_tag.get(tag)
+        return state.records.get(image_id) if image_id else None
+
+    def by_digest(self, repo_digest: str) -> ImageRecord | None:
+        state = self._current()
+        image_id = state.by_digest.get(repo_digest)
+        return state.records.get(image_id) if image_id else None
+
+    def all(self) -> list[ImageRecord]:
+        return list(self._current().records.values())
+
+    def usage(self) -> tuple[int, int]:
+        """(bytes, inodes) used by layers and blobs, from recorded sizes (no disk walk)."""
+        state = self._current()
+        used = sum(layer.size for layer in state.layers.values())
+        used += sum(e.blob_bytes for e in state.entries.values())
+        inodes = sum(layer.inodes for layer in state.layers.values())
+        inodes += sum(len(e.blobs) for e in state.entries.values())
+        return used, inodes
+
+    def layer_dirs(self, image_id: str) -> list[Path]:
+        """The image's layer ``diff`` dirs, topmost first (overlay ``lowerdir`` order).
+
+        Raises:
+            ImageNotFound: unknown image.
+        """
+        record = self.get(image_id)
+        if record is None:
+            raise ImageNotFound(f"image {image_id} not found")
+        return [self.layers.diff_dir(lid) for lid in reversed(record.layers)]
+
+    # -- blobs --------------------------------------------------------------------------------
+
+    def blob_path(self, digest: str) -> Path:
+        algorithm, _, hexpart = digest.partition(":")
+        if algorithm != "sha256" or len(hexpart) != 64 or not hexpart.isalnum():
+            raise StorageError(f"cannot store blob {digest!r}: only sha256 digests")
+        return self.path / "blobs" / "sha256" / hexpart
+
+    def put_blob(self, digest: str, data: bytes) -> None:
+        """Store a verified blob (idempotent, atomic)."""
+        p = self.blob_path(digest)
+        if p.exists():
+            return
+        try:
+            _atomic_write(p, data)
+        except OSError as exc:
+            raise StorageError(f"cannot store blob {digest}: {exc}") from exc
+
+    def read_blob(self, digest: str) -> bytes:
+        try:
+            return self.blob_path(digest).read_bytes()
+        except OSError as exc:
+            raise StorageError(f"cannot read blob {digest}: {exc}") from exc
+
+    # -- mutations (blocking) -----------------------------------------------------------------
+
+    def add_image(
+        self,
+        image_id: str,
+        *,
+        repo_tag: str | None,
+        repo_digest: str,
+        manifest_digest: str,
+        blobs: Mapping[str, bytes],
+        layers: Sequence[LayerInfo],
+        size: int,
+    ) -> ImageRecord:
+        """Record (or update) an image; move ``repo_tag``/``repo_digest`` to it.
+
+        ``blobs`` are the verified config (its digest is ``image_id``), manifest and index
+        documents; they are written under the lock, so GC cannot delete them before the image
+        that owns them is recorded.
+
+        Raises:
+            LayersMissing: some layer directory vanished (retry after downloading them again).
+            StorageError: the index cannot be written.
+        """
+        with self._lock.exclusive(), self._mutex:
+            state = self._reload_locked()
+            missing = [li.id for li in layers if not self.layers.exists(li.id)]
+            if missing:
+                raise LayersMissing(missing)
+            if image_id not in blobs:
+                raise StorageError(f"image {image_id}: config blob not given")
+            for digest, data in blobs.items():
+                self.put_blob(digest, data)
+            entries = dict(state.entries)
+            new_tags = (repo_tag,) if repo_tag else ()
+            new_digests = (repo_digest,) if repo_digest else ()
+            # A tag or digest names one image: take it from whoever had it.
+            for other_id, other in entries.items():
+                if other_id == image_id:
+                    continue
+                tags = tuple(t for t in other.repo_tags if t not in new_tags)
+                digests = tuple(d for d in other.repo_digests if d not in new_digests)
+                if tags != other.repo_tags or digests != other.repo_digests:
+                    entries[other_id] = replace(other, repo_tags=tags, repo_digests=digests)
+            old = entries.get(image_id)
+            entries[image_id] = _Entry(
+                repo_tags=_union(old.repo_tags if old else (), new_tags),
+                repo_digests=_union(old.repo_digests if old else (), new_digests),
+                size=size,
+                layers=tuple(li.id for li in layers),
+                manifest_digest=manifest_digest,
+                blobs=_union(old.blobs if old else (), blobs),
+                blob_bytes=sum(len(b) for b in blobs.values()),
+            )
+            all_layers = dict(state.layers)
+            for li in layers:
+                all_layers[li.id] = li
+            self._commit_locked(entries, all_layers)
+            record = self._state.records[image_id]
+        return record
+
+    def remove_image(self, image_id: str) -> bool:
+        """Forget an image and delete what nothing else uses. Idempotent.
+
+        Returns True if the image existed.
+
+        Raises:
+            StorageError: the index cannot be written.
+        """
+        with self._lock.exclusive(), self._mutex:
+            state = self._reload_locked()
+            if image_id not in state.entries:
+                return False
+            entries = dict(state.entries)
+            del entries[image_id]
+            self._commit_locked(entries, dict(state.layers))
+            self._gc_locked(orphans=False)
+        return True
+
+    def gc(self) -> None:
+        """Delete layers and blobs no image and no container references."""
+        with self._lock.exclusive(), self._mutex:
+            self._reload_locked()
+            self._gc_locked(orphans=False)
+
+    # -- containers ---------------------------------------------------------------------------
+
+    def container_dir(self, container_id: str) -> Path:
+        if not container_id or "/" in container_id or container_id in (".", ".."):
+            raise StorageError(f"invalid container id {container_id!r}")
+        return self.path / "containers" / container_id
+
+    def pin_layers(self, container_id: str, image_id: str) -> list[Path]:
+        """Create the container dir, recording the image's layers so GC keeps them.
+
+        Returns the lower dirs, topmost first (never empty: an image without layers gets the
+        store's empty dir, as overlay needs at least one lower dir).
+
+        Raises:
+            ImageNotFound: unknown image.
+            StorageError: a layer is missing or the dir cannot be written.
+        """
+        with self._lock.exclusive(), self._mutex:
+            state = self._reload_locked()
+            record = state.records.get(image_id)
+            if record is None:
+                raise ImageNotFound(f"image {image_id} not found")
+            missing = [lid for lid in record.layers if not self.layers.exists(lid)]
+            if missing:
+                raise StorageError(f"image {image_id}: layers missing: {', '.join(missing)}")
+            cdir = self.container_dir(container_id)
+            try:
+                cdir.mkdir(mode=0o700, exist_ok=True)
+                doc = {"image_id": image_id, "layers": list(record.layers)}
+                _atomic_write(cdir / ROOTFS_JSON, json.dumps(doc).encode())
+            except OSError as exc:
+                raise StorageError(f"container {container_id}: {exc}") from exc
+        lowers = [self.layers.diff_dir(lid) for lid in reversed(record.layers)]
+        return lowers or [self.path / "empty"]
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _reload_locked(self) -> _State:
+        token = self._lock.last_write()
+        if token != self._state.token:
+            self._state = self._load(token)
+        return self._state
+
+    def _load(self, token: bytes) -> _State:
+        try:
+            raw = self._index.read_bytes()
+        except FileNotFoundError:
+            return _State(token=token)
+        except OSError as exc:
+            raise StorageError(f"cannot read {self._index}: {exc}") from exc
+        try:
+            doc = json.loads(raw)
+            if doc.get("version") != INDEX_VERSION:
+                raise ValueError(f"unknown version {doc.get('version')!r}")
+            entries = {k: _Entry.from_json(v) for k, v in doc.get("images", {}).items()}
+            layers = {k: LayerInfo.from_json(v) for k, v in doc.get("layers", {}).items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise StorageError(f"corrupt image index {self._index}: {exc}") from exc
+        return self._build(token, entries, layers)
+
+    def _build(
+        self, token: bytes, entries: dict[str, _Entry], layers: dict[str, LayerInfo]
+    ) -> _State:
+        records: dict[str, ImageRecord] = {}
+        by_tag: dict[str, str] = {}
+        by_digest: dict[str, str] = {}
+        for image_id, e in entries.items():
+            config = self._config(image_id)
+            uid, username = parse_image_user(config.user)
+            records[image_id] = ImageRecord(
+                id=image_id,
+                repo_tags=e.repo_tags,
+                repo_digests=e.repo_digests,
+                size=e.size,
+                config=config,
+                layers=e.layers,
+                uid=uid,
+                username=username,
+                pinned=self._is_pinned(e),
+                manifest_digest=e.manifest_digest,
+            )
+            for t in e.repo_tags:
+                by_tag[t] = image_id
+            for d in e.repo_digests:
+                by_digest[d] = image_id
+        return _State(token, entries, layers, records, by_tag, by_digest)
+
+    def _config(self, image_id: str) -> OciImageConfig:
+        # Config blobs are immutable by digest: parse each once per process.
+        cfg = self._configs.get(image_id)
+        if cfg is None:
+            try:
+                cfg = parse_image_config(self.read_blob(image_id))
+            except StorageError:
+                log.warning("image config blob unreadable", image=image_id)
+                cfg = OciImageConfig()
+            self._configs[image_id] = cfg
+        return cfg
+
+    def _is_pinned(self, e: _Entry) -> bool:
+        for pattern in self._pinned:
+            for name in (*e.repo_tags, *e.repo_digests):
+                if name == pattern or (
+                    pattern.endswith("*") and fnmatch.fnmatchcase(name, pattern)
+                ):
+                    return True
+        return False
+
+    def _commit_locked(self, entries: dict[str, _Entry], layers: dict[str, LayerInfo]) -> None:
+        doc = {
+            "version": INDEX_VERSION,
+            "images": {k: v.to_json() for k, v in entries.items()},
+            "layers": {k: v.to_json() for k, v in layers.items()},
+        }
+        try:
+            _atomic_write(self._index, json.dumps(doc, indent=1).encode())
+        except OSError as exc:
+            raise StorageError(f"cannot write {self._index}: {exc}") from exc
+        token = self._lock.record_write()
+        self._state = self._build(token, entries, layers)
+
+    def _container_layers(self) -> set[str]:
+        used: set[str] = set()
+        for cdir in (self.path / "containers").iterdir():
+            try:
+                doc = json.loads((cdir / ROOTFS_JSON).read_bytes())
+                used.update(doc.get("layers", ()))
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError) as exc:
+                # Unreadable: keep every layer rather than risk deleting one in use.
+                log.warning("container rootfs record unreadable", path=str(cdir), error=str(exc))
+                return set(self._state.layers) | set(self.layers.on_disk())
+        return used
+
+    def _gc_locked(self, *, orphans: bool) -> None:
+        """Drop unreferenced layers (and, with ``orphans``, unrecorded layer dirs) and blobs."""
+        state = self._state
+        keep = {lid for e in state.entries.values() for lid in e.layers}
+        keep |= self._container_layers()
+        doomed = [lid for lid in state.layers if lid not in keep]
+        if orphans:
+            doomed += [
+                lid for lid in self.layers.on_disk() if lid not in keep and lid not in state.layers
+            ]
+        if doomed:
+            layers = {k: v for k, v in state.layers.items() if k not in doomed}
+            if len(layers) != len(state.layers):
+                self._commit_locked(dict(state.entries), layers)
+            for lid in doomed:
+                log.debug("deleting unused layer", layer=lid)
+                self.layers.delete(lid)
+        blobs = {b for e in self._state.entries.values() for b in e.blobs}
+        blob_dir = self.path / "blobs" / "sha256"
+        for p in blob_dir.iterdir():
+            if p.name.startswith("."):
+                if orphans:
+                    p.unlink(missing_ok=True)  # temp file of a crashed write
+                continue
+            if "sha256:" + p.name not in blobs:
+                p.unlink(missing_ok=True)
+
+
+def _union(a: Iterable[str], b: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*a, *b)))

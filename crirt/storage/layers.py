@@ -1,0 +1,633 @@
+"""Layers on disk: stream a layer blob into ``layers/<chain-id hex>/diff``, verified and atomic.
+
+Invariants:
+
+1. A directory ``layers/<hex>`` exists only when complete: extraction happens in
+   ``layers/tmp-<pid>-<rand>/``, ``layer.json`` is written there, the filesystem is synced, and
+   only then is the directory renamed into place. Leftover ``tmp-*`` of dead processes are
+   removed by :meth:`LayerStore.cleanup`.
+2. Nothing is committed unless the compressed bytes match the manifest descriptor (size and
+   digest) and the uncompressed bytes match the config's DiffID. Both are hashed while the
+   stream is being extracted: download, decompression and extraction are one pass.
+3. Extraction never follows a symlink: parents are opened one component at a time with
+   ``O_NOFOLLOW|O_DIRECTORY`` relative to the previous one (``openat`` style), entries are
+   created relative to their parent's descriptor, and metadata calls use ``follow_symlinks=False``.
+   Path escapes are refused by :mod:`crirt.sansio.tarplan` before any I/O.
+
+A layer's id is its OCI chain id (image-spec config.md): ``ChainID(L0) = DiffID(L0)``,
+``ChainID(L0..Ln) = sha256(ChainID(L0..Ln-1) + " " + DiffID(Ln))``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tarfile
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from crirt.errors import DigestMismatch, InvalidArgument, StorageError
+from crirt.sansio import tarplan
+from crirt.sansio.manifest import LAYER_COMPRESSION, Descriptor
+from crirt.sansio.tarplan import EntryType, UnsafeTarEntry
+
+log = structlog.get_logger(__name__)
+
+LAYER_JSON = "layer.json"
+TMP_PREFIX = "tmp-"
+_CHUNK = 256 * 1024
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_TAR_TYPES = {
+    tarfile.REGTYPE: EntryType.FILE,
+    tarfile.AREGTYPE: EntryType.FILE,
+    tarfile.CONTTYPE: EntryType.FILE,
+    tarfile.GNUTYPE_SPARSE: EntryType.FILE,
+    tarfile.DIRTYPE: EntryType.DIR,
+    tarfile.SYMTYPE: EntryType.SYMLINK,
+    tarfile.LNKTYPE: EntryType.HARDLINK,
+    tarfile.CHRTYPE: EntryType.CHAR,
+    tarfile.BLKTYPE: EntryType.BLOCK,
+    tarfile.FIFOTYPE: EntryType.FIFO,
+}
+_XATTR_PAX = "SCHILY.xattr."
+
+
+class Readable(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+def chain_ids(diff_ids: Sequence[str]) -> list[str]:
+    """The chain id of every prefix of ``diff_ids`` (bottom layer first)."""
+    out: list[str] = []
+    for diff_id in diff_ids:
+        if not out:
+            out.append(diff_id)
+        else:
+            out.append("sha256:" + hashlib.sha256(f"{out[-1]} {diff_id}".encode()).hexdigest())
+    return out
+
+
+def _hex(digest: str) -> str:
+    algorithm, _, hexpart = digest.partition(":")
+    if algorithm != "sha256" or len(hexpart) != 64:
+        raise InvalidArgument(f"invalid layer id {digest!r}")
+    return hexpart
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What ``layer.json`` records about a committed layer."""
+
+    id: str  # chain id
+    diff_id: str
+    parent: str | None
+    compressed_digest: str
+    compressed_size: int
+    media_type: str
+    size: int  # bytes of regular file content
+    inodes: int  # entries created
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> LayerInfo:
+        return cls(
+            id=str(doc["id"]),
+            diff_id=str(doc["diff_id"]),
+            parent=doc.get("parent"),
+            compressed_digest=str(doc["compressed_digest"]),
+            compressed_size=int(doc["compressed_size"]),
+            media_type=str(doc.get("media_type", "")),
+            size=int(doc.get("size", 0)),
+            inodes=int(doc.get("inodes", 0)),
+        )
+
+
+class _HashingReader:
+    """Pass-through reader that hashes and counts, with a byte limit and ``peek``."""
+
+    def __init__(self, src: Readable, algorithm: str, limit: int | None, what: str) -> None:
+        self._src = src
+        self._hash = hashlib.new(algorithm)
+        self._algorithm = algorithm
+        self._limit = limit
+        self._what = what
+        self._buf = b""
+        self.count = 0
+        self.eof = False
+
+    def _fill(self, n: int) -> bytes:
+        data = self._src.read(n)
+        if not data:
+            self.eof = True
+            return b""
+        self.count += len(data)
+        if self._limit is not None and self.count > self._limit:
+            raise DigestMismatch(
+                f"{self._what}: more than the {self._limit} bytes the descriptor declares"
+            )
+        self._hash.update(data)
+        return data
+
+    def peek(self, n: int) -> bytes:
+        while len(self._buf) < n and not self.eof:
+            self._buf += self._fill(n - len(self._buf))
+        return self._buf[:n]
+
+    def read(self, n: int = -1, /) -> bytes:
+        if n < 0:
+            parts = [self._buf]
+            self._buf = b""
+            while chunk := self._fill(_CHUNK):
+                parts.append(chunk)
+            return b"".join(parts)
+        if self._buf:
+            out, self._buf = self._buf[:n], self._buf[n:]
+            return out
+        if self.eof:
+            return b""
+        return self._fill(n)
+
+    def drain(self) -> None:
+        self._buf = b""
+        while self._fill(_CHUNK):
+            pass
+
+    @property
+    def digest(self) -> str:
+        return f"{self._algorithm}:{self._hash.hexdigest()}"
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def _syncfs(fd: int) -> None:
+    """``syncfs(2)``: one flush for the whole layer instead of an fsync per file."""
+    if _LIBC.syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, _DIR_FLAGS)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LayerStore:
+    """The ``layers/`` directory. Thread-safe: every layer is extracted in its own temp dir."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+
+    def dir(self, layer_id: str) -> Path:
+        return self.path / _hex(layer_id)
+
+    def diff_dir(self, layer_id: str) -> Path:
+        return self.dir(layer_id) / "diff"
+
+    def get(self, layer_id: str) -> LayerInfo | None:
+        """The committed layer, or None."""
+        try:
+            doc = json.loads((self.dir(layer_id) / LAYER_JSON).read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"layer {layer_id}: unreadable {LAYER_JSON}: {exc}") from exc
+        return LayerInfo.from_json(doc)
+
+    def exists(self, layer_id: str) -> bool:
+        return (self.dir(layer_id) / LAYER_JSON).exists()
+
+    def on_disk(self) -> list[str]:
+        """Ids of all committed layer directories."""
+        return [
+            "sha256:" + p.name
+            for p in self.path.iterdir()
+            if not p.name.startswith(TMP_PREFIX) and len(p.name) == 64
+        ]
+
+    def cleanup(self) -> None:
+        """Remove temp dirs left by processes that died while extracting or deleting."""
+        for p in self.path.iterdir():
+            if not p.name.startswith(TMP_PREFIX):
+                continue
+            pid_s = p.name[len(TMP_PREFIX) :].split("-", 1)[0]
+            if pid_s.isdigit() and (int(pid_s) == os.getpid() or _pid_alive(int(pid_s))):
+                continue  # a live process is still extracting or deleting there
+            log.info("removing leftover layer temp dir", path=str(p))
+            shutil.rmtree(p, ignore_errors=True)
+
+    def _tmpdir(self) -> Path:
+        p = self.path / f"{TMP_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
+        p.mkdir(mode=0o700)
+        return p
+
+    def delete(self, layer_id: str) -> None:
+        """Remove a committed layer (idempotent): rename away atomically, then delete."""
+        src = self.dir(layer_id)
+        dst = self.path / f"{TMP_PREFIX}{os.getpid()}-del-{os.urandom(6).hex()}"
+        try:
+            os.rename(src, dst)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(dst, ignore_errors=True)
+
+    def apply(
+        self,
+        stream: Readable,
+        desc: Descriptor,
+        diff_id: str,
+        layer_id: str,
+        parent: str | None,
+    ) -> LayerInfo:
+        """Extract one layer blob stream and commit it as ``layer_id``.
+
+        Returns the committed layer (the existing one if another pull won the race).
+
+        Raises:
+            DigestMismatch: size, compressed digest or DiffID differ from what was declared.
+            UnsafeTarEntry: an entry escapes the layer root or goes through a symlink.
+            StorageError: invalid or unsupported (zstd) layer data, or a filesystem error.
+            RegistryError: the download failed (from ``stream``).
+        """
+        what = f"layer {desc.digest}"
+        tmp = self._tmpdir()
+        try:
+            diff = tmp / "diff"
+            diff.mkdir(mode=0o755)
+            start = time.monotonic()
+            size, inodes = _extract_verified(stream, desc, diff_id, diff, what)
+            info = LayerInfo(
+                id=layer_id,
+                diff_id=diff_id,
+                parent=parent,
+                compressed_digest=desc.digest,
+                compressed_size=desc.size,
+                media_type=desc.media_type,
+                size=size,
+                inodes=inodes,
+            )
+            (tmp / LAYER_JSON).write_text(json.dumps(info.to_json()))
+            fd = os.open(tmp, _DIR_FLAGS)
+            try:
+                _syncfs(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.rename(tmp, self.dir(layer_id))
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                # Another pull committed the same layer first: theirs is as good as ours.
+                existing = self.get(layer_id)
+                if existing is None:
+                    raise
+                return existing
+            _fsync_dir(self.path)
+            log.debug(
+                "layer committed",
+                layer=layer_id,
+                digest=desc.digest,
+                bytes=desc.size,
+                seconds=round(time.monotonic() - start, 3),
+            )
+            return info
+        except OSError as exc:
+            raise StorageError(f"{what}: {exc}") from exc
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _extract_verified(
+    stream: Readable, desc: Descriptor, diff_id: str, diff: Path, what: str
+) -> tuple[int, int]:
+    algorithm = desc.digest.split(":", 1)[0]
+    compressed = _HashingReader(stream, algorithm, desc.size, what)
+    magic = compressed.peek(4)
+    compression = LAYER_COMPRESSION.get(desc.media_type, "")
+    if magic.startswith(_ZSTD_MAGIC) or (compression == "zstd" and not magic[:2] == _GZIP_MAGIC):
+        raise StorageError(f"{what}: zstd-compressed layers are not supported yet")
+    gz: gzip.GzipFile | None = None
+    if magic.startswith(_GZIP_MAGIC):
+        gz = gzip.GzipFile(fileobj=compressed, mode="rb")  # type: ignore[call-overload]
+        uncompressed = _HashingReader(gz, "sha256", None, what)
+    else:
+        uncompressed = _HashingReader(compressed, "sha256", None, what)
+    try:
+        try:
+            with tarfile.open(fileobj=uncompressed, mode="r|") as tf:  # type: ignore[call-overload]
+                size, inodes = _Extractor(diff, what).run(tf)
+            # Tar stops at its end-of-archive blocks; padding and the gzip trailer remain.
+            uncompressed.drain()
+            compressed.drain()
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            # Corrupt data usually means wrong bytes: prefer the digest verdict when it differs.
+            compressed.drain()
+            if compressed.digest != desc.digest:
+                raise DigestMismatch(
+                    f"{what}: content has digest {compressed.digest}, want {desc.digest}"
+                ) from exc
+            raise StorageError(f"{what}: invalid layer data: {exc}") from exc
+    finally:
+        if gz is not None:
+            gz.close()
+    if compressed.count != desc.size:
+        raise DigestMismatch(f"{what}: got {compressed.count} bytes, descriptor says {desc.size}")
+    if compressed.digest != desc.digest:
+        raise DigestMismatch(f"{what}: content has digest {compressed.digest}, want {desc.digest}")
+    if uncompressed.digest != diff_id:
+        raise DigestMismatch(
+            f"{what}: uncompressed content has digest {uncompressed.digest}, but the image "
+            f"config's DiffID is {diff_id}"
+        )
+    return size, inodes
+
+
+def _header(member: tarfile.TarInfo) -> tarplan.Header:
+    kind = _TAR_TYPES.get(member.type)
+    if kind is None:
+        raise UnsafeTarEntry(f"layer entry {member.name!r}: unsupported tar type {member.type!r}")
+    xattrs = {
+        k[len(_XATTR_PAX) :]: v.encode("utf-8", "surrogateescape")
+        for k, v in member.pax_headers.items()
+        if k.startswith(_XATTR_PAX)
+    }
+    return tarplan.Header(
+        name=member.name,
+        type=kind,
+        linkname=member.linkname,
+        mode=member.mode,
+        uid=member.uid,
+        gid=member.gid,
+        mtime=float(member.mtime),
+        size=member.size,
+        devmajor=member.devmajor,
+        devminor=member.devminor,
+        xattrs=xattrs,
+    )
+
+
+def _ns(mtime: float) -> tuple[int, int]:
+    t = int(mtime * 1_000_000_000)
+    return t, t
+
+
+class _Extractor:
+    """Applies tarplan ops under ``root`` through directory descriptors."""
+
+    def __init__(self, root: Path, what: str) -> None:
+        self.root = root
+        self.what = what
+        self.size = 0
+        self.inodes = 0
+        self._dir_mtimes: dict[tuple[str, ...], float] = {}
+        self._root_fd = -1
+        # The most recently used parent directory, kept open: tar entries come grouped by dir.
+        self._cached: tuple[tuple[str, ...], int] | None = None
+
+    def run(self, tf: tarfile.TarFile) -> tuple[int, int]:
+        self._root_fd = os.open(self.root, _DIR_FLAGS)
+        try:
+            for member in tf:
+                for op in tarplan.plan(_header(member)):
+                    self._apply(op, tf, member)
+            self._set_dir_mtimes()
+        finally:
+            self._drop_cache()
+            os.close(self._root_fd)
+        return self.size, self.inodes
+
+    # -- directory walking ------------------------------------------------------------------
+
+    def _drop_cache(self) -> None:
+        if self._cached is not None:
+            os.close(self._cached[1])
+            self._cached = None
+
+    def _open_dir(self, path: tuple[str, ...], *, create: bool) -> int:
+        """A new descriptor for directory ``path``, never following symlinks.
+
+        Missing components are created (mode 0755, root-owned) when ``create`` is set, as tar
+        archives need not list every parent directory.
+        """
+        fd = os.dup(self._root_fd)
+        try:
+            for i, name in enumerate(path):
+                try:
+                    nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    os.mkdir(name, 0o755, dir_fd=fd)
+                    os.chmod(name, 0o755, dir_fd=fd, follow_symlinks=True)
+                    self.inodes += 1
+                    nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                        raise UnsafeTarEntry(
+                            f"{self.what}: path {'/'.join(path)!r} goes through "
+                            f"{'/'.join(path[: i + 1])!r}, which is not a directory (symlink?)"
+                        ) from None
+                    raise
+                os.close(fd)
+                fd = nfd
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _parent(self, path: tuple[str, ...]) -> int:
+        """Borrowed descriptor of the parent of ``path`` (valid until the next call)."""
+        parent = path[:-1]
+        if self._cached is not None and self._cached[0] == parent:
+            return self._cached[1]
+        fd = self._open_dir(parent, create=True)
+        self._drop_cache()
+        self._cached = (parent, fd)
+        return fd
+
+    def _clear(self, pfd: int, name: str, *, keep_dir: bool) -> bool:
+        """Make room for a new entry: True if an existing directory was kept."""
+        try:
+            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            if keep_dir:
+                return True
+            # Safe for the descriptor cache: it holds only pfd, the parent of what goes away.
+            shutil.rmtree(name, dir_fd=pfd)
+        else:
+            os.unlink(name, dir_fd=pfd)
+        return False
+
+    # -- ops ----------------------------------------------------------------------------------
+
+    def _apply(self, op: tarplan.Op, tf: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        match op:
+            case tarplan.MakeDir(path=path, meta=meta):
+                self._make_dir(path, meta)
+            case tarplan.WriteFile(path=path, size=size, meta=meta):
+                self._write_file(path, size, meta, tf, member)
+            case tarplan.MakeSymlink(path=path, target=target, meta=meta):
+                pfd, name = self._parent(path), path[-1]
+                self._clear(pfd, name, keep_dir=False)
+                os.symlink(target, name, dir_fd=pfd)
+                os.chown(name, meta.uid, meta.gid, dir_fd=pfd, follow_symlinks=False)
+                os.utime(name, ns=_ns(meta.mtime), dir_fd=pfd, follow_symlinks=False)
+                self.inodes += 1
+            case tarplan.MakeHardlink(path=path, target=target):
+                self._hardlink(path, target)
+            case tarplan.MakeDevice(path=path, kind=kind, major=major, minor=minor, meta=meta):
+                pfd, name = self._parent(path), path[-1]
+                self._clear(pfd, name, keep_dir=False)
+                if kind is EntryType.FIFO:
+                    os.mkfifo(name, 0o600, dir_fd=pfd)
+                else:
+                    fmt = stat.S_IFCHR if kind is EntryType.CHAR else stat.S_IFBLK
+                    os.mknod(name, fmt | 0o600, os.makedev(major, minor), dir_fd=pfd)
+                self._meta_by_name(pfd, name, meta)
+                self.inodes += 1
+            case tarplan.Whiteout(path=path, uid=uid, gid=gid):
+                pfd, name = self._parent(path), path[-1]
+                self._clear(pfd, name, keep_dir=False)
+                os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=pfd)
+                os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
+                self.inodes += 1
+            case tarplan.MakeOpaque(path=path):
+                fd = self._open_dir(path, create=True)
+                try:
+                    os.setxattr(fd, tarplan.OPAQUE_XATTR, b"y")
+                finally:
+                    os.close(fd)
+
+    def _make_dir(self, path: tuple[str, ...], meta: tarplan.Meta) -> None:
+        if path:
+            pfd, name = self._parent(path), path[-1]
+            if not self._clear(pfd, name, keep_dir=True):
+                os.mkdir(name, 0o700, dir_fd=pfd)
+                self.inodes += 1
+            fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
+        else:
+            fd = os.dup(self._root_fd)
+        try:
+            self._meta_fd(fd, meta)
+        finally:
+            os.close(fd)
+        self._dir_mtimes[path] = meta.mtime
+
+    def _write_file(
+        self,
+        path: tuple[str, ...],
+        size: int,
+        meta: tarplan.Meta,
+        tf: tarfile.TarFile,
+        member: tarfile.TarInfo,
+    ) -> None:
+        pfd, name = self._parent(path), path[-1]
+        self._clear(pfd, name, keep_dir=False)
+        fd = os.open(
+            name,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+            dir_fd=pfd,
+        )
+        try:
+            src = tf.extractfile(member)
+            written = 0
+            if src is not None:
+                while True:
+                    chunk = src.read(_CHUNK)
+                    if not chunk:
+                        break
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    written += len(chunk)
+            if written != size:
+                raise StorageError(f"{self.what}: {'/'.join(path)!r} is truncated")
+            self._meta_fd(fd, meta)
+            os.utime(fd, ns=_ns(meta.mtime))
+        finally:
+            os.close(fd)
+        self.size += size
+        self.inodes += 1
+
+    def _hardlink(self, path: tuple[str, ...], target: tuple[str, ...]) -> None:
+        try:
+            tfd = self._open_dir(target[:-1], create=False)
+        except FileNotFoundError:
+            raise UnsafeTarEntry(
+                f"{self.what}: hard link {'/'.join(path)!r} to missing {'/'.join(target)!r}"
+            ) from None
+        try:
+            try:
+                st = os.stat(target[-1], dir_fd=tfd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise UnsafeTarEntry(
+                    f"{self.what}: hard link {'/'.join(path)!r} to missing {'/'.join(target)!r}"
+                ) from None
+            if stat.S_ISDIR(st.st_mode):
+                raise UnsafeTarEntry(f"{self.what}: hard link {'/'.join(path)!r} to a directory")
+            pfd, name = self._parent(path), path[-1]
+            self._clear(pfd, name, keep_dir=False)
+            os.link(target[-1], name, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+        finally:
+            os.close(tfd)
+
+    def _meta_fd(self, fd: int, meta: tarplan.Meta) -> None:
+        # chown first: it clears set-id bits that chmod then sets.
+        os.fchown(fd, meta.uid, meta.gid)
+        os.fchmod(fd, meta.mode)
+        for key, value in meta.xattrs:
+            os.setxattr(fd, key, value)
+
+    def _meta_by_name(self, pfd: int, name: str, meta: tarplan.Meta) -> None:
+        """Metadata for entries that cannot be opened (devices, FIFOs): never a symlink here."""
+        os.chown(name, meta.uid, meta.gid, dir_fd=pfd, follow_symlinks=False)
+        os.chmod(name, meta.mode, dir_fd=pfd)
+        os.utime(name, ns=_ns(meta.mtime), dir_fd=pfd, follow_symlinks=False)
+
+    def _set_dir_mtimes(self) -> None:
+        """Directory mtimes last: creating their entries changed them."""
+        self._drop_cache()
+        for path, mtime in sorted(self._dir_mtimes.items(), key=lambda kv: -len(kv[0])):
+            try:
+                fd = self._open_dir(path, create=False)
+            except (FileNotFoundError, UnsafeTarEntry):
+                continue  # replaced by a later entry
+            try:
+                os.utime(fd, ns=_ns(mtime))
+            finally:
+                os.close(fd)

@@ -1,0 +1,154 @@
+"""Container root filesystems: an overlay of the image's layers plus a private upper dir.
+
+``<storage>/containers/<cid>/`` holds ``upper/``, ``work/`` and ``rootfs.json`` (the image and
+layers it pins, so layer GC keeps them). The mount point is the caller's (usually the bundle's
+``rootfs``). Every function is idempotent where the CRI needs it (unmount, remove) and blocking:
+call from a worker thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from crirt.errors import StorageError
+from crirt.storage.images import ROOTFS_JSON, ImageStore
+
+# Mount data must fit in one page with its NUL; containers/storage switches to relative lower
+# dirs (and a chdir) beyond that. Not needed yet: refuse clearly instead.
+MAX_MOUNT_DATA = 4000
+MNT_DETACH = 2
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+@dataclass(frozen=True)
+class ContainerRootfs:
+    container_id: str
+    image_id: str
+    dir: Path
+    upper: Path
+    work: Path
+    # Image layer diff dirs, topmost first (at least one).
+    lower: tuple[Path, ...]
+
+
+def _overlay_data(rootfs: ContainerRootfs) -> str:
+    for p in (*rootfs.lower, rootfs.upper, rootfs.work):
+        if any(c in str(p) for c in ",:"):
+            raise StorageError(f"overlay path {p} contains ',' or ':'")
+    data = (
+        f"lowerdir={':'.join(str(p) for p in rootfs.lower)},"
+        f"upperdir={rootfs.upper},workdir={rootfs.work}"
+    )
+    if len(data) > MAX_MOUNT_DATA:
+        raise StorageError(
+            f"container {rootfs.container_id}: overlay mount options are {len(data)} bytes "
+            f"({len(rootfs.lower)} layers), more than the {MAX_MOUNT_DATA} supported"
+        )
+    return data
+
+
+def create(store: ImageStore, container_id: str, image_id: str) -> ContainerRootfs:
+    """Create the container's upper/work dirs and pin the image's layers.
+
+    Raises:
+        ImageNotFound: unknown image.
+        StorageError: a layer is missing or a directory cannot be created.
+    """
+    lower = store.pin_layers(container_id, image_id)
+    cdir = store.container_dir(container_id)
+    try:
+        (cdir / "upper").mkdir(mode=0o755, exist_ok=True)
+        (cdir / "work").mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"container {container_id}: {exc}") from exc
+    return ContainerRootfs(
+        container_id, image_id, cdir, cdir / "upper", cdir / "work", tuple(lower)
+    )
+
+
+def get(store: ImageStore, container_id: str) -> ContainerRootfs | None:
+    """The container's rootfs as :func:`create` recorded it, or None."""
+    cdir = store.container_dir(container_id)
+    try:
+        doc = json.loads((cdir / ROOTFS_JSON).read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"container {container_id}: unreadable {ROOTFS_JSON}: {exc}") from exc
+    layers = [str(lid) for lid in doc.get("layers", [])]
+    lower = [store.layers.diff_dir(lid) for lid in reversed(layers)] or [store.path / "empty"]
+    return ContainerRootfs(
+        container_id,
+        str(doc.get("image_id", "")),
+        cdir,
+        cdir / "upper",
+        cdir / "work",
+        tuple(lower),
+    )
+
+
+def mount(store: ImageStore, container_id: str, target: Path) -> None:
+    """Mount the container's overlay at ``target`` (which must exist).
+
+    Raises:
+        StorageError: no rootfs was created for the container, or mount(2) failed.
+    """
+    rootfs = get(store, container_id)
+    if rootfs is None:
+        raise StorageError(f"container {container_id}: no rootfs was created")
+    data = _overlay_data(rootfs)
+    if _LIBC.mount(b"overlay", os.fsencode(target), b"overlay", 0, data.encode()) != 0:
+        err = ctypes.get_errno()
+        raise StorageError(
+            f"container {container_id}: mount overlay at {target}: {os.strerror(err)}"
+        )
+
+
+def unmount(target: Path) -> None:
+    """Unmount ``target``; not mounted or missing is fine. Busy mounts are detached.
+
+    Raises:
+        StorageError: umount2(2) failed otherwise.
+    """
+    path = os.fsencode(target)
+    if _LIBC.umount2(path, 0) == 0:
+        return
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOENT):
+        return  # not a mount point (any more), or gone
+    if err == errno.EBUSY and _LIBC.umount2(path, MNT_DETACH) == 0:
+        return
+    err = ctypes.get_errno()
+    raise StorageError(f"unmount {target}: {os.strerror(err)}")
+
+
+def remove(store: ImageStore, container_id: str, target: Path | None = None) -> None:
+    """Unmount ``target`` (if given) and delete the container's dirs. Idempotent.
+
+    Layers the container pinned become collectable; they are deleted by the store's next GC.
+
+    Raises:
+        StorageError: unmount failed (the directories are then kept).
+    """
+    if target is not None:
+        unmount(target)
+    rootfs = get(store, container_id)
+    cdir = store.container_dir(container_id)
+    if not cdir.exists():
+        return
+    # Unpin last: a half-removed container keeps its layers.
+    for sub in ("upper", "work"):
+        shutil.rmtree(cdir / sub, ignore_errors=True)
+    (cdir / ROOTFS_JSON).unlink(missing_ok=True)
+    shutil.rmtree(cdir, ignore_errors=True)
+    if rootfs is not None and store.get(rootfs.image_id) is None:
+        # The image went away while this container used it: its layers are free now.
+        store.gc()
