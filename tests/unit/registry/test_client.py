@@ -1,0 +1,220 @@
+"""crirt.registry.client against a scripted HTTP server on loopback: auth flows, error mapping,
+digest verification."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from crirt.errors import DigestMismatch, ImageNotFound, InvalidArgument, RegistryError
+from crirt.registry.client import Auth, RegistryClient
+from crirt.registry.config import Endpoint
+from crirt.sansio.manifest import OCI_MANIFEST
+from crirt.sansio.reference import parse
+
+MANIFEST = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"digest": "sha256:" + "1" * 64, "size": 2},
+        "layers": [],
+    }
+).encode()
+MANIFEST_DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
+BLOB = b"blob-content"
+BLOB_DIGEST = "sha256:" + hashlib.sha256(BLOB).hexdigest()
+
+Reply = tuple[int, dict[str, str], bytes]
+Route = Callable[[BaseHTTPRequestHandler], Reply]
+
+
+class Server:
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.requests.append((self.path, dict(self.headers)))
+                route = server.routes.get(self.path.split("?")[0])
+                code, headers, body = route(self) if route else (404, {}, b"")
+                self.send_response(code)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self.thread.start()
+
+    def paths(self) -> list[str]:
+        return [p.split("?")[0] for p, _ in self.requests]
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    s = Server()
+    yield s
+    s.httpd.shutdown()
+    s.httpd.server_close()
+
+
+@pytest.fixture
+def client() -> Iterator[RegistryClient]:
+    c = RegistryClient(timeout=5, read_timeout=5)
+    yield c
+    c.close()
+
+
+def _ep(server: Server) -> Endpoint:
+    return Endpoint(parse(f"{server.host}/lib/app:v1", normalize=False), insecure=True)
+
+
+def _ok(body: bytes, ctype: str = OCI_MANIFEST) -> Route:
+    return lambda h: (200, {"Content-Type": ctype}, body)
+
+
+def _bearer_protected(body: bytes, token: str = "tok") -> Route:
+    def route(h: BaseHTTPRequestHandler) -> Reply:
+        if h.headers.get("Authorization") != f"Bearer {token}":
+            realm = f"http://{h.server.server_address[0]}:{h.server.server_address[1]}/token"  # type: ignore[index]
+            challenge = f'Bearer realm="{realm}",service="reg",scope="repository:lib/app:pull"'
+            return 401, {"WWW-Authenticate": challenge}, b""
+        return 200, {"Content-Type": OCI_MANIFEST}, body
+
+    return route
+
+
+def test_anonymous_bearer_flow_caches_the_token(server: Server, client: RegistryClient) -> None:
+    # Given a registry that wants a bearer token from its token endpoint
+    server.routes["/v2/lib/app/manifests/v1"] = _bearer_protected(MANIFEST)
+    server.routes[f"/v2/lib/app/blobs/{BLOB_DIGEST}"] = _bearer_protected(BLOB)
+    server.routes["/token"] = _ok(json.dumps({"token": "tok", "expires_in": 300}).encode())
+    # When a manifest and then a blob are fetched
+    m = client.get_manifest(_ep(server), "v1")
+    blob = client.get_blob(_ep(server), BLOB_DIGEST, max_size=100)
+    # Then one token was fetched, with service and scope, and reused up front for the blob
+    assert (m.body, m.media_type, m.digest) == (MANIFEST, OCI_MANIFEST, MANIFEST_DIGEST)
+    assert blob == BLOB
+    assert server.paths() == [
+        "/v2/lib/app/manifests/v1",
+        "/token",
+        "/v2/lib/app/manifests/v1",
+        f"/v2/lib/app/blobs/{BLOB_DIGEST}",
+    ]
+    token_path = server.requests[1][0]
+    assert "service=reg" in token_path
+    assert "scope=repository%3Alib%2Fapp%3Apull" in token_path
+    assert "Authorization" not in server.requests[1][1]
+
+
+def test_bearer_with_credentials_uses_basic_on_the_token_endpoint(
+    server: Server, client: RegistryClient
+) -> None:
+    seen: list[str] = []
+
+    def token(h: BaseHTTPRequestHandler) -> Reply:
+        seen.append(h.headers.get("Authorization", ""))
+        return 200, {}, b'{"access_token": "tok"}'
+
+    server.routes["/v2/lib/app/manifests/v1"] = _bearer_protected(MANIFEST)
+    server.routes["/token"] = token
+    auth = Auth(auth=base64.b64encode(b"me:secret").decode())
+    client.get_manifest(_ep(server), "v1", auth)
+    assert seen == ["Basic " + base64.b64encode(b"me:secret").decode()]
+
+
+def test_basic_auth(server: Server, client: RegistryClient) -> None:
+    want = "Basic " + base64.b64encode(b"u:p").decode()
+
+    def route(h: BaseHTTPRequestHandler) -> Reply:
+        if h.headers.get("Authorization") != want:
+            return 401, {"WWW-Authenticate": 'Basic realm="reg"'}, b""
+        return 200, {"Content-Type": OCI_MANIFEST}, MANIFEST
+
+    server.routes["/v2/lib/app/manifests/v1"] = route
+    assert client.get_manifest(_ep(server), "v1", Auth("u", "p")).body == MANIFEST
+    with pytest.raises(RegistryError, match="requires authentication, denied anonymously"):
+        client.get_manifest(_ep(server), "v1")
+    with pytest.raises(RegistryError, match="denied access with the given credentials"):
+        client.get_manifest(_ep(server), "v1", Auth("u", "wrong"))
+
+
+def test_token_endpoint_refusal(server: Server, client: RegistryClient) -> None:
+    server.routes["/v2/lib/app/manifests/v1"] = _bearer_protected(MANIFEST)
+    server.routes["/token"] = lambda h: (401, {}, b"")
+    with pytest.raises(RegistryError, match="token endpoint denied"):
+        client.get_manifest(_ep(server), "v1")
+
+
+def test_error_mapping(server: Server, client: RegistryClient) -> None:
+    errors = json.dumps({"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]})
+    server.routes["/v2/lib/app/manifests/gone"] = lambda h: (404, {}, errors.encode())
+    server.routes["/v2/lib/app/manifests/denied"] = lambda h: (403, {}, b"")
+    server.routes["/v2/lib/app/manifests/broken"] = lambda h: (500, {}, b"")
+    with pytest.raises(ImageNotFound, match="MANIFEST_UNKNOWN: manifest unknown"):
+        client.get_manifest(_ep(server), "gone")
+    with pytest.raises(RegistryError, match=r"denied access anonymously \(HTTP 403\)"):
+        client.get_manifest(_ep(server), "denied")
+    with pytest.raises(RegistryError, match="HTTP 500"):
+        client.get_manifest(_ep(server), "broken")
+    with pytest.raises(ImageNotFound):
+        client.get_blob(_ep(server), BLOB_DIGEST, max_size=10)
+
+
+def test_unreachable(client: RegistryClient) -> None:
+    ep = Endpoint(parse("127.0.0.1:9/a:1", normalize=False), insecure=True)
+    with pytest.raises(RegistryError, match=r"cannot reach registry 127\.0\.0\.1:9"):
+        client.get_manifest(ep, "1")
+
+
+def test_digest_verification(server: Server, client: RegistryClient) -> None:
+    # By digest: the body must hash to it
+    server.routes[f"/v2/lib/app/manifests/{MANIFEST_DIGEST}"] = _ok(MANIFEST)
+    assert client.get_manifest(_ep(server), MANIFEST_DIGEST).digest == MANIFEST_DIGEST
+    other = "sha256:" + "f" * 64
+    server.routes[f"/v2/lib/app/manifests/{other}"] = _ok(MANIFEST)
+    with pytest.raises(DigestMismatch):
+        client.get_manifest(_ep(server), other)
+    server.routes[f"/v2/lib/app/blobs/{other}"] = _ok(BLOB)
+    with pytest.raises(DigestMismatch):
+        client.get_blob(_ep(server), other, max_size=100)
+    server.routes[f"/v2/lib/app/blobs/{BLOB_DIGEST}"] = _ok(BLOB)
+    with pytest.raises(RegistryError, match="byte limit"):
+        client.get_blob(_ep(server), BLOB_DIGEST, max_size=3)
+
+
+def test_auth_normalisation() -> None:
+    class Msg:  # the shape of the CRI AuthConfig protobuf
+        username = ""
+        password = ""
+        auth = ""
+        server_address = "x"
+        identity_token = ""
+        registry_token = ""
+
+    assert Auth.of(None) is None
+    assert Auth.of(Msg()) is None  # all empty: anonymous
+    m = Msg()
+    m.username, m.password = "a", "b"
+    assert Auth.of(m) == Auth("a", "b")
+    assert Auth(auth=base64.b64encode(b"x:y:z").decode()).basic() == ("x", "y:z")
+    with pytest.raises(InvalidArgument):
+        Auth(auth="!!!").basic()
+    assert Auth("a", "b").cache_key() != Auth("a", "c").cache_key()
