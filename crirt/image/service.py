@@ -249,26 +249,38 @@ class ImageService:
         repo_digest = str(ref.with_digest(resolved.resolved_digest))
 
         infos: dict[str, LayerInfo] = {}
-        for attempt in range(_LAYER_RETRIES + 1):
-            await self._fetch_layers(ref, ep, manifest, config.diff_ids, ids, auth, infos)
-            try:
-                record = await self._run(
-                    self._store.add_image,
-                    config_digest,
-                    repo_tag=repo_tag,
-                    repo_digest=repo_digest,
-                    manifest_digest=resolved.manifest_digest,
-                    blobs=blobs,
-                    layers=[infos[i] for i in ids],
-                    size=size,
+        committed: set[str] = set()
+        try:
+            for attempt in range(_LAYER_RETRIES + 1):
+                await self._fetch_layers(
+                    ref, ep, manifest, config.diff_ids, ids, auth, infos, committed
                 )
-                break
-            except LayersMissing as exc:
-                if attempt == _LAYER_RETRIES:
-                    raise
-                log.info("layers removed during pull, fetching again", image=str(ref))
-                for lid in exc.missing:
-                    infos.pop(lid, None)
+                try:
+                    record = await self._run(
+                        self._store.add_image,
+                        config_digest,
+                        repo_tag=repo_tag,
+                        repo_digest=repo_digest,
+                        manifest_digest=resolved.manifest_digest,
+                        blobs=blobs,
+                        layers=[infos[i] for i in ids],
+                        size=size,
+                    )
+                    break
+                except LayersMissing as exc:
+                    if attempt == _LAYER_RETRIES:
+                        raise
+                    log.info("layers removed during pull, fetching again", image=str(ref))
+                    for lid in exc.missing:
+                        infos.pop(lid, None)
+        except BaseException:
+            # Layers this pull committed that no image records would linger until restart.
+            if committed:
+                try:
+                    await asyncio.to_thread(self._store.discard_unrecorded_layers, committed)
+                except CrirtError as exc:
+                    log.warning("cannot discard layers of a failed pull", error=str(exc))
+            raise
         log.info(
             "image pulled",
             image=str(ref),
@@ -320,6 +332,7 @@ class ImageService:
         ids: Sequence[str],
         auth: Auth | None,
         infos: dict[str, LayerInfo],
+        committed: set[str],
     ) -> None:
         """Download and extract the missing layers, ``max_parallel`` at a time.
 
@@ -343,6 +356,7 @@ class ImageService:
                 infos[lid] = await self._run(
                     self._download_layer, ep, manifest, i, diff_ids[i], ids, auth, abort
                 )
+                committed.add(lid)
 
         results = await asyncio.gather(*(one(i) for i in range(len(ids))), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import shutil
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -170,7 +171,8 @@ class ImageStore:
         with self._lock.exclusive():
             self.layers.cleanup()
             self._state = self._load(self._lock.last_write())
-            self._gc_locked(orphans=True)
+            garbage = self._gc_locked(orphans=True)
+        _delete(garbage)
 
     def close(self) -> None:
         self._lock.close()
@@ -178,15 +180,22 @@ class ImageStore:
     # -- reads --------------------------------------------------------------------------------
 
     def _current(self) -> _State:
-        """The in-memory snapshot, reloaded first if another process wrote the index."""
+        """The in-memory snapshot, reloaded first if another process wrote the index.
+
+        Never waits for a writer of this process: while one holds the mutex (it is between
+        writing the index and publishing its new snapshot) the previous snapshot is returned.
+        Writers publish before they return, so a caller that awaited a mutation sees it.
+        """
         token = self._lock.last_write()
         state = self._state
-        if token == state.token:
+        if token == state.token or not self._mutex.acquire(blocking=False):
             return state
-        with self._mutex:
+        try:
             if self._state.token != token:
                 self._state = self._load(token)
             return self._state
+        finally:
+            self._mutex.release()
 
     def get(self, image_id: str) -> ImageRecord | None:
         return self._current().records.get(image_id)
@@ -323,14 +332,30 @@ class ImageStore:
             entries = dict(state.entries)
             del entries[image_id]
             self._commit_locked(entries, dict(state.layers))
-            self._gc_locked(orphans=False)
+            garbage = self._gc_locked(orphans=False)
+        _delete(garbage)
         return True
+
+    def discard_unrecorded_layers(self, layer_ids: Iterable[str]) -> None:
+        """Delete committed layers no image records and no container uses (a failed pull's)."""
+        with self._lock.exclusive(), self._mutex:
+            state = self._reload_locked()
+            used = self._container_layers()
+            garbage = [
+                d
+                for lid in layer_ids
+                if lid not in state.layers and lid not in used
+                for d in [self.layers.detach(lid)]
+                if d is not None
+            ]
+        _delete(garbage)
 
     def gc(self) -> None:
         """Delete layers and blobs no image and no container references."""
         with self._lock.exclusive(), self._mutex:
             self._reload_locked()
-            self._gc_locked(orphans=False)
+            garbage = self._gc_locked(orphans=False)
+        _delete(garbage)
 
     # -- containers ---------------------------------------------------------------------------
 
@@ -467,8 +492,12 @@ class ImageStore:
                 return set(self._state.layers) | set(self.layers.on_disk())
         return used
 
-    def _gc_locked(self, *, orphans: bool) -> None:
-        """Drop unreferenced layers (and, with ``orphans``, unrecorded layer dirs) and blobs."""
+    def _gc_locked(self, *, orphans: bool) -> list[Path]:
+        """Drop unreferenced layers (and, with ``orphans``, unrecorded layer dirs) and blobs.
+
+        Layers are only renamed away here (atomic, cheap); the returned dirs are for the caller
+        to delete once the locks are released.
+        """
         state = self._state
         keep = {lid for e in state.entries.values() for lid in e.layers}
         keep |= self._container_layers()
@@ -477,13 +506,16 @@ class ImageStore:
             doomed += [
                 lid for lid in self.layers.on_disk() if lid not in keep and lid not in state.layers
             ]
+        garbage: list[Path] = []
         if doomed:
             layers = {k: v for k, v in state.layers.items() if k not in doomed}
             if len(layers) != len(state.layers):
                 self._commit_locked(dict(state.entries), layers)
             for lid in doomed:
                 log.debug("deleting unused layer", layer=lid)
-                self.layers.delete(lid)
+                detached = self.layers.detach(lid)
+                if detached is not None:
+                    garbage.append(detached)
         blobs = {b for e in self._state.entries.values() for b in e.blobs}
         blob_dir = self.path / "blobs" / "sha256"
         for p in blob_dir.iterdir():
@@ -493,6 +525,12 @@ class ImageStore:
                 continue
             if "sha256:" + p.name not in blobs:
                 p.unlink(missing_ok=True)
+        return garbage
+
+
+def _delete(dirs: Iterable[Path]) -> None:
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _union(a: Iterable[str], b: Iterable[str]) -> tuple[str, ...]:

@@ -252,15 +252,24 @@ class LayerStore:
         p.mkdir(mode=0o700)
         return p
 
-    def delete(self, layer_id: str) -> None:
-        """Remove a committed layer (idempotent): rename away atomically, then delete."""
-        src = self.dir(layer_id)
+    def detach(self, layer_id: str) -> Path | None:
+        """Make a committed layer disappear atomically (rename to a temp dir); return that dir.
+
+        The caller deletes the returned dir (``shutil.rmtree``), preferably outside any lock.
+        Idempotent: None if the layer is not there.
+        """
         dst = self.path / f"{TMP_PREFIX}{os.getpid()}-del-{os.urandom(6).hex()}"
         try:
-            os.rename(src, dst)
+            os.rename(self.dir(layer_id), dst)
         except FileNotFoundError:
-            return
-        shutil.rmtree(dst, ignore_errors=True)
+            return None
+        return dst
+
+    def delete(self, layer_id: str) -> None:
+        """Remove a committed layer (idempotent)."""
+        dst = self.detach(layer_id)
+        if dst is not None:
+            shutil.rmtree(dst, ignore_errors=True)
 
     def apply(
         self,

@@ -481,3 +481,36 @@ def test_rootfs_without_layers_uses_empty_lower(
         assert os.listdir(target) == []
     finally:
         rootfs.remove(svc.store, "c2", target)
+
+
+def test_failed_pull_leaves_no_layers(
+    svc: ImageService, registry: LocalRegistry, repo: str
+) -> None:
+    # Given a three-layer image whose last layer lies about its DiffID
+    tars = [make_tar([Entry(f"f{i}", data=bytes([65 + i]) * 5000)]) for i in range(3)]
+    diff_ids = [sha256(t) for t in tars[:2]] + [sha256(b"lie")]
+    push_image(registry.url, repo, "v1", tars, diff_ids=diff_ids)
+    # When pulled / Then it fails, and the good layers it committed are gone again
+    with pytest.raises(DigestMismatch):
+        run(svc.pull(f"example.test/{repo}:v1"))
+    assert list(_layers_dir(svc).iterdir()) == []
+
+
+def test_concurrent_pulls_sharing_a_layer(
+    svc: ImageService, registry: LocalRegistry, repo: str
+) -> None:
+    # Given two images on a common base that is not yet present
+    base = make_tar([Entry(f"d/{i}", data=b"x" * 100) for i in range(200)])
+    push_image(registry.url, repo, "a", [base, make_tar([Entry("a", data=b"a")])])
+    push_image(registry.url, repo, "b", [base, make_tar([Entry("b", data=b"b")])])
+
+    async def both() -> list[Any]:
+        return await asyncio.gather(
+            svc.pull(f"example.test/{repo}:a"), svc.pull(f"example.test/{repo}:b")
+        )
+
+    # When both are pulled at once / Then both succeed and share one base layer dir
+    a, b = run(both())
+    assert a.layers[0] == b.layers[0]
+    assert len(list(_layers_dir(svc).iterdir())) == 3
+    assert (svc.lower_dirs(a.id)[-1] / "d/199").read_bytes() == b"x" * 100
