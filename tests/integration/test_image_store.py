@@ -504,7 +504,7 @@ def test_concurrent_pulls_sharing_a_layer(
     push_image(registry.url, repo, "a", [base, make_tar([Entry("a", data=b"a")])])
     push_image(registry.url, repo, "b", [base, make_tar([Entry("b", data=b"b")])])
 
-    async def both() -> list[Any]:
+    async def both() -> tuple[Any, Any]:
         return await asyncio.gather(
             svc.pull(f"example.test/{repo}:a"), svc.pull(f"example.test/{repo}:b")
         )
