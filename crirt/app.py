@@ -23,7 +23,7 @@ from crirt.image.service import ImageService
 from crirt.monitor.client import MonitorClient
 from crirt.network.cni import CniManager
 from crirt.oci.runc import OciRuntime
-from crirt.oci.seccomp import load_default_seccomp
+from crirt.oci.spec import load_default_seccomp
 from crirt.registry.config import load_registries
 from crirt.runtime.ports import OciRuntimePort
 from crirt.runtime.rootfs import ImageRootfs
@@ -52,7 +52,11 @@ def build(cfg: Config) -> tuple[RuntimeService, ImageService]:
             continue
         runtimes[name] = OciRuntime(h.path, cfg.handler_root(name))
     monitor = MonitorClient(state / "monitor")
-    cni = CniManager(cfg.network.cni_conf_dir, cfg.network.cni_bin_dirs, state / "cni")
+    # The attachment cache lives beside the persistent IPAM state, so a reboot (which empties
+    # the state dir) cannot orphan allocated IPs; netns.create already brings lo up.
+    cni = CniManager(
+        cfg.network.cni_conf_dir, cfg.network.cni_bin_dirs, root / "cni" / "cache", loopback=False
+    )
     svc = RuntimeService(
         cfg,
         images=images,

@@ -21,15 +21,15 @@ for pidf in "$state"/containers/*/monitor.pid "$state"/sandboxes/*/bundle/monito
   [[ -f "$pidf" ]] && kill -9 "$(cat "$pidf")" 2>/dev/null
 done
 # CNI: release IPs and port mappings recorded in the result cache.
-if [[ -d "$state/cni" ]] && command -v python3 >/dev/null; then
-  python3 - "$state" <<'PY' || true
+if [[ -n "$root" && -d "$root/cni/cache" ]] && command -v python3 >/dev/null; then
+  python3 - "$root/cni/cache" <<'PY' || true
 import asyncio, json, sys
 from pathlib import Path
 from crirt.network.cni import CniManager
-state = Path(sys.argv[1])
+cache = Path(sys.argv[1])
 async def main() -> None:
-    for f in sorted((state / "cni").glob("*.json")):
-        mgr = CniManager(Path("/nonexistent"), ["/opt/cni/bin", "/usr/lib/cni"], state / "cni")
+    for f in sorted(cache.glob("*.json")):
+        mgr = CniManager(Path("/nonexistent"), ["/opt/cni/bin", "/usr/lib/cni"], cache)
         try:
             await mgr.teardown(f.stem, None)
         except Exception as exc:  # best effort

@@ -189,6 +189,10 @@ class ContainerOps:
             min_oom_score_adj=svc.min_oom_score_adj,
             seccomp_default=svc.seccomp_default,
             seccomp_localhost=self._localhost_seccomp(config),
+            # Privileged and "ALL" mean the host's bounding set: without CAP_SYS_RESOURCE here,
+            # asking runc for every capability fails (notes.md).
+            host_capabilities=svc.host_capabilities,
+            sandbox_id=sb.id,
         )
         return build_container_spec(inp)
 

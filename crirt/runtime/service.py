@@ -21,6 +21,7 @@ from typing import Any
 from crirt.config import Config
 from crirt.log import get_logger
 from crirt.monitor.client import MonitorClient
+from crirt.oci.runc import read_host_capabilities, read_min_oom_score_adj
 from crirt.runtime.exits import ExitWatcher
 from crirt.runtime.model import Container, ContainerState, Sandbox
 from crirt.runtime.ports import CniPort, ImagesPort, OciRuntimePort, RootfsPort
@@ -60,14 +61,6 @@ class Paths:
             p.mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
-def read_min_oom_score_adj() -> int:
-    """Without CAP_SYS_RESOURCE nobody may go below our own score: runc would fail (notes.md)."""
-    try:
-        return int(Path("/proc/self/oom_score_adj").read_text())
-    except (OSError, ValueError):
-        return 0
-
-
 class RuntimeService:
     def __init__(
         self,
@@ -89,7 +82,9 @@ class RuntimeService:
         self.paths = Paths(Path(config.state_dir))
         self.sandboxes: Index[Sandbox] = Index("sandbox")
         self.containers: Index[Container] = Index("container")
+        # Without CAP_SYS_RESOURCE nobody may go below our own score: runc would fail.
         self.min_oom_score_adj = read_min_oom_score_adj()
+        self.host_capabilities = read_host_capabilities()
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._exit_events: dict[str, asyncio.Event] = {}
         self._watcher = ExitWatcher(self.paths.exits, self._on_exit_file)
