@@ -47,8 +47,10 @@ class RuntimeConfig:
     catatonit_path: str = "/usr/bin/catatonit"
     # If set, pods use this image as the infra container instead of catatonit.
     pause_image: str = ""
-    # CRI-O caps ExecSync output at 16 MiB since CVE-2022-1708.
-    exec_sync_output_limit: int = 16 * 1024 * 1024
+    # ExecSync keeps at most this many bytes of stdout+stderr together (CRI-O caps output since
+    # CVE-2022-1708). The reply must also fit the CRI clients' 16 MiB message limit, so the
+    # default leaves 4 KiB of headroom for the rest of the message.
+    exec_sync_output_limit: int = 16 * 1024 * 1024 - 4096
     stop_timeout_floor: int = 0
 
 

@@ -320,13 +320,14 @@ class ContainerOps:
         with open(Path(c.dir) / "config.json") as f:
             spec = json.load(f)
         process = build_exec_process(spec["process"], cmd, tty=False)
+        limit = svc.config.runtime.exec_sync_output_limit
         res = await svc.runtime(c.handler).exec_sync(
-            c.id,
-            process,
-            float(timeout) if timeout > 0 else None,
-            svc.config.runtime.exec_sync_output_limit,
+            c.id, process, float(timeout) if timeout > 0 else None, limit
         )
-        return res.exit_code, res.stdout, res.stderr
+        # The cap is on both streams together (one reply message); stdout keeps priority.
+        out = res.stdout[:limit]
+        err = res.stderr[: max(0, limit - len(out))]
+        return res.exit_code, out, err
 
     async def reopen_log(self, container_id: str) -> None:
         c = self._running(container_id)

@@ -1,0 +1,32 @@
+"""Fixtures for tests that run the real server: root, runc, overlayfs and the test bed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.crirt import REPO, Crirt
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+@pytest.fixture(scope="session")
+def testbed() -> None:
+    """The local registry with every test image (idempotent; fast when already up)."""
+    subprocess.run([str(REPO / "testbed" / "setup.sh")], check=True, capture_output=True)
+
+
+@pytest.fixture
+def crirt(testbed: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crirt]:
+    # Short base path: unix socket paths are limited to 108 bytes.
+    base = Path(tmp_path_factory.mktemp("crirt", numbered=True))
+    srv = Crirt(base, bridge="crirtit0", subnet="10.89.0.0/24")
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.cleanup()
