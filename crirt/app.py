@@ -13,7 +13,6 @@ import shutil
 import signal
 from pathlib import Path
 
-
 from crirt import log as crirt_log
 from crirt.api.image import ImageServicer
 from crirt.api.runtime import RuntimeServicer
@@ -37,9 +36,7 @@ def build(cfg: Config) -> tuple[RuntimeService, ImageService]:
     state = Path(cfg.state_dir)
     for d in (root, state):
         d.mkdir(parents=True, exist_ok=True, mode=0o711)
-    registries = load_registries(
-        Path(cfg.image.registries_conf), Path(cfg.image.registries_conf_d)
-    )
+    registries = load_registries(Path(cfg.image.registries_conf), Path(cfg.image.registries_conf_d))
     images = ImageService(
         root,
         registries,
@@ -48,7 +45,7 @@ def build(cfg: Config) -> tuple[RuntimeService, ImageService]:
     runtimes: dict[str, OciRuntimePort] = {}
     for name, h in cfg.runtime.handlers.items():
         if shutil.which(h.path) is None:
-            log.warning("runtime handler binary missing; handler disabled", handler=name, path=h.path)
+            log.warning("runtime handler missing; disabled", handler=name, path=h.path)
             continue
         runtimes[name] = OciRuntime(h.path, cfg.handler_root(name))
     monitor = MonitorClient(state / "monitor")
@@ -84,5 +81,3 @@ async def serve(cfg: Config) -> int:
     await server.stop(grace=5)
     svc.close()
     return 0
-
-

@@ -81,9 +81,7 @@ def container_status(c: Container) -> api_pb2.ContainerStatus:
         mounts=list(c.config.mounts),
         log_path=c.log_path,
         user=api_pb2.ContainerUser(
-            linux=api_pb2.LinuxContainerUser(
-                uid=c.uid, gid=c.gid, supplemental_groups=c.groups
-            )
+            linux=api_pb2.LinuxContainerUser(uid=c.uid, gid=c.gid, supplemental_groups=c.groups)
         ),
     )
     if c.config.HasField("linux") and c.config.linux.HasField("resources"):

@@ -60,9 +60,8 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         )
 
     async def RuntimeConfig(self, request: api_pb2.RuntimeConfigRequest, context: Ctx) -> Any:
-        driver = (
-            api_pb2.SYSTEMD if self.svc.config.runtime.cgroup_driver == "systemd" else api_pb2.CGROUPFS
-        )
+        systemd = self.svc.config.runtime.cgroup_driver == "systemd"
+        driver = api_pb2.SYSTEMD if systemd else api_pb2.CGROUPFS
         return api_pb2.RuntimeConfigResponse(
             linux=api_pb2.LinuxRuntimeConfiguration(cgroup_driver=driver)
         )
@@ -83,15 +82,11 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         await self.svc.sandbox_ops.stop(request.pod_sandbox_id)
         return api_pb2.StopPodSandboxResponse()
 
-    async def RemovePodSandbox(
-        self, request: api_pb2.RemovePodSandboxRequest, context: Ctx
-    ) -> Any:
+    async def RemovePodSandbox(self, request: api_pb2.RemovePodSandboxRequest, context: Ctx) -> Any:
         await self.svc.sandbox_ops.remove(request.pod_sandbox_id)
         return api_pb2.RemovePodSandboxResponse()
 
-    async def PodSandboxStatus(
-        self, request: api_pb2.PodSandboxStatusRequest, context: Ctx
-    ) -> Any:
+    async def PodSandboxStatus(self, request: api_pb2.PodSandboxStatusRequest, context: Ctx) -> Any:
         sb, info = self.svc.sandbox_ops.status(request.pod_sandbox_id, request.verbose)
         return api_pb2.PodSandboxStatusResponse(status=convert.pod_sandbox_status(sb), info=info)
 

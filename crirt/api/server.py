@@ -53,8 +53,13 @@ async def start_server(listen: Path, runtime: Any, image: Any) -> grpc.aio.Serve
             ("grpc.max_send_message_length", _MAX_MSG),
         ]
     )
-    api_pb2_grpc.add_RuntimeServiceServicer_to_server(_wrapped(runtime, "RuntimeService"), server)
-    api_pb2_grpc.add_ImageServiceServicer_to_server(_wrapped(image, "ImageService"), server)
+    # The generated registration helpers are untyped.
+    api_pb2_grpc.add_RuntimeServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        _wrapped(runtime, "RuntimeService"), server
+    )
+    api_pb2_grpc.add_ImageServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        _wrapped(image, "ImageService"), server
+    )
     prepare_socket(listen)
     old = os.umask(0o117)  # socket 0660 from the start, never briefly world-accessible
     try:

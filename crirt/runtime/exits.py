@@ -40,9 +40,7 @@ class ExitWatcher:
         fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
         if fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1 failed")
-        wd = libc.inotify_add_watch(
-            fd, os.fsencode(self.directory), _IN_CLOSE_WRITE | _IN_MOVED_TO
-        )
+        wd = libc.inotify_add_watch(fd, os.fsencode(self.directory), _IN_CLOSE_WRITE | _IN_MOVED_TO)
         if wd < 0:
             err = ctypes.get_errno()
             os.close(fd)

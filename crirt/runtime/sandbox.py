@@ -83,7 +83,7 @@ class SandboxOps:
                     r = fn()
                     if r is not None:
                         await r
-                except Exception:  # noqa: BLE001 - keep undoing; the original error wins
+                except Exception:
                     log.warning("sandbox rollback step failed", pod_id=sid, exc_info=True)
             svc.sandboxes.release(name, sid)
             raise

@@ -119,7 +119,7 @@ class RuntimeService:
         lock = self._locks[obj_id]
         async with lock:
             yield
-        if not lock.locked() and not lock._waiters:  # type: ignore[attr-defined]
+        if not lock.locked() and not lock._waiters:
             self._locks.pop(obj_id, None)
 
     # ----- persistence -----------------------------------------------------------------------
@@ -179,7 +179,7 @@ class RuntimeService:
     # ----- restore ---------------------------------------------------------------------------
 
     def _load_records(self, base: Path, name: str) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         if not base.is_dir():
             return out
         for d in sorted(base.iterdir()):

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import grpc
 
@@ -54,13 +53,30 @@ class Crirt:
         log = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "crirt", "serve", "--config", "/nonexistent",
-                "--listen", str(self.sock), "--root", str(self.root),
-                "--state-dir", str(self.state),
-                "--image-registries-conf", str(REPO / "testbed" / "registries.conf"),
-                "--network-cni-conf-dir", str(self.cni_dir), "--log-level", "debug",
+                sys.executable,
+                "-m",
+                "crirt",
+                "serve",
+                "--config",
+                "/nonexistent",
+                "--listen",
+                str(self.sock),
+                "--root",
+                str(self.root),
+                "--state-dir",
+                str(self.state),
+                "--image-registries-conf",
+                str(REPO / "testbed" / "registries.conf"),
+                "--network-cni-conf-dir",
+                str(self.cni_dir),
+                "--log-level",
+                "debug",
             ],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=REPO, start_new_session=True,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+            start_new_session=True,
         )
         log.close()
         deadline = time.monotonic() + 20
@@ -101,9 +117,12 @@ class Crirt:
         ep = f"unix://{self.sock}"
         res = subprocess.run(
             ["crictl", "--runtime-endpoint", ep, "--image-endpoint", ep, *args],
-            capture_output=True, text=True, timeout=timeout, env=env, cwd=self.base,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            cwd=self.base,
         )
         if check and res.returncode != 0:
             raise AssertionError(f"crictl {' '.join(args)} failed: {res.stderr}")
         return res.stdout if check else res.stdout + res.stderr
-

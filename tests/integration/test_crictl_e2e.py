@@ -85,12 +85,11 @@ def test_pull_run_log_exec_and_clean_teardown(crirt: Crirt) -> None:
     assert raw.endswith(" stdout F hello from crirt\n")
 
     # crictl reports a non-zero exit with the exit code and stderr (it drops stdout then).
-    out = crirt.crictl("exec", "-s", ctr, "sh", "-c", "echo out; echo err >&2; exit 3", check=False)
+    script = "echo out; echo err >&2; exit 3"
+    out = crirt.crictl("exec", "-s", ctr, "sh", "-c", script, check=False)
     assert "exited with 3: err" in out
     assert crirt.crictl("exec", "-s", ctr, "echo", "-n", "hi").strip() == "hi"
-    resp = crirt.rt.ExecSync(
-        api_pb2.ExecSyncRequest(container_id=ctr, cmd=["sh", "-c", "echo out; echo err >&2; exit 3"])
-    )
+    resp = crirt.rt.ExecSync(api_pb2.ExecSyncRequest(container_id=ctr, cmd=["sh", "-c", script]))
     assert (resp.exit_code, resp.stdout, resp.stderr) == (3, b"out\n", b"err\n")
 
     netns = crirt.state / "netns" / pod
@@ -110,8 +109,10 @@ def test_pull_run_log_exec_and_clean_teardown(crirt: Crirt) -> None:
     assert mounts_under(crirt.state) == [str(crirt.state / "netns")]  # the private pin dir
     assert mounts_under(crirt.root) == []
     assert not netns.exists()
-    assert cgroups_named(ctr) == [] and cgroups_named(pod) == []
-    assert processes_mentioning(ctr) == [] and processes_mentioning(pod) == []
+    assert cgroups_named(ctr) == []
+    assert cgroups_named(pod) == []
+    assert processes_mentioning(ctr) == []
+    assert processes_mentioning(pod) == []
     ipam = list((crirt.base / "ipam").rglob("10.89.*")) if (crirt.base / "ipam").exists() else []
     assert ipam == [], f"IP still allocated: {ipam}"
     assert list((crirt.state / "containers").iterdir()) == []

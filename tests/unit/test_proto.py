@@ -17,7 +17,8 @@ def test_api_proto_is_the_vendored_tag() -> None:
 
 def test_generated_stubs_match_proto(tmp_path: Path) -> None:
     spec = importlib.util.spec_from_file_location("genproto", ROOT / "scripts" / "genproto.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     mod.generate(tmp_path)

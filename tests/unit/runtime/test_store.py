@@ -73,8 +73,16 @@ def test_records_round_trip_through_json(tmp_path: Path) -> None:
 
 def test_exit_reasons() -> None:
     c = Container(
-        id="c", name="n", sandbox_id="s", config=api_pb2.ContainerConfig(), handler="runc",
-        image_id="i", image_name="i", image_ref="i", created_at=0, dir="/",
+        id="c",
+        name="n",
+        sandbox_id="s",
+        config=api_pb2.ContainerConfig(),
+        handler="runc",
+        image_id="i",
+        image_name="i",
+        image_ref="i",
+        created_at=0,
+        dir="/",
     )
     c.mark_exited(0, 1, False)
     assert (c.reason, c.exit_code) == ("Completed", 0)
@@ -89,6 +97,6 @@ def test_names_follow_kubelet_shape() -> None:
     assert naming.container_name(md, pod) == "k8s_nginx_web_default_u1_0"
     with pytest.raises(InvalidArgument, match="metadata"):
         naming.sandbox_name(api_pb2.PodSandboxMetadata(name="x"))
-    with pytest.raises(InvalidArgument, match="metadata.name"):
+    with pytest.raises(InvalidArgument, match=r"metadata\.name"):
         naming.container_name(api_pb2.ContainerMetadata(), pod)
     assert len(naming.new_id()) == 64
