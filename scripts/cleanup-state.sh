@@ -20,6 +20,8 @@ done
 for pidf in "$state"/containers/*/monitor.pid "$state"/sandboxes/*/bundle/monitor.pid; do
   [[ -f "$pidf" ]] && kill -9 "$(cat "$pidf")" 2>/dev/null
 done
+# The monitor fork server of this state dir (it outlives `crirt serve` by design).
+pkill -KILL -f -- "$state/monitor/forkserver.sock" 2>/dev/null || true
 # CNI: release IPs and port mappings recorded in the result cache.
 if [[ -n "$root" && -d "$root/cni/cache" ]] && command -v python3 >/dev/null; then
   python3 - "$root/cni/cache" <<'PY' || true
