@@ -218,11 +218,11 @@ class SandboxOps:
             await self._stop_locked(sb)
 
     async def _stop_locked(self, sb: Sandbox) -> None:
+        """Idempotent: each step checks whether it is still needed."""
         svc = self.svc
-        rt = svc.runtime(sb.handler)
-        if sb.state is SandboxState.READY or not os.path.exists(svc.exit_file(sb.id)):
+        if not os.path.exists(svc.exit_file(sb.id)):
             with contextlib.suppress(CrirtError):
-                await rt.kill(sb.id, signal.SIGKILL)
+                await svc.runtime(sb.handler).kill(sb.id, signal.SIGKILL)
             if not await svc.wait_exit(sb.id, 10.0):
                 log.warning("infra process did not report its exit", pod_id=sb.id)
         if sb.network_set_up:
@@ -232,9 +232,10 @@ class SandboxOps:
             netns.remove(Path(sb.netns_path))
         if sb.shm_path:
             mounts.unmount(Path(sb.shm_path))
-        sb.state = SandboxState.NOTREADY
+        if sb.state is not SandboxState.NOTREADY:
+            sb.state = SandboxState.NOTREADY
+            log.info("sandbox stopped", pod_id=sb.id)
         svc.save_sandbox(sb)
-        log.info("sandbox stopped", pod_id=sb.id)
 
     # ----- RemovePodSandbox ------------------------------------------------------------------
 
@@ -249,8 +250,7 @@ class SandboxOps:
             if c.sandbox_id == sb.id:
                 await svc.container_ops.remove(c.id)
         async with svc.locked(sb.id):
-            if sb.state is SandboxState.READY or sb.network_set_up:
-                await self._stop_locked(sb)
+            await self._stop_locked(sb)
             await svc.runtime(sb.handler).delete(sb.id, force=True)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(svc.exit_file(sb.id))

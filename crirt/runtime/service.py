@@ -23,7 +23,7 @@ from crirt.log import get_logger
 from crirt.monitor.client import MonitorClient
 from crirt.oci.runc import read_host_capabilities, read_min_oom_score_adj
 from crirt.runtime.exits import ExitWatcher
-from crirt.runtime.model import Container, ContainerState, Sandbox
+from crirt.runtime.model import Container, ContainerState, Sandbox, SandboxState
 from crirt.runtime.ports import CniPort, ImagesPort, OciRuntimePort, RootfsPort
 from crirt.runtime.store import Index, write_json_atomic
 
@@ -154,6 +154,13 @@ class RuntimeService:
             c.mark_exited(info.exit_code, info.finished_at, info.oom_killed)
             self.save_container(c)
             log.info("container exited", container_id=c.id, exit_code=info.exit_code)
+        sb = self.sandboxes.find(obj_id) if c is None else None
+        if sb is not None and sb.state is SandboxState.READY:
+            # A pod whose infra process died is no longer ready; the kubelet then stops it
+            # (tearing down its network) and creates a new one.
+            sb.state = SandboxState.NOTREADY
+            self.save_sandbox(sb)
+            log.warning("infra process exited; sandbox not ready", pod_id=sb.id)
         ev = self._exit_events.get(obj_id)
         if ev is not None:
             ev.set()
@@ -201,6 +208,9 @@ class RuntimeService:
             if self.sandboxes.find(c.sandbox_id) is None:
                 log.warning("container without sandbox", container_id=c.id)
             self.containers.add(c)
+        for sb in self.sandboxes:
+            self.apply_exit(sb.id)
+        for c in self.containers:
             if c.state.has_process():
                 self.apply_exit(c.id)
                 if c.state.has_process() and not self.monitor_alive(c):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import time
 
@@ -103,3 +105,26 @@ def test_sigterm_stops_only_the_server(crirt: Crirt) -> None:
     assert st.state == api_pb2.CONTAINER_RUNNING
     assert st.started_at == pid_before
     crirt.rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod))
+
+
+def test_infra_death_marks_the_pod_not_ready(crirt: Crirt) -> None:
+    pod_cfg = _pod(crirt)
+    pod = crirt.rt.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=pod_cfg)).pod_sandbox_id
+    resp = crirt.rt.PodSandboxStatus(
+        api_pb2.PodSandboxStatusRequest(pod_sandbox_id=pod, verbose=True)
+    )
+    assert resp.status.state == api_pb2.SANDBOX_READY
+    infra = json.loads(resp.info["info"])["pid"]
+    os.kill(infra, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while True:
+        st = crirt.rt.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(pod_sandbox_id=pod))
+        if st.status.state == api_pb2.SANDBOX_NOTREADY:
+            break
+        assert time.monotonic() < deadline, "pod still ready after its infra process died"
+        time.sleep(0.05)
+    # Stop still reclaims the network; remove leaves nothing.
+    crirt.rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod))
+    assert not (crirt.state / "netns" / pod).exists()
+    crirt.rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod))
+    assert crirt.rt.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items == []
