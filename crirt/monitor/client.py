@@ -1,0 +1,376 @@
+"""crirt's side of the monitors: start one per container, reopen its log, read its exit file.
+
+Monitors come from the fork server (``forkserver.py``), started on first use and found again
+after a crirt restart through ``<state_dir>/forkserver.sock``; if it cannot be reached or
+started, a monitor is spawned as ``python3 -I -S -m crirt.monitor`` instead. Either way the
+monitor is not a child of crirt. The caller runs ``runc start`` itself once ``start_monitor``
+returned the container pid.
+
+Files in ``state_dir``: ``forkserver.sock``, ``forkserver.sock.lock`` (the server's flock),
+``monitor.log`` (stderr of the fork server and of every monitor: tracebacks only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+from collections.abc import Coroutine
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from crirt.errors import RuntimeFailure
+from crirt.monitor import protocol
+from crirt.monitor.protocol import ExitInfo, MonitorSpec, SyncReport
+
+StrPath = str | os.PathLike[str]
+
+# sys.path of the child interpreters (-I -S: no site-packages, no cwd): the dir holding crirt.
+_PKG_ROOT = str(Path(__file__).resolve().parents[2])
+_BOOT_MONITOR = (
+    "import sys;sys.path.insert(0,sys.argv.pop(1));from crirt.monitor.__main__ import main;main()"
+)
+_BOOT_FORKSERVER = (
+    "import sys;sys.path.insert(0,sys.argv.pop(1));from crirt.monitor.forkserver import main;main()"
+)
+_SUN_PATH_MAX = 100
+_FORKSERVER_START_TIMEOUT = 10.0
+
+
+def _sock_address(path: str) -> tuple[str, int]:
+    """Like ``crirt.monitor.__main__.sock_address``: long paths via the directory's fd."""
+    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+        return path, -1
+    dirname, name = os.path.split(path)
+    dfd = os.open(dirname or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    return f"/proc/self/fd/{dfd}/{name}", dfd
+
+
+def _absolute(spec: MonitorSpec) -> MonitorSpec:
+    """The monitor runs in ``/``: make every path absolute."""
+    paths = {
+        name: os.path.abspath(getattr(spec, name))
+        for name in ("bundle", "runtime_root", "exit_file", "pid_file", "ctl_socket")
+    }
+    if spec.log_path:
+        paths["log_path"] = os.path.abspath(spec.log_path)
+    return replace(spec, **paths)
+
+
+def _request_sync(
+    path: str,
+    payload: bytes,
+    timeout: float,
+    kind: socket.SocketKind = socket.SOCK_STREAM,
+    fds: list[int] | None = None,
+) -> dict[str, Any]:
+    """One request/reply on a unix socket (blocking, for worker threads and ``is_alive``).
+
+    Raises:
+        OSError: the socket is unreachable or the exchange timed out.
+        protocol.ProtocolError: the reply is malformed or says ``ok: false``.
+    """
+    addr, dfd = _sock_address(path)
+    with socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(addr)
+        finally:
+            if dfd >= 0:
+                os.close(dfd)
+        if fds:
+            socket.send_fds(sock, [payload], fds)
+        else:
+            sock.sendall(payload)
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = sock.recv(protocol.MAX_MESSAGE)
+            if not chunk:
+                break
+            buf += chunk
+            if kind == socket.SOCK_SEQPACKET:
+                break
+    if not buf:
+        raise ConnectionResetError(f"{path}: closed without a reply")
+    return protocol.decode_reply(buf)
+
+
+class MonitorClient:
+    """Starts and talks to monitors; one per crirt process, holding no global state."""
+
+    def __init__(
+        self, state_dir: StrPath, *, python: str = sys.executable, use_fork_server: bool = True
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.python = python
+        self.use_fork_server = use_fork_server
+        self.fork_server_socket = self.state_dir / "forkserver.sock"
+        self.log_file = self.state_dir / "monitor.log"
+        self._fs_lock = asyncio.Lock()
+
+    # -- fork server ---------------------------------------------------------------------------
+
+    def _open_log(self) -> int:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        return os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+
+    async def fork_server_pid(self) -> int | None:
+        """The running fork server's pid, or None if none answers."""
+        try:
+            reply = await asyncio.to_thread(
+                _request_sync,
+                str(self.fork_server_socket),
+                protocol.encode_request(protocol.OP_PING),
+                2.0,
+                socket.SOCK_SEQPACKET,
+            )
+        except (OSError, protocol.ProtocolError):
+            return None
+        pid = reply.get("pid")
+        return pid if isinstance(pid, int) else None
+
+    async def ensure_fork_server(self) -> int:
+        """Connect to the fork server, starting one if none answers; returns its pid.
+
+        Raises:
+            RuntimeFailure: it could not be started.
+        """
+        async with self._fs_lock:
+            pid = await self.fork_server_pid()
+            if pid is not None:
+                return pid
+            log_fd = self._open_log()
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    self.python,
+                    "-I",
+                    "-S",
+                    "-c",
+                    _BOOT_FORKSERVER,
+                    _PKG_ROOT,
+                    str(self.fork_server_socket),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=log_fd,
+                    close_fds=True,
+                    start_new_session=True,
+                    cwd="/",
+                )
+            finally:
+                os.close(log_fd)
+            try:
+                out, _ = await asyncio.wait_for(proc.communicate(), _FORKSERVER_START_TIMEOUT)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+                raise RuntimeFailure("monitor fork server did not start in time") from None
+            words = out.decode(errors="replace").split()
+            if proc.returncode != 0 or not words:
+                raise RuntimeFailure(
+                    f"monitor fork server failed (status {proc.returncode}); see {self.log_file}"
+                )
+            if words[0] == "ready" and len(words) > 1 and words[1].isdigit():
+                return int(words[1])
+            # "busy": another one holds the lock (started concurrently); use it.
+            pid = await self.fork_server_pid()
+            if pid is None:
+                raise RuntimeFailure(f"monitor fork server said {out!r} but does not answer")
+            return pid
+
+    def _spawn_via_fork_server(self, spec: MonitorSpec, sync_w: int) -> None:
+        payload = protocol.encode_request(protocol.OP_SPAWN, spec=protocol.spec_to_dict(spec))
+        _request_sync(str(self.fork_server_socket), payload, 10.0, socket.SOCK_SEQPACKET, [sync_w])
+
+    async def _spawn_fallback(self, spec: MonitorSpec, sync_w: int) -> None:
+        log_fd = self._open_log()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                self.python,
+                "-I",
+                "-S",
+                "-c",
+                _BOOT_MONITOR,
+                _PKG_ROOT,
+                "--sync-fd",
+                str(sync_w),
+                protocol.encode_spec(spec).decode().strip(),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=log_fd,
+                pass_fds=(sync_w,),
+                start_new_session=True,
+                cwd="/",
+            )
+        finally:
+            os.close(log_fd)
+        # The launcher forks the monitor and exits at once.
+        await proc.wait()
+
+    async def _spawn(self, spec: MonitorSpec, sync_w: int) -> None:
+        if self.use_fork_server:
+            for _attempt in range(2):
+                try:
+                    await asyncio.to_thread(self._spawn_via_fork_server, spec, sync_w)
+                    return
+                except (
+                    ConnectionRefusedError,
+                    FileNotFoundError,
+                    ConnectionResetError,
+                    BrokenPipeError,
+                ):
+                    # Not running (e.g. killed): start one and retry once.
+                    try:
+                        await self.ensure_fork_server()
+                    except RuntimeFailure:
+                        break
+                except (OSError, protocol.ProtocolError):
+                    break
+        await self._spawn_fallback(spec, sync_w)
+
+    # -- monitors ------------------------------------------------------------------------------
+
+    async def start(self, spec: MonitorSpec, timeout: float = 30) -> SyncReport:
+        """Start a monitor; it runs ``runc create``. Returns the container and monitor pids.
+
+        Raises:
+            RuntimeFailure: runc (or the monitor) failed, with runc's message, or the monitor
+                did not answer within ``timeout`` (it then deletes the container and exits).
+        """
+        spec = _absolute(spec)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            try:
+                # Not cancellable half-way: a worker thread may be sending sync_w.
+                await _uncancellable(self._spawn(spec, sync_w))
+            finally:
+                os.close(sync_w)  # the monitor holds the only write end now
+            # Closing sync_r on timeout tells the monitor to delete the container and exit.
+            data = await asyncio.wait_for(
+                _read_line(loop, sync_r), max(0.1, deadline - loop.time())
+            )
+        except TimeoutError:
+            raise RuntimeFailure(
+                f"container {spec.container_id}: monitor did not report within {timeout}s"
+            ) from None
+        finally:
+            os.close(sync_r)
+        if not data:
+            raise RuntimeFailure(
+                f"container {spec.container_id}: monitor exited without "
+                f"reporting; see {self.log_file}"
+            )
+        try:
+            report = protocol.decode_sync(data)
+        except protocol.ProtocolError as exc:
+            raise RuntimeFailure(f"container {spec.container_id}: {exc}") from exc
+        if not report.ok:
+            raise RuntimeFailure(f"container {spec.container_id}: {report.error}")
+        return report
+
+    async def start_monitor(self, spec: MonitorSpec, timeout: float = 30) -> int:
+        """Start the monitor and ``runc create`` the container; returns the container pid.
+
+        Raises:
+            RuntimeFailure: as ``start``.
+        """
+        return (await self.start(spec, timeout)).pid
+
+    async def ping(self, ctl_socket: StrPath, timeout: float = 5) -> dict[str, Any]:
+        """The monitor's status: ``{"ok", "pid", "container_pid", "exited"}``.
+
+        Raises:
+            RuntimeFailure: the monitor does not answer (gone, or the container exited).
+        """
+        return await self._ctl(ctl_socket, protocol.OP_PING, timeout)
+
+    async def reopen_log(self, ctl_socket: StrPath, timeout: float = 5) -> None:
+        """Make the monitor reopen the container's log path (after the kubelet renamed it).
+
+        Raises:
+            RuntimeFailure: no monitor (container not running) or the reopen failed; the
+                kubelet then renames the file back.
+        """
+        await self._ctl(ctl_socket, protocol.OP_REOPEN, timeout)
+
+    async def _ctl(self, ctl_socket: StrPath, op: str, timeout: float) -> dict[str, Any]:
+        try:
+            return await asyncio.to_thread(
+                _request_sync, os.fspath(ctl_socket), protocol.encode_request(op), timeout
+            )
+        except (OSError, protocol.ProtocolError) as exc:
+            raise RuntimeFailure(f"monitor at {ctl_socket}: {op}: {exc}") from exc
+
+    @staticmethod
+    def is_alive(ctl_socket: StrPath, timeout: float = 1.0) -> bool:
+        """True if a monitor answers a ping on ``ctl_socket`` (blocking, at most ``timeout``)."""
+        try:
+            _request_sync(os.fspath(ctl_socket), protocol.encode_request(protocol.OP_PING), timeout)
+        except (OSError, protocol.ProtocolError):
+            return False
+        return True
+
+    @staticmethod
+    def read_exit(exit_file: StrPath) -> ExitInfo | None:
+        """The container's exit record, or None while it runs (no file yet).
+
+        Raises:
+            RuntimeFailure: the file exists but cannot be read or decoded.
+        """
+        try:
+            data = Path(exit_file).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise RuntimeFailure(f"read exit file {exit_file}: {exc}") from exc
+        try:
+            return protocol.decode_exit(data)
+        except protocol.ProtocolError as exc:
+            raise RuntimeFailure(f"exit file {exit_file}: {exc}") from exc
+
+
+async def _uncancellable(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` to completion even if the caller is cancelled (then re-raise)."""
+    task = asyncio.ensure_future(coro)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
+
+
+async def _read_line(loop: asyncio.AbstractEventLoop, fd: int) -> bytes:
+    """Read ``fd`` until a newline or EOF without blocking the loop."""
+    os.set_blocking(fd, False)
+    buf = bytearray()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if not done.done():
+                    done.set_exception(exc)
+                return
+            if chunk:
+                buf.extend(chunk)
+            if not chunk or b"\n" in buf or len(buf) > protocol.MAX_MESSAGE:
+                if not done.done():
+                    done.set_result(None)
+                return
+
+    loop.add_reader(fd, readable)
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
+    return bytes(buf)
