@@ -1,0 +1,494 @@
+"""The monitor end to end with real runc: logs, exit codes, reopen, fork server loss, memory.
+
+Every test gets its own runc --root, state dir and fork server, and tears down whatever it
+started (runc delete -f, the fork server, monitors still answering). Run as root with
+``python -m pytest -s`` to see the memory and latency figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from crirt.errors import RuntimeFailure
+from crirt.monitor import __main__ as monitor_main
+from crirt.monitor.client import MonitorClient
+from crirt.monitor.protocol import MonitorSpec
+from crirt.sansio.crilog import Stream, join_messages, parse_log
+from tests.helpers.bundle import RUNC, make_bundle, remove_test_cgroups
+
+T = TypeVar("T")
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or not os.path.exists(RUNC) or not os.path.exists("/bin/busybox"),
+    reason="needs root, runc and busybox-static",
+)
+
+LOOP = ["sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.05; done"]
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def wait_for(pred: Any, timeout: float = 10.0, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {pred}")
+        time.sleep(interval)
+
+
+def pid_running(pid: int) -> bool:
+    """Alive and not a zombie (PID 1 here does not reap orphans)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def holders(path: Path) -> list[int]:
+    """Live processes holding an fd on a file below ``path``."""
+    out = []
+    prefix = str(path)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or not pid_running(int(entry)):
+            continue
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{entry}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{entry}/fd/{fd}").startswith(prefix):
+                        out.append(int(entry))
+                        break
+    return out
+
+
+def smaps_rollup(pid: int) -> dict[str, int]:
+    """kB figures of /proc/<pid>/smaps_rollup."""
+    out = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3 and parts[2] == "kB":
+                out[parts[0].rstrip(":")] = int(parts[1])
+    return out
+
+
+@dataclass
+class Env:
+    tmp: Path
+    client: MonitorClient
+    runc_root: Path
+    started: list[str]
+
+    def spec(self, cid: str, args: list[str], *, log: bool = True, **kw: Any) -> MonitorSpec:
+        d = self.tmp / cid
+        make_bundle(
+            d / "bundle",
+            args,
+            cid,
+            **{k: v for k, v in kw.items() if k in ("terminal", "memory_limit")},
+        )
+        (d / "logs").mkdir(exist_ok=True)
+        return MonitorSpec(
+            container_id=cid,
+            bundle=str(d / "bundle"),
+            runtime_path=RUNC,
+            runtime_root=str(self.runc_root),
+            log_path=str(d / "logs" / "0.log") if log else "",
+            exit_file=str(d / "exit"),
+            pid_file=str(d / "bundle" / "pidfile"),
+            ctl_socket=str(d / "ctl"),
+            **{k: v for k, v in kw.items() if k in ("stdin", "stdin_once", "tty", "log_max_line")},
+        )
+
+    def runc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [RUNC, "--root", str(self.runc_root), *args],
+            check=check,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    async def create_and_start(self, spec: MonitorSpec) -> int:
+        self.started.append(spec.container_id)
+        report = await self.client.start(spec)
+        self.runc("start", spec.container_id)
+        return report.monitor_pid
+
+    def wait_exit(self, spec: MonitorSpec, timeout: float = 10.0) -> Any:
+        wait_for(lambda: MonitorClient.read_exit(spec.exit_file) is not None, timeout)
+        return MonitorClient.read_exit(spec.exit_file)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    if os.geteuid() != 0 or not os.path.exists(RUNC):
+        pytest.skip("needs root and runc")
+    e = Env(tmp_path, MonitorClient(tmp_path / "state"), tmp_path / "runc", [])
+    try:
+        yield e
+    finally:
+        _teardown(e)
+
+
+def _teardown(e: Env) -> None:
+    if e.runc_root.is_dir():
+        for cid in os.listdir(e.runc_root):
+            e.runc("delete", "--force", cid, check=False)
+    # Monitors still answering (their container is gone now, they exit within the drain time).
+    for ctl in e.tmp.glob("*/ctl"):
+        with contextlib.suppress(RuntimeFailure):
+            pid = run(e.client.ping(ctl, timeout=1))["pid"]
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    fs_pid = run(e.client.fork_server_pid())
+    if fs_pid:
+        os.kill(fs_pid, signal.SIGKILL)
+    for pid in holders(e.tmp):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    remove_test_cgroups()
+
+
+def log_messages(spec: MonitorSpec) -> list[tuple[Stream, bytes]]:
+    return join_messages(parse_log(Path(spec.log_path).read_bytes()))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.root
+@needs_root
+def test_stdout_stderr_and_exit_code(env: Env) -> None:
+    # Given a container printing on both streams and exiting 3
+    spec = env.spec("echo", ["sh", "-c", "echo hello; echo err >&2; exit 3"])
+    # When it runs under a monitor
+    mpid = run(env.create_and_start(spec))
+    info = env.wait_exit(spec)
+    # Then the log has one F line per stream and the exit file the code
+    recs = parse_log(Path(spec.log_path).read_bytes())
+    assert sorted((r.stream, r.partial, r.content) for r in recs) == [
+        ("stderr", False, b"err"),
+        ("stdout", False, b"hello"),
+    ]
+    assert (info.exit_code, info.signal, info.oom_killed) == (3, None, False)
+    assert abs(info.finished_at - time.time_ns()) < 30 * 10**9
+    # And the monitor is gone, its ctl socket removed, the log mode 0640
+    wait_for(lambda: not pid_running(mpid), 5)
+    assert not os.path.exists(spec.ctl_socket)
+    assert os.stat(spec.log_path).st_mode & 0o777 == 0o640
+
+
+@pytest.mark.root
+@needs_root
+def test_long_lines_are_split_and_partial_tail_flushed(env: Env) -> None:
+    # busybox printf pads; tr turns the padding into a long run of one letter.
+    script = "printf '%20000s\\n' x; printf 'no newline at the end'"
+    spec = env.spec("long", ["sh", "-c", script])
+    run(env.create_and_start(spec))
+    env.wait_exit(spec)
+    recs = parse_log(Path(spec.log_path).read_bytes())
+    assert [(r.partial, len(r.content)) for r in recs] == [
+        (True, 16384),
+        (False, 20000 - 16384),
+        (True, len("no newline at the end")),
+    ]
+    assert log_messages(spec)[-1] == ("stdout", b"no newline at the end")
+
+
+@pytest.mark.root
+@needs_root
+def test_sigkill_is_exit_code_137(env: Env) -> None:
+    spec = env.spec("kill", ["sleep", "1000"])
+    run(env.create_and_start(spec))
+    assert MonitorClient.is_alive(spec.ctl_socket)
+    assert MonitorClient.read_exit(spec.exit_file) is None
+    env.runc("kill", "kill", "KILL")
+    info = env.wait_exit(spec)
+    assert (info.exit_code, info.signal) == (137, 9)
+
+
+@pytest.mark.root
+@needs_root
+def test_created_then_deleted_container_gets_an_exit_file(env: Env) -> None:
+    # Given a container created but never started
+    spec = env.spec("never", ["true"])
+    env.started.append("never")
+    pid = run(env.client.start_monitor(spec))
+    assert pid_running(pid)
+    # When it is force-deleted (RemoveContainer of a created container)
+    env.runc("delete", "--force", "never")
+    # Then the monitor reports its death
+    info = env.wait_exit(spec)
+    assert info.exit_code == 137
+
+
+@pytest.mark.root
+@needs_root
+def test_bad_bundle_reports_runc_error_and_leaves_no_monitor(env: Env) -> None:
+    # Given a bundle whose process binary does not exist
+    spec = env.spec("bad", ["/nonexistent-binary"])
+    # When the monitor runs runc create
+    with pytest.raises(RuntimeFailure) as err:
+        run(env.client.start_monitor(spec))
+    # Then runc's message comes back, and nothing is left behind
+    assert "nonexistent-binary" in str(err.value)
+    assert "bad" in str(err.value)
+    wait_for(lambda: not holders(env.tmp / "bad"), 5)
+    assert not os.path.exists(spec.exit_file)
+    assert not os.path.exists(spec.ctl_socket)
+    assert env.runc("state", "bad", check=False).returncode != 0
+
+
+@pytest.mark.root
+@needs_root
+def test_missing_log_directory_is_an_error(env: Env) -> None:
+    spec = env.spec("nolog", ["true"])
+    os.rmdir(Path(spec.log_path).parent)
+    with pytest.raises(RuntimeFailure, match="open log file"):
+        run(env.client.start_monitor(spec))
+    assert env.runc("state", "nolog", check=False).returncode != 0
+
+
+@pytest.mark.root
+@needs_root
+def test_reopen_after_rotation(env: Env) -> None:
+    # Given a container logging continuously
+    spec = env.spec("rot", LOOP)
+    run(env.create_and_start(spec))
+    log = Path(spec.log_path)
+    wait_for(lambda: log.stat().st_size > 0)
+    # When the kubelet renames the file and asks for a reopen
+    rotated = log.with_name("0.log.20261128-000000")
+    log.rename(rotated)
+    run(env.client.reopen_log(Path(spec.ctl_socket)))
+    # Then the path exists again and receives new lines, and the old file stops growing
+    assert log.exists()
+    size_old = rotated.stat().st_size
+    wait_for(lambda: log.stat().st_size > 100)
+    time.sleep(0.5)
+    assert rotated.stat().st_size == size_old
+    # And no line is lost or torn across the two files
+    ticks = [m for _, m in join_messages(parse_log(rotated.read_bytes() + log.read_bytes()))]
+    numbers = [int(m.split()[1]) for m in ticks]
+    assert numbers == list(range(1, len(numbers) + 1))
+    env.runc("kill", "rot", "KILL")
+    env.wait_exit(spec)
+    # After the exit there is no monitor to reopen: an error, so the kubelet renames back
+    with pytest.raises(RuntimeFailure):
+        run(env.client.reopen_log(Path(spec.ctl_socket), timeout=1))
+    assert not MonitorClient.is_alive(spec.ctl_socket)
+
+
+@pytest.mark.root
+@needs_root
+def test_reopen_failure_keeps_the_old_file(env: Env) -> None:
+    spec = env.spec("rotfail", LOOP)
+    run(env.create_and_start(spec))
+    log = Path(spec.log_path)
+    rotated = log.with_name("0.log.1")
+    log.rename(rotated)
+    log.mkdir()  # the path is now a directory: open fails
+    with pytest.raises(RuntimeFailure, match="reopen"):
+        run(env.client.reopen_log(spec.ctl_socket))
+    size = rotated.stat().st_size
+    wait_for(lambda: rotated.stat().st_size > size)
+
+
+@pytest.mark.root
+@needs_root
+def test_monitor_survives_fork_server_kill_and_client_restart(env: Env) -> None:
+    # Given a running container whose monitor came from the fork server
+    spec = env.spec("survive", LOOP)
+    mpid = run(env.create_and_start(spec))
+    fs_pid = run(env.client.fork_server_pid())
+    assert fs_pid is not None
+    assert os.getppid() != mpid
+    with open(f"/proc/{mpid}/stat") as f:
+        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+    assert ppid not in (fs_pid, os.getpid())
+    assert os.getsid(mpid) == mpid
+    # When the fork server is SIGKILLed (crirt serve restarting with it)
+    os.kill(fs_pid, signal.SIGKILL)
+    wait_for(lambda: not pid_running(fs_pid), 5)
+    # Then the monitor and the container keep running and the log keeps growing
+    size = Path(spec.log_path).stat().st_size
+    wait_for(lambda: Path(spec.log_path).stat().st_size > size + 100)
+    assert pid_running(mpid)
+    status = run(env.client.ping(spec.ctl_socket))
+    assert status["pid"] == mpid
+    assert not status["exited"]
+    # And a new client (crirt restarted) starts a fresh fork server and can still talk to it
+    client2 = MonitorClient(env.tmp / "state")
+    spec2 = env.spec("survive2", ["sh", "-c", "echo second"])
+    env.client = client2
+    run(env.create_and_start(spec2))
+    assert env.wait_exit(spec2).exit_code == 0
+    new_fs = run(client2.fork_server_pid())
+    assert new_fs not in (None, fs_pid)
+    run(client2.reopen_log(spec.ctl_socket))
+
+
+@pytest.mark.root
+@needs_root
+def test_fallback_without_fork_server(env: Env) -> None:
+    env.client = MonitorClient(env.tmp / "state", use_fork_server=False)
+    spec = env.spec("fallback", ["sh", "-c", "echo via fallback"])
+    mpid = run(env.create_and_start(spec))
+    assert env.wait_exit(spec).exit_code == 0
+    assert log_messages(spec) == [("stdout", b"via fallback\n")]
+    assert run(env.client.fork_server_pid()) is None
+    wait_for(lambda: not pid_running(mpid), 5)
+
+
+@pytest.mark.root
+@needs_root
+def test_discarded_log_still_drains_output(env: Env) -> None:
+    # 1 MiB of output with no log file must not block the container on a full pipe.
+    spec = env.spec("discard", ["sh", "-c", "yes | head -c 1048576; exit 5"], log=False)
+    run(env.create_and_start(spec))
+    assert env.wait_exit(spec).exit_code == 5
+    assert os.listdir(Path(spec.bundle).parent / "logs") == []
+
+
+@pytest.mark.root
+@needs_root
+def test_concurrent_starts_share_one_fork_server(env: Env) -> None:
+    specs = [env.spec(f"par{i}", ["sh", "-c", f"echo {i}"]) for i in range(6)]
+
+    async def go() -> list[int]:
+        return await asyncio.gather(*(env.create_and_start(s) for s in specs))
+
+    run(go())
+    for i, s in enumerate(specs):
+        assert env.wait_exit(s).exit_code == 0
+        assert log_messages(s) == [("stdout", f"{i}\n".encode())]
+    assert (env.tmp / "state" / "forkserver.sock").exists()
+
+
+@pytest.mark.root
+@needs_root
+def test_tty_output_goes_to_stdout(env: Env) -> None:
+    spec = env.spec(
+        "tty", ["sh", "-c", "echo on a tty; [ -t 1 ] && echo yes"], tty=True, terminal=True
+    )
+    run(env.create_and_start(spec))
+    assert env.wait_exit(spec).exit_code == 0
+    msgs = log_messages(spec)
+    # The pty turns \n into \r\n; \r stays content.
+    assert msgs == [("stdout", b"on a tty\r\n"), ("stdout", b"yes\r\n")]
+
+
+@pytest.mark.root
+@needs_root
+def test_long_socket_paths(env: Env) -> None:
+    # Given state paths longer than sun_path (108 bytes), with a console socket too
+    deep = env.tmp / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    base = env.spec("deep", ["sh", "-c", "echo deep; sleep 1000"], tty=True, terminal=True)
+    spec = replace(base, ctl_socket=str(deep / "ctl"), exit_file=str(deep / "exit"))
+    assert len(spec.ctl_socket) > 108
+    # When the monitor binds and runc connects through them
+    run(env.create_and_start(spec))
+    # Then everything works as with short paths
+    assert run(env.client.ping(spec.ctl_socket))["container_pid"] > 0
+    run(env.client.reopen_log(spec.ctl_socket))
+    assert MonitorClient.is_alive(spec.ctl_socket)
+    env.runc("kill", "deep", "KILL")
+    assert env.wait_exit(spec).exit_code == 137
+    assert log_messages(spec) == [("stdout", b"deep\r\n")]
+
+
+@pytest.mark.root
+@needs_root
+def test_second_monitor_for_a_live_ctl_socket_is_refused(env: Env) -> None:
+    spec = env.spec("dup", ["sleep", "1000"])
+    run(env.create_and_start(spec))
+    other = replace(
+        spec, container_id="dup2", pid_file=spec.pid_file + "2", exit_file=spec.exit_file + "2"
+    )
+    with pytest.raises(RuntimeFailure, match="already running"):
+        run(env.client.start_monitor(other))
+    assert MonitorClient.is_alive(spec.ctl_socket)
+    assert env.runc("state", "dup2", check=False).returncode != 0
+
+
+@pytest.mark.root
+@needs_root
+def test_oom_kill_is_detected(env: Env) -> None:
+    # tail buffers /dev/zero (no newline) until the 16 MiB limit kills it.
+    spec = env.spec("oom", ["sh", "-c", "tail /dev/zero"], memory_limit=16 * 1024 * 1024)
+    run(env.create_and_start(spec))
+    info = env.wait_exit(spec, 30)
+    assert info.oom_killed
+    assert info.exit_code == 137
+
+
+@pytest.mark.root
+@needs_root
+def test_memory_and_latency_of_ten_monitors(env: Env) -> None:
+    # Given ten idle containers, each with its own monitor from the fork server
+    specs = [env.spec(f"mem{i}", ["sleep", "1000"]) for i in range(10)]
+    run(env.client.ensure_fork_server())
+    ready = []
+    mpids = []
+    for s in specs:
+        t0 = time.perf_counter()
+        mpids.append(run(env.create_and_start(s)))
+        ready.append(time.perf_counter() - t0)
+    time.sleep(0.3)
+    # When their memory is read from smaps_rollup
+    rollups = [smaps_rollup(p) for p in mpids]
+    pss = sum(r["Pss"] for r in rollups) / len(rollups)
+    rss = sum(r["Rss"] for r in rollups) / len(rollups)
+    dirty = sum(r["Private_Dirty"] for r in rollups) / len(rollups)
+    fs = smaps_rollup(run(env.client.fork_server_pid()) or 0)
+    # And, for comparison, two monitors started as fresh interpreters
+    fb = MonitorClient(env.tmp / "state-fb", use_fork_server=False)
+    fb_specs = [env.spec(f"fb{i}", ["sleep", "1000"]) for i in range(2)]
+    fb_ready = []
+    fb_pids = []
+    for s in fb_specs:
+        env.started.append(s.container_id)
+        t0 = time.perf_counter()
+        fb_pids.append(run(fb.start(s)).monitor_pid)
+        fb_ready.append(time.perf_counter() - t0)
+    fb_pss = sum(smaps_rollup(p)["Pss"] for p in fb_pids) / len(fb_pids)
+    print(
+        f"\nmonitor via fork server: PSS {pss / 1024:.2f} MB, RSS {rss / 1024:.2f} MB, "
+        f"private dirty {dirty / 1024:.2f} MB per monitor (10 running); fork server PSS "
+        f"{fs['Pss'] / 1024:.2f} MB; time to ready (create) median "
+        f"{sorted(ready)[5] * 1000:.0f} ms, max {max(ready) * 1000:.0f} ms"
+        f"\nmonitor as fresh interpreter: PSS {fb_pss / 1024:.2f} MB; time to ready "
+        f"{min(fb_ready) * 1000:.0f}-{max(fb_ready) * 1000:.0f} ms"
+    )
+    # Then a forked monitor stays far below a fresh interpreter
+    assert pss < fb_pss
+    assert pss < 2.5 * 1024
+
+
+def test_cgroup_paths_and_oom_counters() -> None:
+    assert monitor_main.cgroup_relpath("/crirt/pod1/c1") == "/crirt/pod1/c1"
+    assert monitor_main.cgroup_relpath("crirt/c1") == "/crirt/c1"
+    assert monitor_main.cgroup_relpath("kubepods-besteffort-pod12.slice:crio:abc") == (
+        "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod12.slice/crio-abc.scope"
+    )
+    assert monitor_main.cgroup_relpath("-.slice:crio:abc") == "/crio-abc.scope"
+    assert monitor_main.parse_oom_counters("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
+    assert not monitor_main.parse_oom_counters("oom_kill_disable 0\nunder_oom 0\noom_kill 0\n")
+    assert monitor_main.parse_oom_counters("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+    assert not monitor_main.parse_oom_counters("low 0\nhigh 0\nmax 3\noom 0\noom_kill 0\n")
