@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import sys
 from collections.abc import Coroutine
@@ -110,6 +111,7 @@ class MonitorClient:
         self.fork_server_socket = self.state_dir / "forkserver.sock"
         self.log_file = self.state_dir / "monitor.log"
         self._fs_lock = asyncio.Lock()
+        self._fs_checked = False
 
     # -- fork server ---------------------------------------------------------------------------
 
@@ -117,31 +119,53 @@ class MonitorClient:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         return os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
 
-    async def fork_server_pid(self) -> int | None:
-        """The running fork server's pid, or None if none answers."""
+    async def _fs_request(self, op: str, timeout: float = 2.0) -> dict[str, Any] | None:
         try:
-            reply = await asyncio.to_thread(
+            return await asyncio.to_thread(
                 _request_sync,
                 str(self.fork_server_socket),
-                protocol.encode_request(protocol.OP_PING),
-                2.0,
+                protocol.encode_request(op),
+                timeout,
                 socket.SOCK_SEQPACKET,
             )
         except (OSError, protocol.ProtocolError):
             return None
-        pid = reply.get("pid")
+
+    async def fork_server_pid(self) -> int | None:
+        """The running fork server's pid, or None if none answers."""
+        reply = await self._fs_request(protocol.OP_PING)
+        pid = reply.get("pid") if reply else None
         return pid if isinstance(pid, int) else None
 
+    async def _retire(self, pid: int) -> None:
+        """Ask an outdated fork server to exit and wait until it is gone (monitors stay)."""
+        await self._fs_request(protocol.OP_EXIT)
+        for _ in range(150):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[-1].split()[0] == "Z":
+                        return  # exited; nobody reaps it here
+            except FileNotFoundError:
+                return
+            await asyncio.sleep(0.02)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
     async def ensure_fork_server(self) -> int:
-        """Connect to the fork server, starting one if none answers; returns its pid.
+        """Connect to the fork server, starting one if none answers or if it runs code older
+        than ours (crirt was upgraded); returns its pid.
 
         Raises:
             RuntimeFailure: it could not be started.
         """
         async with self._fs_lock:
-            pid = await self.fork_server_pid()
-            if pid is not None:
-                return pid
+            reply = await self._fs_request(protocol.OP_PING)
+            pid = reply.get("pid") if reply else None
+            if reply is not None and isinstance(pid, int):
+                if reply.get("code") == _source_fingerprint():
+                    self._fs_checked = True
+                    return pid
+                await self._retire(pid)
             log_fd = self._open_log()
             try:
                 proc = await asyncio.create_subprocess_exec(
@@ -174,6 +198,7 @@ class MonitorClient:
                     f"monitor fork server failed (status {proc.returncode}); see {self.log_file}"
                 )
             if words[0] == "ready" and len(words) > 1 and words[1].isdigit():
+                self._fs_checked = True
                 return int(words[1])
             # "busy": another one holds the lock (started concurrently); use it.
             pid = await self.fork_server_pid()
@@ -212,6 +237,10 @@ class MonitorClient:
 
     async def _spawn(self, spec: MonitorSpec, sync_w: int) -> None:
         if self.use_fork_server:
+            if not self._fs_checked:
+                # Once per client: replace a fork server left running by an older crirt.
+                with contextlib.suppress(RuntimeFailure):
+                    await self.ensure_fork_server()
             for _attempt in range(2):
                 try:
                     await asyncio.to_thread(self._spawn_via_fork_server, spec, sync_w)
@@ -332,6 +361,15 @@ class MonitorClient:
             return protocol.decode_exit(data)
         except protocol.ProtocolError as exc:
             raise RuntimeFailure(f"exit file {exit_file}: {exc}") from exc
+
+
+def _source_fingerprint() -> str:
+    pkg = Path(__file__).resolve().parents[1]
+    stats = []
+    for rel in protocol.SOURCE_FILES:
+        st = (pkg / rel).stat()
+        stats.append((st.st_mtime_ns, st.st_size))
+    return protocol.fingerprint(stats)
 
 
 async def _uncancellable(coro: Coroutine[Any, Any, None]) -> None:

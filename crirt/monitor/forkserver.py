@@ -10,7 +10,8 @@ imported the monitor's modules and called ``gc.freeze()`` it shares those pages 
   calls ``setsid`` and holds no fd of crirt (spawned with close_fds; stdin/stdout /dev/null).
 * Monitors are forked twice (fork, fork, exit), so they are not its children either, and they
   close every fd but the sync pipe and stderr (``<socket>.log``) before running.
-* Requests (SOCK_SEQPACKET, one message each, see ``protocol``): ``{"op": "ping"}`` and
+* Requests (SOCK_SEQPACKET, one message each, see ``protocol``): ``{"op": "ping"}`` (answers
+  its pid and the fingerprint of its code), ``{"op": "exit"}`` and
   ``{"op": "spawn", "spec": {...}}`` with the sync pipe's write end attached (SCM_RIGHTS).
 
 Run: ``python3 -I -S -m crirt.monitor.forkserver <socket>``; it prints ``ready <pid>`` or
@@ -31,6 +32,20 @@ from crirt.monitor import __main__ as monitor
 from crirt.monitor import protocol
 
 _CONN_TIMEOUT = 5.0
+
+
+def source_fingerprint() -> str:
+    """``protocol.fingerprint`` of the files this process loaded its code from."""
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(monitor.__file__)))
+    stats = []
+    for rel in protocol.SOURCE_FILES:
+        st = os.stat(os.path.join(pkg, rel))
+        stats.append((st.st_mtime_ns, st.st_size))
+    return protocol.fingerprint(stats)
+
+
+# Taken at import, i.e. when this server loaded the code.
+_CODE = source_fingerprint()
 
 
 def _spawn_monitor(req: dict[str, object], sync_fd: int) -> int:
@@ -61,7 +76,11 @@ def _serve_one(conn: socket.socket) -> None:
         try:
             op, req = protocol.decode_request(msg)
             if op == protocol.OP_PING:
-                reply = protocol.encode_reply(True, pid=os.getpid())
+                reply = protocol.encode_reply(True, pid=os.getpid(), code=_CODE)
+            elif op == protocol.OP_EXIT:
+                conn.sendall(protocol.encode_reply(True))
+                # Monitors are not our children: they keep running.
+                os._exit(0)
             elif op == protocol.OP_SPAWN:
                 if len(fds) != 1:
                     raise protocol.ProtocolError("spawn: expected one sync pipe fd")

@@ -9,8 +9,9 @@ Four exchanges, each a single JSON object on one line:
   ``_OCI_SYNCPIPE`` message, with ``error`` for conmon's ``message``).
 * ``ExitInfo``: the exit file, written atomically by the monitor when the container is gone.
 * control requests on the monitor's ``ctl`` socket (``{"op": "reopen"}``, ``{"op": "ping"}``) and
-  on the fork server's socket (``{"op": "spawn", "spec": {...}}``, ``{"op": "ping"}``), each
-  answered by ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.
+  on the fork server's socket (``{"op": "spawn", "spec": {...}}``, ``{"op": "ping"}``,
+  ``{"op": "exit"}``), each answered by ``{"ok": true, ...}`` or
+  ``{"ok": false, "error": "..."}``.
 
 This module is imported by the monitor process: stdlib only, nothing heavy.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Final
 
@@ -29,6 +31,21 @@ DEFAULT_LOG_MAX_LINE: Final = 16 * 1024
 OP_PING: Final = "ping"
 OP_REOPEN: Final = "reopen"
 OP_SPAWN: Final = "spawn"
+OP_EXIT: Final = "exit"
+
+# The code a fork server runs, relative to the crirt package directory. A fork server whose
+# files changed since it started (crirt upgraded) is replaced; running monitors keep theirs.
+SOURCE_FILES: Final = (
+    "monitor/__main__.py",
+    "monitor/protocol.py",
+    "monitor/forkserver.py",
+    "sansio/crilog.py",
+)
+
+
+def fingerprint(stats: Iterable[tuple[int, int]]) -> str:
+    """Identify a code version from the (mtime_ns, size) of each of ``SOURCE_FILES``."""
+    return ",".join(f"{mtime:x}:{size:x}" for mtime, size in stats)
 
 
 class ProtocolError(ValueError):

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+import crirt.monitor.client
 from crirt.errors import RuntimeFailure
 from crirt.monitor import __main__ as monitor_main
 from crirt.monitor.client import MonitorClient
@@ -256,6 +257,23 @@ def test_bad_bundle_reports_runc_error_and_leaves_no_monitor(env: Env) -> None:
 
 @pytest.mark.root
 @needs_root
+def test_client_timeout_makes_the_monitor_delete_the_container(env: Env) -> None:
+    # Given a runtime that needs longer than the client is willing to wait
+    slow = env.tmp / "slow-runc"
+    slow.write_text(f'#!/bin/sh\nsleep 1.5\nexec {RUNC} "$@"\n')
+    slow.chmod(0o755)
+    spec = replace(env.spec("slow", ["sleep", "1000"]), runtime_path=str(slow))
+    # When the client gives up first
+    with pytest.raises(RuntimeFailure, match="did not report"):
+        run(env.client.start_monitor(spec, timeout=0.5))
+    # Then the monitor, finding nobody to report to, deletes the container and exits
+    wait_for(lambda: not holders(env.tmp / "slow"), 10)
+    assert env.runc("state", "slow", check=False).returncode != 0
+    assert not os.path.exists(spec.exit_file)
+
+
+@pytest.mark.root
+@needs_root
 def test_missing_log_directory_is_an_error(env: Env) -> None:
     spec = env.spec("nolog", ["true"])
     os.rmdir(Path(spec.log_path).parent)
@@ -341,6 +359,27 @@ def test_monitor_survives_fork_server_kill_and_client_restart(env: Env) -> None:
     new_fs = run(client2.fork_server_pid())
     assert new_fs not in (None, fs_pid)
     run(client2.reopen_log(spec.ctl_socket))
+
+
+@pytest.mark.root
+@needs_root
+def test_outdated_fork_server_is_replaced(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a fork server and a monitor it started
+    spec = env.spec("old", LOOP)
+    mpid = run(env.create_and_start(spec))
+    old_fs = run(env.client.fork_server_pid())
+    assert old_fs is not None
+    # When a crirt with different monitor code starts its first container
+    monkeypatch.setattr(crirt.monitor.client, "_source_fingerprint", lambda: "upgraded")
+    env.client = MonitorClient(env.tmp / "state")
+    spec2 = env.spec("new", ["sh", "-c", "echo new"])
+    run(env.create_and_start(spec2))
+    # Then the old server is gone, a new one serves, and the old monitor keeps running
+    assert not pid_running(old_fs)
+    assert run(env.client.fork_server_pid()) not in (None, old_fs)
+    assert env.wait_exit(spec2).exit_code == 0
+    assert pid_running(mpid)
+    assert run(env.client.ping(spec.ctl_socket))["pid"] == mpid
 
 
 @pytest.mark.root
