@@ -8,8 +8,9 @@ imported the monitor's modules and called ``gc.freeze()`` it shares those pages 
   second instance prints ``busy`` and exits, and the client connects to the first.
 * Detached: the launcher forks the server and exits (so it is not a child of crirt), the server
   calls ``setsid`` and holds no fd of crirt (spawned with close_fds; stdin/stdout /dev/null).
-* Monitors are forked twice (fork, fork, exit), so they are not its children either, and they
-  close every fd but the sync pipe and stderr (``<socket>.log``) before running.
+* Monitors are forked twice (fork, fork, exit) and close every fd but the sync pipe and stderr
+  (``<socket>.log``) before running. The server is their child subreaper, so it reaps them when
+  they end; if the server dies they simply move to PID 1 and keep running.
 * Requests (SOCK_SEQPACKET, one message each, see ``protocol``): ``{"op": "ping"}`` (answers
   its pid and the fingerprint of its code), ``{"op": "exit"}`` and
   ``{"op": "spawn", "spec": {...}}`` with the sync pipe's write end attached (SCM_RIGHTS).
@@ -43,6 +44,9 @@ def source_fingerprint() -> str:
         stats.append((st.st_mtime_ns, st.st_size))
     return protocol.fingerprint(stats)
 
+
+# How often the accept loop wakes to reap exited monitors.
+_REAP_INTERVAL = 2.0
 
 # Taken at import, i.e. when this server loaded the code.
 _CODE = source_fingerprint()
@@ -101,9 +105,23 @@ def _serve_one(conn: socket.socket) -> None:
                 os.close(fd)
 
 
-def serve(listener: socket.socket) -> NoReturn:
-    """Accept requests forever (single-threaded, so fork is safe)."""
+def _reap() -> None:
+    """Collect monitors that ended (we are their subreaper): a zombie per exited container
+    otherwise piles up wherever PID 1 does not reap (as on some sandboxed hosts)."""
     while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def serve(listener: socket.socket) -> NoReturn:
+    """Accept requests forever (single-threaded, so fork is safe and reaping is race-free)."""
+    listener.settimeout(_REAP_INTERVAL)
+    while True:
+        _reap()
         try:
             conn, _ = listener.accept()
         except OSError:
@@ -150,6 +168,9 @@ def main(argv: list[str] | None = None) -> None:
     # The server proper: own session, no cwd pinned, stdout closed so the launcher's reader
     # sees EOF; stderr stays (the client's log file).
     os.setsid()
+    # Orphaned monitors (their middle parent exits at once) are re-parented to us rather than
+    # to PID 1, so we can reap them; they still outlive both us and crirt serve.
+    monitor._prctl(monitor._PR_SET_CHILD_SUBREAPER, 1)
     os.chdir("/")
     null = os.open("/dev/null", os.O_RDWR)
     os.dup2(null, 0)

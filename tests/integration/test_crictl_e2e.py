@@ -60,6 +60,19 @@ def processes_mentioning(needle: str) -> list[int]:
     return [p for p in out if p != os.getpid()]
 
 
+def zombie_children(ppid: int) -> list[int]:
+    out = []
+    for d in glob.glob("/proc/[0-9]*"):
+        try:
+            with open(f"{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == ppid:
+            out.append(int(d[6:]))
+    return out
+
+
 def cgroups_named(cid: str) -> list[str]:
     return glob.glob(f"/sys/fs/cgroup/*/**/crirt-{cid}", recursive=True)
 
@@ -117,3 +130,9 @@ def test_pull_run_log_exec_and_clean_teardown(crirt: Crirt) -> None:
     assert ipam == [], f"IP still allocated: {ipam}"
     assert list((crirt.state / "containers").iterdir()) == []
     assert list((crirt.state / "sandboxes").iterdir()) == []
+    # Exited monitors are reaped by the fork server (their subreaper): no zombies pile up.
+    (fork_server,) = processes_mentioning(str(crirt.state / "monitor" / "forkserver.sock"))
+    deadline = time.monotonic() + 5
+    while zombie_children(fork_server):
+        assert time.monotonic() < deadline, "exited monitors were not reaped"
+        time.sleep(0.2)
