@@ -47,8 +47,20 @@ class ContainerState(enum.Enum):
         return self in (ContainerState.CREATED, ContainerState.RUNNING, ContainerState.UNKNOWN)
 
 
-def _pb_encode(msg: Any) -> str:
-    return base64.b64encode(msg.SerializeToString(deterministic=True)).decode()
+def _encode(rec: Any) -> dict[str, Any]:
+    d = asdict(rec)
+    d["config"] = base64.b64encode(rec.config.SerializeToString(deterministic=True)).decode()
+    d["state"] = rec.state.value
+    return d
+
+
+def _decode(d: dict[str, Any], config_type: type[Any], state_type: type[Any]) -> dict[str, Any]:
+    d = dict(d)
+    cfg = config_type()
+    cfg.ParseFromString(base64.b64decode(d.pop("config")))
+    d["config"] = cfg
+    d["state"] = state_type(d["state"])
+    return d
 
 
 @dataclass
@@ -69,17 +81,11 @@ class Sandbox:
     network_set_up: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["config"] = _pb_encode(self.config)
-        d["state"] = self.state.value
-        return d
+        return _encode(self)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Sandbox:
-        d = dict(d)
-        cfg = api_pb2.PodSandboxConfig()
-        cfg.ParseFromString(base64.b64decode(d.pop("config")))
-        return cls(config=cfg, state=SandboxState(d.pop("state")), **d)
+        return cls(**_decode(d, api_pb2.PodSandboxConfig, SandboxState))
 
 
 @dataclass
@@ -129,14 +135,8 @@ class Container:
             self.reason = "Error"
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["config"] = _pb_encode(self.config)
-        d["state"] = self.state.value
-        return d
+        return _encode(self)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Container:
-        d = dict(d)
-        cfg = api_pb2.ContainerConfig()
-        cfg.ParseFromString(base64.b64decode(d.pop("config")))
-        return cls(config=cfg, state=ContainerState(d.pop("state")), **d)
+        return cls(**_decode(d, api_pb2.ContainerConfig, ContainerState))
