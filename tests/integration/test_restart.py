@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import time
 
 import pytest
@@ -87,6 +88,11 @@ def test_sigkill_restart_keeps_containers_and_reports_exits(crirt: Crirt) -> Non
     crirt.rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod))
     crirt.rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod))
     assert crirt.rt.ListContainers(api_pb2.ListContainersRequest()).containers == []
+
+
+def test_socket_permissions(crirt: Crirt) -> None:
+    assert stat.S_IMODE(crirt.sock.stat().st_mode) == 0o660
+    assert stat.S_IMODE(crirt.sock.parent.stat().st_mode) & 0o002 == 0
 
 
 def test_sigterm_stops_only_the_server(crirt: Crirt) -> None:
