@@ -273,6 +273,16 @@ class CniManager:
 
     # --- the cache ------------------------------------------------------------------------------
 
+    def cached_pods(self) -> list[str]:
+        """Pod ids with a recorded attachment (for garbage collection at start-up)."""
+        if not self._cache_dir.is_dir():
+            return []
+        return sorted(
+            p.stem
+            for p in self._cache_dir.glob("*.json")
+            if not p.name.startswith(".") and _POD_ID_RE.match(p.stem)
+        )
+
     def _cache_path(self, pod_id: str) -> Path:
         if not _POD_ID_RE.match(pod_id):
             raise InvalidArgument(f"invalid pod id {pod_id!r}")

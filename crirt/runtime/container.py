@@ -8,6 +8,7 @@ CRI log and records the exit in ``<state>/exits/<id>``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -64,82 +65,110 @@ class ContainerOps:
         img = svc.images.status(ref)
         if img is None:
             raise NotFound(f"image {ref!r} not found: pull it first")
+        key = sb.id.encode() + b"\0" + config.SerializeToString(deterministic=True)
+        inflight = svc.inflight.get(name)
+        if inflight is not None and inflight[0] == key:
+            # A retried request while the first is still running: join it.
+            return await asyncio.shield(inflight[1])
+        held = svc.containers.find_by_name(name)
+        if (
+            held is not None
+            and held.sandbox_id == sb.id
+            and held.state is ContainerState.CREATED
+            and held.config.SerializeToString(deterministic=True) == key.split(b"\0", 1)[1]
+        ):
+            # A retry of a creation whose answer was lost: the same container, as in CRI-O.
+            log.info("CreateContainer retried; returning the same container", container_id=held.id)
+            return held.id
         cid = naming.new_id()
         svc.containers.reserve(name, cid)
+        task = svc.spawn(name, key, self._create(cid, name, config, sb, img))
+        return await asyncio.shield(task)
+
+    async def _create(
+        self, cid: str, name: str, config: api_pb2.ContainerConfig, sb: Any, img: Any
+    ) -> str:
+        svc = self.svc
+        from crirt.runtime.service import now_ns
+
         cdir = svc.paths.containers / cid
         rootfs = cdir / "rootfs"
-        rt = svc.runtime(sb.handler)
-        created = mounted = False
+        log_path = ""
+        if sb.config.log_directory and config.log_path:
+            log_path = os.path.join(sb.config.log_directory, config.log_path)
         try:
-            cdir.mkdir(mode=0o711)
-            rootfs.mkdir()
-            svc.rootfs.mount(img.id, cid, rootfs)
-            mounted = True
-            spec = self._build_spec(cid, config, sb, img, rootfs)
-            write_json_atomic(cdir / "config.json", spec)
-            log_path = ""
-            if sb.config.log_directory and config.log_path:
-                log_path = os.path.join(sb.config.log_directory, config.log_path)
-            from crirt.runtime.service import now_ns
-
-            user = spec["process"].get("user", {})
-            c = Container(
-                id=cid,
-                name=name,
-                sandbox_id=sb.id,
-                config=config,
-                handler=sb.handler,
-                image_id=img.id,
-                image_name=config.image.user_specified_image or ref,
-                image_ref=img.repo_digests[0] if img.repo_digests else img.id,
-                created_at=now_ns(),
-                dir=str(cdir),
-                log_path=log_path,
-                uid=int(user.get("uid", 0)),
-                gid=int(user.get("gid", 0)),
-                groups=[int(g) for g in user.get("additionalGids", [])],
-                stop_signal=(
+            async with svc.locked(cid):
+                cdir.mkdir(mode=0o711)
+                c = Container(
+                    id=cid,
+                    name=name,
+                    sandbox_id=sb.id,
+                    config=config,
+                    handler=sb.handler,
+                    image_id=img.id,
+                    image_name=config.image.user_specified_image or config.image.image,
+                    image_ref=img.repo_digests[0] if img.repo_digests else img.id,
+                    created_at=now_ns(),
+                    dir=str(cdir),
+                    log_path=log_path,
+                    complete=False,
+                )
+                # Intent record first: a crash from here on is rolled back at restart.
+                svc.save_container(c)
+                rootfs.mkdir()
+                svc.rootfs.mount(img.id, cid, rootfs)
+                c.rootfs_mounted = True
+                spec = self._build_spec(cid, config, sb, img, rootfs)
+                write_json_atomic(cdir / "config.json", spec)
+                user = spec["process"].get("user", {})
+                c.uid = int(user.get("uid", 0))
+                c.gid = int(user.get("gid", 0))
+                c.groups = [int(g) for g in user.get("additionalGids", [])]
+                c.stop_signal = (
                     api_pb2.Signal.Name(config.stop_signal)
                     if config.stop_signal
                     else svc.rootfs.image_config(img.id).stop_signal
-                ),
-                rootfs_mounted=True,
-            )
-            mspec = MonitorSpec(
-                container_id=cid,
-                bundle=str(cdir),
-                runtime_path=svc.config.handler(sb.handler)[1].path,
-                runtime_root=svc.config.handler_root(sb.handler),
-                log_path=log_path,
-                exit_file=str(svc.exit_file(cid)),
-                pid_file=str(cdir / "pidfile"),
-                ctl_socket=str(cdir / "ctl"),
-                stdin=config.stdin,
-                stdin_once=config.stdin_once,
-                tty=config.tty,
-            )
-            c.pid = await svc.monitor.start_monitor(mspec)
-            created = True
-            svc.containers.add(c)
-            svc.save_container(c)
+                )
+                mspec = MonitorSpec(
+                    container_id=cid,
+                    bundle=str(cdir),
+                    runtime_path=svc.config.handler(sb.handler)[1].path,
+                    runtime_root=svc.config.handler_root(sb.handler),
+                    log_path=log_path,
+                    exit_file=str(svc.exit_file(cid)),
+                    pid_file=str(cdir / "pidfile"),
+                    ctl_socket=str(cdir / "ctl"),
+                    stdin=config.stdin,
+                    stdin_once=config.stdin_once,
+                    tty=config.tty,
+                )
+                c.pid = await svc.monitor.start_monitor(mspec)
+                c.complete = True
+                svc.save_container(c)
+                svc.containers.add(c)
         except BaseException:
-            if created:
-                with contextlib.suppress(CrirtError):
-                    await rt.delete(cid, force=True)
-            if mounted:
-                with contextlib.suppress(CrirtError):
-                    svc.rootfs.unmount(rootfs)
-            with contextlib.suppress(CrirtError):
-                svc.rootfs.remove(cid)
-            shutil.rmtree(cdir, ignore_errors=True)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(svc.exit_file(cid))
+            with contextlib.suppress(Exception):
+                await self.destroy(cid, sb.handler)  # logs its own failure; the first error wins
             svc.containers.release(name, cid)
-            if c_exists := svc.containers.find(cid):
-                svc.containers.remove(c_exists)
             raise
         log.info("container created", container_id=cid, pod_id=sb.id, name=name)
         return cid
+
+    async def destroy(self, cid: str, handler: str) -> None:
+        """Remove everything a container may own, whatever state it got to; idempotent."""
+        svc = self.svc
+        cdir = svc.paths.containers / cid
+        try:
+            with contextlib.suppress(CrirtError):
+                await svc.runtime(handler).delete(cid, force=True)
+            svc.rootfs.unmount(cdir / "rootfs")
+            svc.rootfs.remove(cid)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(svc.exit_file(cid))
+            shutil.rmtree(cdir, ignore_errors=True)
+        except Exception:
+            log.warning("container cleanup step failed", container_id=cid, exc_info=True)
+            raise
 
     def _build_spec(
         self,
@@ -291,13 +320,7 @@ class ContainerOps:
                 return  # removed while we waited for the lock
             # api.proto: "If the container is running, the container must be forcibly removed."
             await self._stop_locked(c, 0)
-            await svc.runtime(c.handler).delete(c.id, force=True)
-            rootfs = Path(c.dir) / "rootfs"
-            svc.rootfs.unmount(rootfs)
-            svc.rootfs.remove(c.id)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(svc.exit_file(c.id))
-            shutil.rmtree(c.dir, ignore_errors=True)
+            await self.destroy(c.id, c.handler)
             svc.containers.remove(c)
         log.info("container removed", container_id=c.id)
 

@@ -79,6 +79,8 @@ class Sandbox:
     cgroup_parent: str = ""
     shm_path: str = ""  # a tmpfs crirt mounted; empty when the pod uses the host IPC
     network_set_up: bool = False
+    # False from the intent record until creation finished: a restart rolls incomplete ones back.
+    complete: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return _encode(self)
@@ -113,6 +115,8 @@ class Container:
     groups: list[int] = field(default_factory=list)
     stop_signal: str = ""
     rootfs_mounted: bool = False
+    # False from the intent record until creation finished: a restart rolls incomplete ones back.
+    complete: bool = True
 
     def mark_started(self, now: int) -> None:
         if not self.state.can_start():

@@ -7,13 +7,13 @@ owns the pod's IPC, UTS and (for PodPID) PID namespaces, which app containers th
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import shutil
 import signal
 import socket
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,49 +61,91 @@ class SandboxOps:
     async def run(self, config: api_pb2.PodSandboxConfig, handler: str) -> str:
         svc = self.svc
         name = naming.sandbox_name(config.metadata)
-        handler_name, handler_cfg = svc.config.handler(handler)
-        runtime = svc.runtime(handler_name)
+        handler_name, _ = svc.config.handler(handler)
+        svc.runtime(handler_name)  # fail early on a handler that is not available here
+        key = handler_name.encode() + b"\0" + config.SerializeToString(deterministic=True)
+        inflight = svc.inflight.get(name)
+        if inflight is not None and inflight[0] == key:
+            # The kubelet gave up on a request still in progress and retried it: join it.
+            return await asyncio.shield(inflight[1])
+        held = svc.sandboxes.find_by_name(name)
+        if (
+            held is not None
+            and held.state is SandboxState.READY
+            and held.handler == handler_name
+            and held.config.SerializeToString(deterministic=True) == key.split(b"\0", 1)[1]
+        ):
+            # A retry of a request that completed (its answer was lost to a client timeout or
+            # a crirt restart): the same request gets the same sandbox, as in CRI-O.
+            log.info("RunPodSandbox retried; returning the existing sandbox", pod_id=held.id)
+            return held.id
         sid = naming.new_id()
         svc.sandboxes.reserve(name, sid)
+        # Shielded: a client that times out must not abort the creation half-way; its retry
+        # joins the same work (above) instead.
+        task = svc.spawn(name, key, self._run(sid, name, config, handler_name))
+        return await asyncio.shield(task)
+
+    async def _run(
+        self, sid: str, name: str, config: api_pb2.PodSandboxConfig, handler: str
+    ) -> str:
+        svc = self.svc
         sdir = svc.paths.sandboxes / sid
-        undo: list[Callable[[], Awaitable[None] | None]] = []
         try:
             async with svc.locked(sid):
                 sdir.mkdir(mode=0o711)
-                undo.append(lambda: shutil.rmtree(sdir, ignore_errors=True))
-                sb = await self._create(sid, name, config, handler_name, sdir, undo)
-                spec_dir = sdir / "bundle"
-                spec_dir.mkdir()
-                await self._start_infra(sb, handler_cfg.path, spec_dir, runtime, undo)
-                svc.sandboxes.add(sb)
+                sb = self._new_record(sid, name, config, handler, sdir)
+                # The intent record comes first: a crash from here on is rolled back at restart
+                # (every resource's location follows from the id).
                 svc.save_sandbox(sb)
+                await self._create(sb)
+                bundle = sdir / "bundle"
+                bundle.mkdir()
+                await self._start_infra(sb, svc.config.handler(handler)[1].path, bundle)
+                sb.complete = True
+                svc.save_sandbox(sb)
+                svc.sandboxes.add(sb)
         except BaseException:
-            for fn in reversed(undo):
-                try:
-                    r = fn()
-                    if r is not None:
-                        await r
-                except Exception:
-                    log.warning("sandbox rollback step failed", pod_id=sid, exc_info=True)
+            with contextlib.suppress(Exception):
+                await self.destroy(sid, handler)  # logs its own failure; the first error wins
             svc.sandboxes.release(name, sid)
             raise
         log.info("sandbox ready", pod_id=sid, name=name, ip=sb.ip)
         return sid
 
-    async def _create(
+    async def destroy(self, sid: str, handler: str) -> None:
+        """Remove everything a sandbox may own, whatever state it got to; idempotent."""
+        svc = self.svc
+        sdir = svc.paths.sandboxes / sid
+        try:
+            with contextlib.suppress(CrirtError):
+                await svc.runtime(handler).delete(sid, force=True)
+            ns_path = svc.paths.netns / sid
+            try:
+                await svc.cni.teardown(sid, str(ns_path) if netns.exists(ns_path) else None)
+            except CrirtError:
+                log.warning("CNI teardown failed; will retry at restart", pod_id=sid, exc_info=True)
+            netns.remove(ns_path)
+            mounts.unmount(sdir / "shm")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(svc.exit_file(sid))
+            shutil.rmtree(sdir, ignore_errors=True)
+        except Exception:
+            log.warning("sandbox cleanup step failed", pod_id=sid, exc_info=True)
+            raise
+
+    def _new_record(
         self,
         sid: str,
         name: str,
         config: api_pb2.PodSandboxConfig,
         handler: str,
         sdir: Path,
-        undo: list[Callable[[], Awaitable[None] | None]],
     ) -> Sandbox:
         svc = self.svc
         from crirt.runtime.service import now_ns
 
-        ns = config.linux.security_context.namespace_options
-        sb = Sandbox(
+        return Sandbox(
             id=sid,
             name=name,
             config=config,
@@ -111,18 +153,22 @@ class SandboxOps:
             created_at=now_ns(),
             dir=str(sdir),
             cgroup_parent=config.linux.cgroup_parent or svc.config.runtime.default_cgroup_parent,
+            complete=False,
         )
+
+    async def _create(self, sb: Sandbox) -> None:
+        svc = self.svc
+        sid, config, sdir = sb.id, sb.config, Path(sb.dir)
+        ns = config.linux.security_context.namespace_options
         host_net = ns.network == api_pb2.NODE
         if not host_net:
             path = svc.paths.netns / sid
             netns.create(path)
-            undo.append(lambda: netns.remove(path))
             sb.netns_path = str(path)
             md = config.metadata
             result = await svc.cni.setup(
                 sid, str(path), md.namespace, md.name, md.uid, list(config.port_mappings)
             )
-            undo.append(lambda: svc.cni.teardown(sid, str(path)))
             sb.network_set_up = True
             if result.ips:
                 sb.ip = result.ips[0]
@@ -145,18 +191,9 @@ class SandboxOps:
             shm = sdir / "shm"
             shm.mkdir()
             mounts.mount_tmpfs(shm, f"mode=1777,size={SHM_SIZE}")
-            undo.append(lambda: mounts.unmount(shm))
             sb.shm_path = str(shm)
-        return sb
 
-    async def _start_infra(
-        self,
-        sb: Sandbox,
-        runtime_path: str,
-        bundle: Path,
-        runtime: object,
-        undo: list[Callable[[], Awaitable[None] | None]],
-    ) -> None:
+    async def _start_infra(self, sb: Sandbox, runtime_path: str, bundle: Path) -> None:
         svc = self.svc
         rootfs = bundle / "rootfs"
         rootfs.mkdir()
@@ -199,7 +236,6 @@ class SandboxOps:
         )
         rt = svc.runtime(sb.handler)
         sb.infra_pid = await svc.monitor.start_monitor(mspec)
-        undo.append(lambda: rt.delete(sb.id, force=True))
         await rt.start(sb.id)
 
     # ----- StopPodSandbox --------------------------------------------------------------------
@@ -251,10 +287,7 @@ class SandboxOps:
                 await svc.container_ops.remove(c.id)
         async with svc.locked(sb.id):
             await self._stop_locked(sb)
-            await svc.runtime(sb.handler).delete(sb.id, force=True)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(svc.exit_file(sb.id))
-            shutil.rmtree(sb.dir, ignore_errors=True)
+            await self.destroy(sb.id, sb.handler)
             svc.sandboxes.remove(sb)
         log.info("sandbox removed", pod_id=sb.id)
 

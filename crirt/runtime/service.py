@@ -13,12 +13,13 @@ import os
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from crirt.config import Config
+from crirt.errors import CrirtError
 from crirt.log import get_logger
 from crirt.monitor.client import MonitorClient
 from crirt.oci.runc import read_host_capabilities, read_min_oom_score_adj
@@ -86,6 +87,9 @@ class RuntimeService:
         self.min_oom_score_adj = read_min_oom_score_adj()
         self.host_capabilities = read_host_capabilities()
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Creations in progress by reserved name: (request key, task). A retried request joins
+        # the task instead of failing on the reserved name.
+        self.inflight: dict[str, tuple[bytes, asyncio.Task[str]]] = {}
         self._exit_events: dict[str, asyncio.Event] = {}
         self._watcher = ExitWatcher(self.paths.exits, self._on_exit_file)
         # Imported here to keep the family modules free of import cycles.
@@ -100,10 +104,24 @@ class RuntimeService:
     async def start(self) -> None:
         self.paths.create()
         self._watcher.start(asyncio.get_running_loop())
-        self._restore()
+        await self._restore()
 
     def close(self) -> None:
         self._watcher.stop()
+
+    def spawn(self, name: str, key: bytes, coro: Coroutine[Any, Any, str]) -> asyncio.Task[str]:
+        """Run a creation as its own task (shielded from the caller), tracked by name."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.inflight[name] = (key, task)
+
+        def done(t: asyncio.Task[str]) -> None:
+            if name in self.inflight and self.inflight[name][1] is t:
+                del self.inflight[name]
+            if not t.cancelled():
+                t.exception()  # mark it retrieved: a caller still waiting reports it
+
+        task.add_done_callback(done)
+        return task
 
     def runtime(self, handler: str) -> OciRuntimePort:
         key, _ = self.config.handler(handler)
@@ -200,24 +218,60 @@ class RuntimeService:
                 shutil.rmtree(d, ignore_errors=True)
         return out
 
-    def _restore(self) -> None:
+    async def _restore(self) -> None:
+        """Rebuild memory from disk and converge: roll back creations a crash interrupted,
+        fold in exits that happened while we were down, release network leftovers."""
+        partial_sb: list[Sandbox] = []
+        partial_c: list[Container] = []
         for d in self._load_records(self.paths.sandboxes, "sandbox.json"):
-            self.sandboxes.add(Sandbox.from_json(d))
+            sb = Sandbox.from_json(d)
+            if sb.complete:
+                self.sandboxes.add(sb)
+            else:
+                partial_sb.append(sb)
         for d in self._load_records(self.paths.containers, "container.json"):
             c = Container.from_json(d)
-            if self.sandboxes.find(c.sandbox_id) is None:
-                log.warning("container without sandbox", container_id=c.id)
-            self.containers.add(c)
+            if not c.complete or self.sandboxes.find(c.sandbox_id) is None:
+                partial_c.append(c)
+            else:
+                self.containers.add(c)
+        for c in partial_c:
+            log.warning("rolling back an interrupted container creation", container_id=c.id)
+            await self.container_ops.destroy(c.id, c.handler)
+        for sb in partial_sb:
+            log.warning("rolling back an interrupted sandbox creation", pod_id=sb.id)
+            await self.sandbox_ops.destroy(sb.id, sb.handler)
+        await self._release_stale_networks()
         for sb in self.sandboxes:
             self.apply_exit(sb.id)
         for c in self.containers:
-            if c.state.has_process():
-                self.apply_exit(c.id)
-                if c.state.has_process() and not self.monitor_alive(c):
-                    # The monitor is gone and left no exit file: the process state is unknown.
-                    c.state = ContainerState.UNKNOWN
+            if not c.state.has_process():
+                continue
+            self.apply_exit(c.id)
+            if c.state is ContainerState.CREATED:
+                # A crash between `runc start` and saving the record: runc knows better.
+                st = await self.runtime(c.handler).state(c.id)
+                if st is not None and st.get("status") == "running":
+                    c.state = ContainerState.RUNNING
+                    c.started_at = c.started_at or now_ns()
                     self.save_container(c)
+            if c.state.has_process() and not self.monitor_alive(c):
+                # The monitor is gone and left no exit file: the process state is unknown.
+                c.state = ContainerState.UNKNOWN
+                self.save_container(c)
         log.info("restored state", sandboxes=len(self.sandboxes), containers=len(self.containers))
+
+    async def _release_stale_networks(self) -> None:
+        """CNI attachments recorded for pods we no longer know (e.g. after a reboot emptied the
+        state dir, or a teardown that failed) are torn down, so IPs and port rules never leak."""
+        for pod_id in self.cni.cached_pods():
+            sb = next((s for s in self.sandboxes if s.id == pod_id), None)
+            if sb is None or not sb.network_set_up:
+                try:
+                    await self.cni.teardown(pod_id, None)
+                    log.info("released a stale pod network", pod_id=pod_id)
+                except CrirtError:
+                    log.warning("stale pod network teardown failed", pod_id=pod_id, exc_info=True)
 
     def monitor_alive(self, c: Container) -> bool:
         return c.pid > 0 and os.path.exists(f"/proc/{c.pid}")

@@ -46,6 +46,10 @@ class Index(Generic[T]):
         if self._names.get(name) == obj_id:
             del self._names[name]
 
+    def find_by_name(self, name: str) -> T | None:
+        holder = self._names.get(name)
+        return self._by_id.get(holder) if holder is not None else None
+
     def add(self, obj: T) -> None:
         self._by_id[obj.id] = obj
         self._names[obj.name] = obj.id

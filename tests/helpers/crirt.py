@@ -126,3 +126,52 @@ class Crirt:
         if check and res.returncode != 0:
             raise AssertionError(f"crictl {' '.join(args)} failed: {res.stderr}")
         return res.stdout if check else res.stdout + res.stderr
+
+
+def _cmdline_pids(needle: str) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if needle.encode() in (d / "cmdline").read_bytes():
+                out.append(int(d.name))
+        except OSError:
+            continue
+    return out
+
+
+def find_leftovers(srv: Crirt, ids: list[str], bridge: str = "crirtit0") -> dict[str, list[str]]:
+    """Everything a removed pod or container could leave behind, by kind (empty = clean)."""
+    found: dict[str, list[str]] = {}
+    netns_dir = str(srv.state / "netns")
+    found["mounts"] = [m for m in mounts_under(srv.state) if m != netns_dir]
+    found["mounts"] += mounts_under(srv.root)
+    found["netns"] = sorted(p.name for p in (srv.state / "netns").glob("*"))
+    runc = subprocess.run(
+        ["runc", "--root", str(srv.state / "runc"), "list", "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found["runc"] = runc.stdout.split()
+    found["cgroups"] = [str(p) for i in ids for p in Path("/sys/fs/cgroup").glob(f"*/**/crirt-{i}")]
+    brif = Path("/sys/class/net") / bridge / "brif"
+    found["veths"] = sorted(p.name for p in brif.iterdir()) if brif.exists() else []
+    rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=False).stdout
+    found["iptables"] = [line for line in rules.splitlines() if any(i in line for i in ids)]
+    ipam = srv.base / "ipam"
+    found["ips"] = (
+        sorted(p.name for p in ipam.rglob("*") if p.is_file() and p.name[:1].isdigit())
+        if ipam.exists()
+        else []
+    )
+    cache = srv.root / "cni" / "cache"
+    found["cni_cache"] = sorted(p.name for p in cache.glob("*.json")) if cache.exists() else []
+    fork_server = _cmdline_pids(str(srv.state / "monitor" / "forkserver.sock"))
+    # Monitors are forked from the fork server and share its command line; only it may remain.
+    found["processes"] = [str(p) for p in fork_server[1:]] if len(fork_server) > 1 else []
+    found["records"] = sorted(
+        p.name for d in ("containers", "sandboxes") for p in (srv.state / d).glob("*")
+    )
+    return {k: v for k, v in found.items() if v}

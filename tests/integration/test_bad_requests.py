@@ -71,10 +71,18 @@ def test_sandbox_requests(crirt: Crirt) -> None:
     # Stop/Remove are idempotent: unknown ids are success (api.proto).
     rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=MISSING))
     rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=MISSING))
-    # A duplicate name (same metadata, same attempt) is refused while the first exists.
+    # The same request again (a kubelet retry) gets the same sandbox; a different pod under
+    # the same name (same metadata and attempt) is refused while the first exists.
     first = rt.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=good)).pod_sandbox_id
-    code, _ = code_of(rt.RunPodSandbox, api_pb2.RunPodSandboxRequest(config=good))
+    again = rt.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=good)).pod_sandbox_id
+    assert again == first
+    other = api_pb2.PodSandboxConfig()
+    other.CopyFrom(good)
+    other.labels["differs"] = "yes"
+    code, msg = code_of(rt.RunPodSandbox, api_pb2.RunPodSandboxRequest(config=other))
     assert code is grpc.StatusCode.ALREADY_EXISTS
+    assert first in msg
+    assert len(rt.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items) == 1
     rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=first))
     rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=first))
     rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=first))
