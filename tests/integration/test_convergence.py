@@ -158,3 +158,32 @@ def test_thirty_pods_survive_sigkill_and_clean_up(crirt: Crirt) -> None:
     remove_all(crirt)
     assert crirt.rt.ListContainers(api_pb2.ListContainersRequest()).containers == []
     assert find_leftovers(crirt, [*pods, *ctrs]) == {}
+
+
+def test_kill_inside_stop_and_remove(crirt: Crirt) -> None:
+    crirt.img.PullImage(api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image="busybox")))
+    rng = random.Random(99)
+    ids: list[str] = []
+    for i in range(6):
+        cfg = pod_config(crirt, f"rm{i}")
+        pid = crirt.rt.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=cfg)).pod_sandbox_id
+        cid = crirt.rt.CreateContainer(
+            api_pb2.CreateContainerRequest(
+                pod_sandbox_id=pid, config=ctr_config("c", "sleep 3600"), sandbox_config=cfg
+            )
+        ).container_id
+        crirt.rt.StartContainer(api_pb2.StartContainerRequest(container_id=cid))
+        ids += [pid, cid]
+        if i % 2:
+            req: Any = api_pb2.StopPodSandboxRequest(pod_sandbox_id=pid)
+            call_then_kill(crirt, crirt.rt.StopPodSandbox, req, rng.uniform(0.0, 0.1))
+        else:
+            req = api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pid)
+            call_then_kill(crirt, crirt.rt.RemovePodSandbox, req, rng.uniform(0.0, 0.1))
+        crirt.start()
+        # The retry (and the kubelet's follow-up Remove) completes the job.
+        crirt.rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pid))
+        crirt.rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pid))
+        assert crirt.rt.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items == []
+        assert crirt.rt.ListContainers(api_pb2.ListContainersRequest()).containers == []
+    assert find_leftovers(crirt, ids) == {}
