@@ -3,10 +3,14 @@
 Layout under the storage directory::
 
     images.lock            flock + write token (see crirt.storage.locks)
-    images.json            {"version": 1, "images": {id: {...}}, "layers": {chain id: {...}}}
+    images.json            {"version": 1, "images": {id: {...}}, "layers": {chain id: {...}},
+                            "mounts": {image id: {"path": ..., "count": n}}}
     blobs/sha256/<hex>     manifests, indexes and configs, by digest
     layers/<hex>/          committed layers (crirt.storage.layers)
+    locks/<hex>.lock       per-layer locks: pulls using or downloading a layer (layers.py)
     containers/<cid>/      container rootfs dirs; rootfs.json pins the layers it uses
+    mounts/<image hex>/    read-only image mounts (``crirt image mount``), counted in the index
+    l/                     short links to layer dirs for overlay mounts of many layers
 
 Invariants:
 
@@ -16,11 +20,15 @@ Invariants:
    ListImages are hot paths. The in-memory state is an immutable snapshot swapped as a whole, so
    readers need no lock.
 3. An image is recorded only if all its layers are on disk, checked under the lock; layer GC
-   also runs under the lock and keeps any layer an image or a container rootfs references.
+   also runs under the lock and keeps any layer an image or a container rootfs references, and
+   any layer a pull (of any process) holds the lock of.
+4. An image that a container uses or that is mounted cannot be removed: RemoveImage fails at
+   once with FailedPrecondition naming the container or the mount point.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
@@ -33,8 +41,9 @@ from typing import Any
 
 import structlog
 
-from crirt.errors import ImageNotFound, StorageError
+from crirt.errors import FailedPrecondition, ImageNotFound, StorageError
 from crirt.sansio.manifest import OciImageConfig, parse_image_config, parse_image_user
+from crirt.storage import overlay
 from crirt.storage.layers import LayerInfo, LayerStore
 from crirt.storage.locks import FileLock
 
@@ -62,6 +71,10 @@ class ImageRecord:
     pinned: bool = False
     # The platform manifest the image was pulled through.
     manifest_digest: str = ""
+
+
+class ImageInUse(FailedPrecondition):
+    """The image is used by a container or mounted; it cannot be removed now."""
 
 
 class LayersMissing(StorageError):
@@ -110,10 +123,26 @@ class _Entry:
 
 
 @dataclass(frozen=True)
+class ImageMount:
+    """A read-only mount of an image (``crirt image mount``) and how many mounts share it."""
+
+    path: str
+    count: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "count": self.count}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> ImageMount:
+        return cls(str(doc["path"]), int(doc["count"]))
+
+
+@dataclass(frozen=True)
 class _State:
     token: bytes
     entries: dict[str, _Entry] = field(default_factory=dict)
     layers: dict[str, LayerInfo] = field(default_factory=dict)
+    mounts: dict[str, ImageMount] = field(default_factory=dict)
     records: dict[str, ImageRecord] = field(default_factory=dict)
     by_tag: dict[str, str] = field(default_factory=dict)
     by_digest: dict[str, str] = field(default_factory=dict)
@@ -156,13 +185,14 @@ class ImageStore:
         self.path = path
         self._pinned = tuple(pinned)
         try:
-            for sub in ("blobs/sha256", "layers", "containers"):
+            for sub in ("blobs/sha256", "layers", "locks", "containers", "mounts"):
                 (path / sub).mkdir(parents=True, exist_ok=True)
             # Kept empty: the lower dir of images that have no layers at all.
             (path / "empty").mkdir(exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create image store at {path}: {exc}") from exc
-        self.layers = LayerStore(path / "layers")
+        self.layers = LayerStore(path / "layers", path / "locks")
+        self.links_dir = path / "l"
         self._index = path / "images.json"
         self._lock = FileLock(path / "images.lock")
         self._mutex = threading.Lock()
@@ -173,6 +203,14 @@ class ImageStore:
             self._state = self._load(self._lock.last_write())
             garbage = self._gc_locked(orphans=True)
         _delete(garbage)
+        overlay.prune_links(self.links_dir)
+
+    def set_pinned(self, pinned: Sequence[str]) -> None:
+        """Replace the pinned patterns (configuration reload)."""
+        with self._mutex:
+            self._pinned = tuple(pinned)
+            state = self._state
+            self._state = self._build(state.token, state.entries, state.layers, state.mounts)
 
     def close(self) -> None:
         self._lock.close()
@@ -214,13 +252,29 @@ class ImageStore:
         return list(self._current().records.values())
 
     def usage(self) -> tuple[int, int]:
-        """(bytes, inodes) used by layers and blobs, from recorded sizes (no disk walk)."""
+        """(bytes, inodes) used by layers and blobs (no disk walk).
+
+        Layer figures are the disk blocks and inodes counted while each layer was extracted;
+        blobs are counted by size, one inode each.
+        """
         state = self._current()
-        used = sum(layer.size for layer in state.layers.values())
+        used = sum(layer.disk_bytes for layer in state.layers.values())
         used += sum(e.blob_bytes for e in state.entries.values())
         inodes = sum(layer.inodes for layer in state.layers.values())
         inodes += sum(len(e.blobs) for e in state.entries.values())
         return used, inodes
+
+    def mounts(self) -> dict[str, ImageMount]:
+        """Recorded image mounts by image id."""
+        return dict(self._current().mounts)
+
+    def users(self, image_id: str) -> list[str]:
+        """What keeps the image from being removed: ``container <id>`` / ``mount <path>``."""
+        out = [f"container {cid}" for cid in self._containers_of(image_id)]
+        m = self._current().mounts.get(image_id)
+        if m is not None and overlay.is_mounted(Path(m.path)):
+            out.append(f"mount {m.path}")
+        return out
 
     def layer_dirs(self, image_id: str) -> list[Path]:
         """The image's layer ``diff`` dirs, topmost first (overlay ``lowerdir`` order).
@@ -329,9 +383,21 @@ class ImageStore:
             state = self._reload_locked()
             if image_id not in state.entries:
                 return False
+            users = [f"container {cid}" for cid in self._containers_of(image_id)]
+            mounts = dict(state.mounts)
+            m = mounts.get(image_id)
+            if m is not None:
+                if overlay.is_mounted(Path(m.path)):
+                    users.append(f"mount {m.path} (crirt image umount)")
+                else:
+                    del mounts[image_id]  # unmounted behind our back (reboot, umount -l)
+            if users:
+                e = state.entries[image_id]
+                name = e.repo_tags[0] if e.repo_tags else image_id
+                raise ImageInUse(f"image {name} ({image_id}) is in use by {', '.join(users)}")
             entries = dict(state.entries)
             del entries[image_id]
-            self._commit_locked(entries, dict(state.layers))
+            self._commit_locked(entries, dict(state.layers), mounts)
             garbage = self._gc_locked(orphans=False)
         _delete(garbage)
         return True
@@ -341,13 +407,19 @@ class ImageStore:
         with self._lock.exclusive(), self._mutex:
             state = self._reload_locked()
             used = self._container_layers()
-            garbage = [
-                d
-                for lid in layer_ids
-                if lid not in state.layers and lid not in used
-                for d in [self.layers.detach(lid)]
-                if d is not None
-            ]
+            garbage = []
+            for lid in layer_ids:
+                if lid in state.layers or lid in used:
+                    continue
+                fd = self.layers.try_lock_unused(lid)
+                if fd is None:
+                    continue  # another pull uses it now
+                try:
+                    d = self.layers.detach(lid)
+                finally:
+                    self.layers.drop_lock(lid, fd)
+                if d is not None:
+                    garbage.append(d)
         _delete(garbage)
 
     def gc(self) -> None:
@@ -356,6 +428,67 @@ class ImageStore:
             self._reload_locked()
             garbage = self._gc_locked(orphans=False)
         _delete(garbage)
+
+    # -- read-only image mounts -----------------------------------------------------------------
+
+    def mount_image(self, image_id: str) -> Path:
+        """Mount the image read-only (or count one more user of its mount); return the path.
+
+        Raises:
+            ImageNotFound: unknown image.
+            StorageError: a layer is missing or mount(2) failed.
+        """
+        with self._lock.exclusive(), self._mutex:
+            state = self._reload_locked()
+            record = state.records.get(image_id)
+            if record is None:
+                raise ImageNotFound(f"image {image_id} not found")
+            target = self.path / "mounts" / image_id.split(":", 1)[1]
+            mounts = dict(state.mounts)
+            m = mounts.get(image_id)
+            if m is not None and overlay.is_mounted(Path(m.path)):
+                mounts[image_id] = ImageMount(m.path, m.count + 1)
+            else:
+                missing = [lid for lid in record.layers if not self.layers.exists(lid)]
+                if missing:
+                    raise StorageError(f"image {image_id}: layers missing: {', '.join(missing)}")
+                target.mkdir(mode=0o700, exist_ok=True)
+                overlay.mount_overlay(
+                    target,
+                    [self.layers.diff_dir(lid) for lid in reversed(record.layers)],
+                    links_dir=self.links_dir,
+                    empty=self.path / "empty",
+                    what=f"image {image_id}",
+                )
+                mounts[image_id] = ImageMount(str(target), 1)
+            self._commit_locked(dict(state.entries), dict(state.layers), mounts)
+            return Path(mounts[image_id].path)
+
+    def unmount_image(self, image_id: str, *, force: bool = False) -> int:
+        """Drop one user of the image's mount (all with ``force``); unmount at zero.
+
+        Returns the remaining mount count (0 when unmounted or never mounted).
+
+        Raises:
+            StorageError: umount(2) failed.
+        """
+        with self._lock.exclusive(), self._mutex:
+            state = self._reload_locked()
+            mounts = dict(state.mounts)
+            m = mounts.get(image_id)
+            if m is None:
+                return 0
+            count = 0 if force else m.count - 1
+            if count <= 0 or not overlay.is_mounted(Path(m.path)):
+                overlay.unmount(Path(m.path))
+                with contextlib.suppress(OSError):
+                    Path(m.path).rmdir()
+                del mounts[image_id]
+                count = 0
+            else:
+                mounts[image_id] = ImageMount(m.path, count)
+            self._commit_locked(dict(state.entries), dict(state.layers), mounts)
+            return count
 
     # -- containers ---------------------------------------------------------------------------
 
@@ -413,12 +546,17 @@ class ImageStore:
                 raise ValueError(f"unknown version {doc.get('version')!r}")
             entries = {k: _Entry.from_json(v) for k, v in doc.get("images", {}).items()}
             layers = {k: LayerInfo.from_json(v) for k, v in doc.get("layers", {}).items()}
+            mounts = {k: ImageMount.from_json(v) for k, v in doc.get("mounts", {}).items()}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StorageError(f"corrupt image index {self._index}: {exc}") from exc
-        return self._build(token, entries, layers)
+        return self._build(token, entries, layers, mounts)
 
     def _build(
-        self, token: bytes, entries: dict[str, _Entry], layers: dict[str, LayerInfo]
+        self,
+        token: bytes,
+        entries: dict[str, _Entry],
+        layers: dict[str, LayerInfo],
+        mounts: dict[str, ImageMount],
     ) -> _State:
         records: dict[str, ImageRecord] = {}
         by_tag: dict[str, str] = {}
@@ -442,7 +580,7 @@ class ImageStore:
                 by_tag[t] = image_id
             for d in e.repo_digests:
                 by_digest[d] = image_id
-        return _State(token, entries, layers, records, by_tag, by_digest)
+        return _State(token, entries, layers, mounts, records, by_tag, by_digest)
 
     def _config(self, image_id: str) -> OciImageConfig:
         # Config blobs are immutable by digest: parse each once per process.
@@ -465,18 +603,38 @@ class ImageStore:
                     return True
         return False
 
-    def _commit_locked(self, entries: dict[str, _Entry], layers: dict[str, LayerInfo]) -> None:
+    def _commit_locked(
+        self,
+        entries: dict[str, _Entry],
+        layers: dict[str, LayerInfo],
+        mounts: dict[str, ImageMount] | None = None,
+    ) -> None:
+        if mounts is None:
+            mounts = dict(self._state.mounts)
         doc = {
             "version": INDEX_VERSION,
             "images": {k: v.to_json() for k, v in entries.items()},
             "layers": {k: v.to_json() for k, v in layers.items()},
+            "mounts": {k: v.to_json() for k, v in mounts.items()},
         }
         try:
             _atomic_write(self._index, json.dumps(doc, indent=1).encode())
         except OSError as exc:
             raise StorageError(f"cannot write {self._index}: {exc}") from exc
         token = self._lock.record_write()
-        self._state = self._build(token, entries, layers)
+        self._state = self._build(token, entries, layers, mounts)
+
+    def _containers_of(self, image_id: str) -> list[str]:
+        """Ids of the containers whose rootfs was created from ``image_id``."""
+        out = []
+        for cdir in sorted((self.path / "containers").iterdir()):
+            try:
+                doc = json.loads((cdir / ROOTFS_JSON).read_bytes())
+            except (OSError, ValueError):
+                continue
+            if doc.get("image_id") == image_id:
+                out.append(cdir.name)
+        return out
 
     def _container_layers(self) -> set[str]:
         used: set[str] = set()
@@ -507,15 +665,25 @@ class ImageStore:
                 lid for lid in self.layers.on_disk() if lid not in keep and lid not in state.layers
             ]
         garbage: list[Path] = []
-        if doomed:
-            layers = {k: v for k, v in state.layers.items() if k not in doomed}
-            if len(layers) != len(state.layers):
-                self._commit_locked(dict(state.entries), layers)
-            for lid in doomed:
-                log.debug("deleting unused layer", layer=lid)
-                detached = self.layers.detach(lid)
-                if detached is not None:
-                    garbage.append(detached)
+        # A layer whose lock is held belongs to a pull in progress (in any process): keep it.
+        held: dict[str, int] = {}
+        for lid in doomed:
+            fd = self.layers.try_lock_unused(lid)
+            if fd is not None:
+                held[lid] = fd
+        try:
+            if held:
+                layers = {k: v for k, v in state.layers.items() if k not in held}
+                if len(layers) != len(state.layers):
+                    self._commit_locked(dict(state.entries), layers)
+                for lid in held:
+                    log.debug("deleting unused layer", layer=lid)
+                    detached = self.layers.detach(lid)
+                    if detached is not None:
+                        garbage.append(detached)
+        finally:
+            for lid, fd in held.items():
+                self.layers.drop_lock(lid, fd)
         blobs = {b for e in self._state.entries.values() for b in e.blobs}
         blob_dir = self.path / "blobs" / "sha256"
         for p in blob_dir.iterdir():

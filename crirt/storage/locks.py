@@ -13,7 +13,8 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -86,3 +87,62 @@ class FileLock:
         token = os.urandom(TOKEN_SIZE)
         os.pwrite(self._fd, token, 0)
         return token
+
+
+# How often a waiter polls a contended lock: polling (not a blocking flock) lets it notice
+# that its pull was cancelled or timed out while another process holds the lock.
+POLL_INTERVAL = 0.05
+
+
+def _try_flock(fd: int, op: int) -> bool:
+    try:
+        fcntl.flock(fd, op | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def lock_path(path: Path, *, shared: bool, wait: Callable[[], None] | None = None) -> int | None:
+    """Lock a lock file that other processes may delete; return the held descriptor.
+
+    The file is created if missing. After locking, the descriptor's inode must still be the one
+    at ``path`` (a deleter unlinks only while holding the lock exclusively), otherwise the lock is
+    retried on the new file: so deleting lock files of unused objects is safe. Without ``wait``
+    a contended lock returns None at once; with it, ``wait()`` is called between polls (it may
+    raise to give up). Release with ``os.close(fd)``.
+
+    Raises:
+        StorageError: the lock file cannot be created.
+    """
+    op = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StorageError(f"cannot open lock file {path}: {exc}") from exc
+        try:
+            while not _try_flock(fd, op):
+                if wait is None:
+                    os.close(fd)
+                    return None
+                wait()
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            return fd
+        os.close(fd)
+
+
+def try_lock_dir(fd: int) -> bool:
+    """Try to take an exclusive flock on an open directory (without waiting)."""
+    return _try_flock(fd, fcntl.LOCK_EX)
+
+
+def sleep_poll() -> None:
+    """The default ``wait`` for :func:`lock_path`: sleep one poll interval."""
+    time.sleep(POLL_INTERVAL)

@@ -8,24 +8,14 @@ call from a worker thread.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import errno
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from crirt.errors import StorageError
+from crirt.storage import overlay
 from crirt.storage.images import ROOTFS_JSON, ImageStore
-
-# Mount data must fit in one page with its NUL; containers/storage switches to relative lower
-# dirs (and a chdir) beyond that. Not needed yet: refuse clearly instead.
-MAX_MOUNT_DATA = 4000
-MNT_DETACH = 2
-
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
 @dataclass(frozen=True)
@@ -37,22 +27,6 @@ class ContainerRootfs:
     work: Path
     # Image layer diff dirs, topmost first (at least one).
     lower: tuple[Path, ...]
-
-
-def _overlay_data(rootfs: ContainerRootfs) -> str:
-    for p in (*rootfs.lower, rootfs.upper, rootfs.work):
-        if any(c in str(p) for c in ",:"):
-            raise StorageError(f"overlay path {p} contains ',' or ':'")
-    data = (
-        f"lowerdir={':'.join(str(p) for p in rootfs.lower)},"
-        f"upperdir={rootfs.upper},workdir={rootfs.work}"
-    )
-    if len(data) > MAX_MOUNT_DATA:
-        raise StorageError(
-            f"container {rootfs.container_id}: overlay mount options are {len(data)} bytes "
-            f"({len(rootfs.lower)} layers), more than the {MAX_MOUNT_DATA} supported"
-        )
-    return data
 
 
 def create(store: ImageStore, container_id: str, image_id: str) -> ContainerRootfs:
@@ -104,30 +78,24 @@ def mount(store: ImageStore, container_id: str, target: Path) -> None:
     rootfs = get(store, container_id)
     if rootfs is None:
         raise StorageError(f"container {container_id}: no rootfs was created")
-    data = _overlay_data(rootfs)
-    if _LIBC.mount(b"overlay", os.fsencode(target), b"overlay", 0, data.encode()) != 0:
-        err = ctypes.get_errno()
-        raise StorageError(
-            f"container {container_id}: mount overlay at {target}: {os.strerror(err)}"
-        )
+    overlay.mount_overlay(
+        target,
+        rootfs.lower,
+        upper=rootfs.upper,
+        work=rootfs.work,
+        links_dir=store.links_dir,
+        empty=store.path / "empty",
+        what=f"container {container_id}",
+    )
 
 
 def unmount(target: Path) -> None:
-    """Unmount ``target``; not mounted or missing is fine. Busy mounts are detached.
+    """Unmount ``target``; not mounted or missing is fine (see :func:`overlay.unmount`).
 
     Raises:
-        StorageError: umount2(2) failed otherwise.
+        StorageError: umount2(2) failed.
     """
-    path = os.fsencode(target)
-    if _LIBC.umount2(path, 0) == 0:
-        return
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOENT):
-        return  # not a mount point (any more), or gone
-    if err == errno.EBUSY and _LIBC.umount2(path, MNT_DETACH) == 0:
-        return
-    err = ctypes.get_errno()
-    raise StorageError(f"unmount {target}: {os.strerror(err)}")
+    overlay.unmount(target)
 
 
 def remove(store: ImageStore, container_id: str, target: Path | None = None) -> None:

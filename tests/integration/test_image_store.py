@@ -23,6 +23,7 @@ from crirt.image import ImageService
 from crirt.registry import RegistriesConfig, RegistryClient
 from crirt.sansio.tarplan import UnsafeTarEntry
 from crirt.storage import chain_ids, rootfs
+from crirt.storage.images import ImageInUse
 from tests.helpers.registry import (
     Entry,
     LocalRegistry,
@@ -453,17 +454,21 @@ def test_rootfs_overlay(
         (target / "written").write_text("w")
         assert (rfs.upper / "written").read_text() == "w"
         assert not (svc.lower_dirs(rec.id)[0] / "written").exists()
-        # When the image is removed while the container exists / Then its layers stay
-        run(svc.remove(rec.id))
+        # When the image is removed while the container exists / Then it is refused, naming
+        # the container, and the image and its layers stay
+        with pytest.raises(ImageInUse, match="in use by container c1"):
+            run(svc.remove(rec.id))
+        assert svc.status(rec.id) is not None
         assert (target / "etc/hello").exists()
         assert len(list(_layers_dir(svc).iterdir())) == 2
     finally:
         rootfs.unmount(target)
     rootfs.unmount(target)  # idempotent
-    # When the container goes / Then its dirs and the now unused layers go too
+    # When the container goes / Then its dirs go, and the image can be removed with its layers
     rootfs.remove(svc.store, "c1", target)
     rootfs.remove(svc.store, "c1", target)
     assert not rfs.dir.exists()
+    run(svc.remove(rec.id))
     assert list(_layers_dir(svc).iterdir()) == []
 
 
