@@ -27,6 +27,7 @@ from crirt.oci.spec_mounts import (
 from crirt.oci.spec_seccomp import SeccompChoice, choose_profile, to_oci_seccomp
 from crirt.oci.spec_seccomp_default import default_profile
 from crirt.oci.spec_user import resolve_user
+from crirt.oci.spec_userns import PodUserns
 
 OCI_VERSION = "1.0.2-dev"  # what runc 1.1.5 implements (`runc features`: ociVersionMax)
 DEFAULT_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -119,7 +120,10 @@ class SandboxSpecInput:
     mode, and ``None`` outside NODE mode gives the infra container a fresh, empty one.
     ``shm_path`` is the pod's /dev/shm directory (``None``: the host's /dev/shm in host-IPC
     mode, else a private tmpfs). ``seccomp_profile`` is an already loaded Docker-format profile
-    for the infra process, or ``None`` for none.
+    for the infra process, or ``None`` for none. ``userns`` gives the pod its own user
+    namespace (validated by :func:`crirt.oci.spec_userns.pod_userns`), created by the infra.
+    ``env`` is merged over the default PATH (a pause image's environment); ``extra_mounts``
+    come after the standard ones (catatonit's bind mount).
     """
 
     sandbox_id: str
@@ -137,6 +141,9 @@ class SandboxSpecInput:
     seccomp_profile: Mapping[str, Any] | None = None
     arch: str = "amd64"
     cgroupns: bool = False
+    userns: PodUserns | None = None
+    env: tuple[str, ...] = ()
+    extra_mounts: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,9 @@ class ContainerSpecInput:
     containers run unconfined); ``seccomp_localhost`` the parsed file a Localhost profile names
     (see :func:`seccomp_localhost_path`). ``host_capabilities`` is crirt's own bounding set
     (``None``: all known), what "ALL" and privileged expand to.
+    ``userns`` is the pod's user namespace, joined through ``namespace_paths["user"]`` (or
+    created, without a path). ``idmap_mounts``/``rro_mounts``: the runtime handler supports
+    idmapped and recursive read-only mounts; CRI mounts that need them are refused otherwise.
     """
 
     container_id: str
@@ -179,6 +189,9 @@ class ContainerSpecInput:
     arch: str = "amd64"
     apparmor_enabled: bool = False
     cgroupns: bool = False
+    userns: PodUserns | None = None
+    idmap_mounts: bool = False
+    rro_mounts: bool = True
 
 
 @dataclass(frozen=True)
@@ -345,6 +358,8 @@ def build_sandbox_spec(inp: SandboxSpecInput) -> JSON:
     namespaces.append(_ns("mount"))
     if inp.cgroupns:
         namespaces.append(_ns("cgroup"))
+    if inp.userns is not None:
+        namespaces.append(_ns("user"))
 
     uid, gid = inp.user
     shm = inp.shm_path if inp.shm_path is not None else ("/dev/shm" if host_ipc else None)
@@ -356,6 +371,7 @@ def build_sandbox_spec(inp: SandboxSpecInput) -> JSON:
             hosts_path=inp.hosts_path,
             readonly=True,
         ),
+        *(copy.deepcopy(dict(m)) for m in inp.extra_mounts),
     ]
     linux: JSON = {
         "namespaces": namespaces,
@@ -364,6 +380,8 @@ def build_sandbox_spec(inp: SandboxSpecInput) -> JSON:
         "maskedPaths": list(DEFAULT_MASKED_PATHS),
         "readonlyPaths": list(DEFAULT_READONLY_PATHS),
     }
+    if inp.userns is not None:
+        linux.update(inp.userns.oci_linux())
     if cfg.linux.sysctls:
         # Validation against the namespace modes is the service's job; runc rejects a sysctl
         # for a namespace the pod shares with the host.
@@ -377,7 +395,7 @@ def build_sandbox_spec(inp: SandboxSpecInput) -> JSON:
             "terminal": False,
             "user": {"uid": uid, "gid": gid, "additionalGids": [gid]},
             "args": list(inp.process_args),
-            "env": [DEFAULT_PATH_ENV],
+            "env": merge_env([DEFAULT_PATH_ENV], inp.env),
             "cwd": "/",
             "capabilities": _no_capabilities(),
             "noNewPrivileges": True,
@@ -435,6 +453,8 @@ def _container_namespaces(inp: ContainerSpecInput) -> tuple[list[JSON], bool, bo
     namespaces.append(_ns("mount"))
     if inp.cgroupns:
         namespaces.append(_ns("cgroup"))
+    if inp.userns is not None:
+        namespaces.append(_ns("user", paths.get("user")))
     return namespaces, host_net, host_ipc, pid_mode == api_pb2.NODE, new_uts
 
 
@@ -533,7 +553,9 @@ def build_container_spec(inp: ContainerSpecInput) -> JSON:
             readonly=sc.readonly_rootfs,
         ),
     ]
-    mounts = merge_mounts(defaults, cri_mounts(cfg.mounts))
+    mounts = merge_mounts(
+        defaults, cri_mounts(cfg.mounts, idmap=inp.idmap_mounts, rro=inp.rro_mounts)
+    )
 
     oci_resources = build_linux_resources(resources)
     if privileged:
@@ -550,6 +572,8 @@ def build_container_spec(inp: ContainerSpecInput) -> JSON:
     }
     if inp.devices:
         linux["devices"] = [_device(d) for d in inp.devices]
+    if inp.userns is not None:
+        linux.update(inp.userns.oci_linux())
     if not privileged:
         linux["maskedPaths"] = list(sc.masked_paths) or list(DEFAULT_MASKED_PATHS)
         linux["readonlyPaths"] = list(sc.readonly_paths) or list(DEFAULT_READONLY_PATHS)

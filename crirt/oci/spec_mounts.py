@@ -18,6 +18,7 @@ from typing import Any
 
 from crirt._gen import api_pb2
 from crirt.errors import InvalidArgument
+from crirt.oci.spec_userns import mount_mappings
 
 Mount = dict[str, Any]
 
@@ -82,12 +83,16 @@ def etc_mounts(
     return out
 
 
-def cri_mount(m: api_pb2.Mount) -> Mount:
+def cri_mount(m: api_pb2.Mount, *, idmap: bool = False, rro: bool = True) -> Mount:
     """Translate one CRI Mount into an OCI bind mount.
 
+    ``idmap``: the runtime supports idmapped mounts (OCI ``mounts[].uidMappings``); ``rro``: it
+    supports recursive read-only mounts (the ``rro`` option).
+
     Raises:
-        InvalidArgument: relative paths, image volumes, idmapped mounts, unknown propagation, or
-            a recursive read-only mount that is not read-only and private.
+        InvalidArgument: relative paths, image volumes, idmapped mounts the runtime cannot do,
+            unknown propagation, or a recursive read-only mount that is not read-only and
+            private or that the runtime cannot do.
     """
     if not m.container_path or not posixpath.isabs(m.container_path):
         raise InvalidArgument(f"mount destination {m.container_path!r} is not an absolute path")
@@ -95,8 +100,11 @@ def cri_mount(m: api_pb2.Mount) -> Mount:
         raise InvalidArgument(f"image volume mounts are not supported ({m.container_path})")
     if not m.host_path or not posixpath.isabs(m.host_path):
         raise InvalidArgument(f"mount source {m.host_path!r} is not an absolute path")
-    if len(m.uidMappings) or len(m.gidMappings):
-        raise InvalidArgument(f"idmapped mounts are not supported ({m.container_path})")
+    mappings = mount_mappings(m)
+    if mappings and not idmap:
+        raise InvalidArgument(
+            f"idmapped mounts are not supported by this runtime handler ({m.container_path})"
+        )
     try:
         propagation = _PROPAGATION[m.propagation]
     except KeyError:
@@ -111,17 +119,29 @@ def cri_mount(m: api_pb2.Mount) -> Mount:
             raise InvalidArgument(
                 f"recursive read-only mount {m.container_path} needs private propagation"
             )
+        if not rro:
+            raise InvalidArgument(
+                f"recursive read-only mount {m.container_path}: not supported by this runtime "
+                "handler"
+            )
         options.append("rro")
-    return _m(posixpath.normpath(m.container_path), "bind", m.host_path, options)
+    out = _m(posixpath.normpath(m.container_path), "bind", m.host_path, options)
+    out.update(mappings)
+    return out
 
 
 def _depth(path: str) -> int:
     return len([p for p in path.split("/") if p])
 
 
-def cri_mounts(mounts: Iterable[api_pb2.Mount]) -> list[Mount]:
+def cri_mounts(
+    mounts: Iterable[api_pb2.Mount], *, idmap: bool = False, rro: bool = True
+) -> list[Mount]:
     """Translate the CRI mounts, parents before children (stable for equal depth)."""
-    return sorted((cri_mount(m) for m in mounts), key=lambda m: _depth(m["destination"]))
+    return sorted(
+        (cri_mount(m, idmap=idmap, rro=rro) for m in mounts),
+        key=lambda m: _depth(m["destination"]),
+    )
 
 
 def rootfs_propagation(mounts: Sequence[api_pb2.Mount]) -> str | None:
