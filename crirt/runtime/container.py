@@ -89,7 +89,7 @@ class ContainerOps:
         self, cid: str, name: str, config: api_pb2.ContainerConfig, sb: Any, img: Any
     ) -> str:
         svc = self.svc
-        from crirt.runtime.service import now_ns
+        from crirt.runtime.service import now_ns, process_start_time
 
         cdir = svc.paths.containers / cid
         rootfs = cdir / "rootfs"
@@ -143,6 +143,7 @@ class ContainerOps:
                     tty=config.tty,
                 )
                 c.pid = await svc.monitor.start_monitor(mspec)
+                c.pid_start = process_start_time(c.pid) or 0
                 c.complete = True
                 svc.save_container(c)
                 svc.containers.add(c)

@@ -105,6 +105,7 @@ class Container:
     log_path: str = ""
     state: ContainerState = ContainerState.CREATED
     pid: int = 0
+    pid_start: int = 0  # the pid's start time (clock ticks since boot): guards against reuse
     started_at: int = 0
     finished_at: int = 0
     exit_code: int = 0

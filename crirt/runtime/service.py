@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import shutil
 import time
 from collections import defaultdict
@@ -274,4 +273,18 @@ class RuntimeService:
                     log.warning("stale pod network teardown failed", pod_id=pod_id, exc_info=True)
 
     def monitor_alive(self, c: Container) -> bool:
-        return c.pid > 0 and os.path.exists(f"/proc/{c.pid}")
+        """Is the container's init process still the one we started?"""
+        start = process_start_time(c.pid) if c.pid > 0 else None
+        if start is None:
+            return False
+        return c.pid_start == 0 or start == c.pid_start
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (start time in clock ticks), None if there is no such pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[19])
