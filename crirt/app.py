@@ -24,6 +24,7 @@ from crirt.network.cni import CniManager
 from crirt.oci.runc import OciRuntime
 from crirt.oci.spec import load_default_seccomp
 from crirt.registry.config import load_registries
+from crirt.runtime.handlers import probe_handlers
 from crirt.runtime.ports import OciRuntimePort
 from crirt.runtime.rootfs import ImageRootfs
 from crirt.runtime.service import RuntimeService
@@ -66,9 +67,26 @@ def build(cfg: Config) -> tuple[RuntimeService, ImageService]:
     return svc, images
 
 
+async def _probe_handlers(cfg: Config, svc: RuntimeService) -> None:
+    """Keep only the handlers that work on this host, with what each supports."""
+    runtimes = {n: rt for n, rt in svc.runtimes.items() if isinstance(rt, OciRuntime)}
+    features = await probe_handlers(
+        runtimes,
+        workdir=Path(cfg.state_dir) / "probe",
+        catatonit=cfg.runtime.catatonit_path,
+        cgroup_parent=cfg.runtime.default_cgroup_parent,
+        min_oom_score_adj=svc.min_oom_score_adj,
+    )
+    for name, f in features.items():
+        if not f.usable:
+            del svc.runtimes[name]
+    svc.handler_features = {n: f for n, f in features.items() if f.usable}
+
+
 async def serve(cfg: Config) -> int:
     crirt_log.setup(cfg.log_level, cfg.log_format)
     svc, images = build(cfg)
+    await _probe_handlers(cfg, svc)
     await svc.start()
     server = await start_server(Path(cfg.listen), RuntimeServicer(svc), ImageServicer(images))
     log.info("crirt serving", listen=cfg.listen, pid=os.getpid())

@@ -38,14 +38,16 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
                 message="" if net_ok else net_reason,
             ),
         ]
+        # Probed once at start (crirt.runtime.handlers): Status must stay cheap.
         handlers = [
             api_pb2.RuntimeHandler(
                 name=name if name != self.svc.config.runtime.default_handler else "",
                 features=api_pb2.RuntimeHandlerFeatures(
-                    recursive_read_only_mounts=False, user_namespaces=False
+                    recursive_read_only_mounts=f.recursive_read_only_mounts,
+                    user_namespaces=f.user_namespaces,
                 ),
             )
-            for name in self.svc.runtimes
+            for name, f in self.svc.handler_features.items()
         ]
         info: dict[str, str] = {}
         if request.verbose:

@@ -395,6 +395,24 @@ class OciRuntime:
     async def resume(self, container_id: str) -> None:
         await self._check("resume", container_id, ["resume", container_id])
 
+    async def run(self, container_id: str, bundle: str, timeout: float | None = None) -> bytes:
+        """``runc run``: create, start and wait for a short-lived container; its stdout.
+
+        For probes (is this runtime usable here?); the container is deleted afterwards.
+
+        Raises:
+            RuntimeFailure: runc failed, the process exited non-zero, or it timed out.
+        """
+        try:
+            res = await self._run("run", ["run", "--bundle", bundle, container_id], timeout=timeout)
+        finally:
+            with contextlib.suppress(RuntimeFailure):
+                await self.delete(container_id, force=True)
+        if res.returncode != 0:
+            msg = runc_error_message(res.stderr)
+            raise RuntimeFailure(f"failed to run container {container_id}: {msg}")
+        return res.stdout
+
     async def update(self, container_id: str, resources: Mapping[str, Any]) -> None:
         """``runc update --resources -``: apply OCI ``linux.resources`` to a live container."""
         data = json.dumps(resources).encode()

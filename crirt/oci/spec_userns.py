@@ -38,6 +38,12 @@ class PodUserns:
     uids: tuple[IdMapping, ...]
     gids: tuple[IdMapping, ...]
 
+    @classmethod
+    def single(cls, container_id: int, host_id: int, size: int) -> PodUserns:
+        """The same one range for UIDs and GIDs (what the kubelet allocates)."""
+        m = (IdMapping(container_id, host_id, size),)
+        return cls(m, m)
+
     @property
     def root(self) -> tuple[int, int]:
         """The host (uid, gid) of the pod's root: owner of what crirt creates for the pod."""

@@ -23,6 +23,7 @@ from crirt.log import get_logger
 from crirt.monitor.client import MonitorClient
 from crirt.oci.runc import read_host_capabilities, read_min_oom_score_adj
 from crirt.runtime.exits import ExitWatcher
+from crirt.runtime.handlers import HandlerFeatures
 from crirt.runtime.model import Container, ContainerState, Sandbox, SandboxState
 from crirt.runtime.ports import CniPort, ImagesPort, OciRuntimePort, RootfsPort
 from crirt.runtime.store import Index, write_json_atomic
@@ -76,6 +77,8 @@ class RuntimeService:
         self.images = images
         self.monitor = monitor
         self.runtimes = runtimes
+        # What each usable handler supports, probed once at start (crirt.runtime.handlers).
+        self.handler_features: dict[str, HandlerFeatures] = {}
         self.cni = cni
         self.rootfs = rootfs
         self.seccomp_default = seccomp_default

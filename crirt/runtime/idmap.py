@@ -1,0 +1,238 @@
+"""Idmapped mounts for pods with their own user namespace (Linux >= 5.19 for overlayfs layers).
+
+The image layers are shared by every pod and owned by the host's IDs, so a pod's container
+root (say host uid 1000) would see them owned by nobody. Instead of chowning a copy, each layer
+is cloned as a detached *idmapped* mount (open_tree + mount_setattr(MOUNT_ATTR_IDMAP) with a
+user namespace that has the pod's mappings) and the overlay is built on those clones, as
+containerd 2 and containers/storage do: file owner 0 in a layer reads as the pod's root. The
+upper dir is owned by the pod's root, so copy-ups keep the mapped owners. Once the overlay is
+mounted it holds its own references to the clones, which are then detached.
+
+A user namespace with given mappings comes from a helper (``unshare --user cat``) whose maps
+crirt writes itself, as root, before opening ``/proc/<pid>/ns/user``: no newuidmap needed, and
+no fork of this threaded process. Blocking: call from worker threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from crirt.errors import Internal
+from crirt.oci.spec_userns import PodUserns
+from crirt.storage import overlay
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_LIBC.syscall.restype = ctypes.c_long
+
+# x86_64 and every architecture since the new mount API (unified syscall table).
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
+_SYS_MOUNT_SETATTR = 442
+_AT_FDCWD = -100
+_OPEN_TREE_CLONE = 1
+_AT_EMPTY_PATH = 0x1000
+_AT_RECURSIVE = 0x8000
+_MOUNT_ATTR_IDMAP = 0x00100000
+_MOVE_MOUNT_F_EMPTY_PATH = 0x00000004
+_MNT_DETACH = 2
+_HELPER_TIMEOUT = 5.0
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = (
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    )
+
+
+def _check(rc: int, what: str) -> int:
+    if rc < 0:
+        err = ctypes.get_errno()
+        raise Internal(f"{what}: {os.strerror(err)}")
+    return rc
+
+
+@contextlib.contextmanager
+def userns_fd(userns: PodUserns) -> Iterator[int]:
+    """An fd of a fresh user namespace with the pod's mappings (closed on exit).
+
+    Raises:
+        Internal: the helper could not be started or its maps written.
+    """
+    helper = shutil.which("unshare") or "/usr/bin/unshare"
+    proc = subprocess.Popen(
+        [helper, "--user", "--", "cat"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        close_fds=True,
+    )
+    fd = -1
+    try:
+        own = os.stat("/proc/self/ns/user").st_ino
+        deadline = time.monotonic() + _HELPER_TIMEOUT
+        # unshare(1) creates the namespace, then execs cat: wait for the exec so the
+        # namespace is certainly the child's own.
+        while True:
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{proc.pid}/ns/user").st_ino != own and os.readlink(
+                    f"/proc/{proc.pid}/exe"
+                ).endswith("/cat"):
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise Internal("user namespace helper did not start")
+            time.sleep(0.0005)
+        try:
+            for kind in ("uid", "gid"):
+                with open(f"/proc/{proc.pid}/{kind}_map", "w") as f:
+                    f.write(userns.proc_map(kind))
+            fd = os.open(f"/proc/{proc.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise Internal(f"cannot set up a user namespace: {exc}") from exc
+        yield fd
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=_HELPER_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def idmapped_clone(src: Path, dst: Path, ns_fd: int) -> None:
+    """Attach an idmapped copy of the mount tree at ``src`` on ``dst`` (an existing dir).
+
+    Raises:
+        Internal: the kernel or the filesystem cannot idmap ``src``.
+    """
+    tree = _check(
+        _LIBC.syscall(
+            _SYS_OPEN_TREE,
+            _AT_FDCWD,
+            os.fsencode(src),
+            _OPEN_TREE_CLONE | os.O_CLOEXEC | _AT_RECURSIVE,
+        ),
+        f"open_tree {src}",
+    )
+    try:
+        attr = _MountAttr(_MOUNT_ATTR_IDMAP, 0, 0, ns_fd)
+        _check(
+            _LIBC.syscall(
+                _SYS_MOUNT_SETATTR,
+                tree,
+                b"",
+                _AT_EMPTY_PATH | _AT_RECURSIVE,
+                ctypes.byref(attr),
+                ctypes.sizeof(attr),
+            ),
+            f"idmap {src}",
+        )
+        _check(
+            _LIBC.syscall(
+                _SYS_MOVE_MOUNT, tree, b"", _AT_FDCWD, os.fsencode(dst), _MOVE_MOUNT_F_EMPTY_PATH
+            ),
+            f"move_mount {src} to {dst}",
+        )
+    finally:
+        os.close(tree)
+
+
+def _detach(path: Path) -> None:
+    if _LIBC.umount2(os.fsencode(path), _MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOENT):
+            raise Internal(f"detach {path}: {os.strerror(err)}")
+
+
+def mount_idmapped_overlay(
+    target: Path,
+    lower: Sequence[Path],
+    *,
+    upper: Path,
+    work: Path,
+    scratch: Path,
+    userns: PodUserns,
+    what: str,
+) -> None:
+    """Mount an overlay at ``target`` whose layers read as owned by the pod's IDs.
+
+    ``scratch`` (short path, created and emptied here) holds the idmapped layer clones while
+    the overlay is mounted. ``upper`` and ``work`` are chowned to the pod's root.
+
+    Raises:
+        Internal: the kernel cannot idmap a layer.
+        StorageError: the overlay mount failed.
+    """
+    root_uid, root_gid = userns.root
+    for d in (upper, work):
+        os.chown(d, root_uid, root_gid)
+    scratch.mkdir(mode=0o700, exist_ok=True)
+    clones: list[Path] = []
+    try:
+        with userns_fd(userns) as fd:
+            for i, layer in enumerate(lower):
+                dst = scratch / str(i)
+                dst.mkdir(exist_ok=True)
+                clones.append(dst)
+                idmapped_clone(layer, dst, fd)
+        overlay.mount_overlay(
+            target,
+            clones,
+            upper=upper,
+            work=work,
+            links_dir=scratch / "l",
+            empty=scratch / "empty",
+            what=what,
+        )
+    finally:
+        # The overlay keeps its own references to the layers; the clones are not needed.
+        for dst in clones:
+            with contextlib.suppress(Internal):
+                _detach(dst)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def kernel_supports_idmapped_overlay(workdir: Path) -> str:
+    """Try an overlay on an idmapped layer under ``workdir``; "" if it works, else why not."""
+    probe = PodUserns.single(0, 1_000_000, 65536)
+    base = workdir / "idmap-probe"
+    shutil.rmtree(base, ignore_errors=True)
+    try:
+        for d in ("lower", "upper", "work", "merged"):
+            (base / d).mkdir(parents=True)
+        (base / "lower" / "f").touch()
+        try:
+            mount_idmapped_overlay(
+                base / "merged",
+                [base / "lower"],
+                upper=base / "upper",
+                work=base / "work",
+                scratch=base / "s",
+                userns=probe,
+                what="idmap probe",
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure means "not supported"
+            return str(exc)
+        try:
+            st = os.stat(base / "merged" / "f")
+            if st.st_uid != 1_000_000:
+                return f"idmapped layer shows owner {st.st_uid}, not 1000000"
+        finally:
+            overlay.unmount(base / "merged")
+        return ""
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
