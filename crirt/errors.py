@@ -37,7 +37,15 @@ class Unavailable(CrirtError):
 
 
 class ResourceExhausted(CrirtError):
-    """A limit was hit (output cap, disk full)."""
+    """A limit was hit (output cap, disk full, a registry's rate limit)."""
+
+
+class Unauthenticated(CrirtError):
+    """Credentials are missing or were not accepted (a registry's 401)."""
+
+
+class PermissionDenied(CrirtError):
+    """The credentials were accepted but do not allow the request (a registry's 403)."""
 
 
 class Internal(CrirtError):
@@ -54,6 +62,18 @@ class StorageError(Internal):
 
 class RegistryError(Unavailable):
     """The registry answered with an error or could not be reached."""
+
+
+class RegistryUnauthorized(RegistryError, Unauthenticated):
+    """The registry wants (other) credentials."""
+
+
+class RegistryDenied(RegistryError, PermissionDenied):
+    """The registry refused access with the given credentials."""
+
+
+class RateLimited(RegistryError, ResourceExhausted):
+    """The registry answered 429 Too Many Requests."""
 
 
 class ImageNotFound(NotFound):

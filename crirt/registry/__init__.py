@@ -1,5 +1,6 @@
 """Registry access: which hosts serve an image (``config``), the distribution API (``client``)."""
 
+from crirt.registry.auth import AuthFiles as AuthFiles
 from crirt.registry.client import Auth as Auth
 from crirt.registry.client import AuthFields as AuthFields
 from crirt.registry.client import BlobStream as BlobStream
@@ -14,6 +15,7 @@ from crirt.registry.config import load_registries as load_registries
 __all__ = [
     "Auth",
     "AuthFields",
+    "AuthFiles",
     "BlobStream",
     "Endpoint",
     "FetchedManifest",

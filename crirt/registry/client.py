@@ -2,10 +2,19 @@
 
 Blocking by design: the image service calls it from worker threads. Every request has a
 timeout (connect, and per read); every HTTP status and transport failure becomes a crirt error
-here, at the adapter edge: 404 → ImageNotFound, 401/403 → RegistryError, transport →
-RegistryError. Manifest digests are always computed and, when pulling by digest, verified.
-Blob digests are verified by the consumer of :meth:`RegistryClient.open_blob` (the layer
-applier hashes while it extracts) or by :meth:`RegistryClient.get_blob`.
+here, at the adapter edge: 404 → ImageNotFound, 401 → RegistryUnauthorized, 403 →
+RegistryDenied, 429 → RateLimited (with the Retry-After), 5xx and transport → RegistryError.
+Manifest digests are always computed and, when pulling by digest, verified. Blob digests are
+verified by the consumer of :meth:`RegistryClient.open_blob` (the layer applier hashes while it
+extracts) or by :meth:`RegistryClient.get_blob`.
+
+Auth: the caller's credentials (CRI ``AuthConfig``) or else the auth files' (``AuthFiles``);
+Basic, or Bearer tokens from the challenge's realm: anonymous, with Basic credentials, with an
+OAuth2 refresh token (``identity_token``: POST ``grant_type=refresh_token``), or the caller's
+``registry_token`` as is. Tokens are cached per (realm, service, scope, credentials).
+
+``insecure`` endpoints (containers-registries.conf(5)) try HTTPS without certificate
+verification first and fall back to plain HTTP; the scheme that answered is remembered per host.
 """
 
 from __future__ import annotations
@@ -16,20 +25,33 @@ import hashlib
 import json
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
 import requests.adapters
 import structlog
+import urllib3
 import urllib3.exceptions
 
 from crirt import __version__
-from crirt.errors import DigestMismatch, ImageNotFound, InvalidArgument, RegistryError
+from crirt.errors import (
+    DigestMismatch,
+    ImageNotFound,
+    InvalidArgument,
+    RateLimited,
+    RegistryDenied,
+    RegistryError,
+    RegistryUnauthorized,
+)
 from crirt.registry.config import Endpoint
+
+if TYPE_CHECKING:
+    from crirt.registry.auth import AuthFiles
 from crirt.sansio import challenge
 from crirt.sansio.manifest import MANIFEST_MEDIA_TYPES, MAX_MANIFEST_SIZE, detect_media_type
 
@@ -42,6 +64,9 @@ _TRANSPORT_ERRORS = (
 )
 # Refresh a cached token this long before the registry says it expires.
 _TOKEN_SLACK = 5.0
+# Tag lists are paginated; stop after this many pages (a hostile registry could loop forever).
+_MAX_TAG_PAGES = 1000
+_CLIENT_ID = "crirt"
 
 
 class AuthFields(Protocol):
@@ -128,6 +153,24 @@ def _hash(algorithm: str) -> Any:
     return hashlib.new(algorithm)
 
 
+class _QuietHTTPSPool(urllib3.HTTPSConnectionPool):
+    """HTTPS pool for ``insecure`` registries: unverified on purpose, so no warning per request."""
+
+    def _validate_conn(self, conn: Any) -> None:
+        urllib3.HTTPConnectionPool._validate_conn(self, conn)
+        if conn.is_closed:
+            conn.connect()
+
+
+class _InsecureAdapter(requests.adapters.HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": urllib3.HTTPConnectionPool,
+            "https": _QuietHTTPSPool,
+        }
+
+
 class BlobStream:
     """A streaming blob body: ``read(n)`` until ``b""``; closes the connection on exit.
 
@@ -182,9 +225,9 @@ def _error_detail(resp: requests.Response) -> str:
 
 
 class RegistryClient:
-    """Registry API calls with anonymous bearer tokens, basic auth, and per-scope token caching.
+    """Registry API calls with bearer tokens, basic auth, and per-scope token caching.
 
-    Thread-safe: one instance serves all pulls; the session's connection pool is shared.
+    Thread-safe: one instance serves all pulls; the sessions' connection pools are shared.
     """
 
     def __init__(
@@ -194,9 +237,11 @@ class RegistryClient:
         read_timeout: float = 300.0,
         pool_size: int = 10,
         session: requests.Session | None = None,
+        auth_files: AuthFiles | None = None,
     ) -> None:
         self._timeout = timeout
         self._read_timeout = read_timeout
+        self._auth_files = auth_files
         self._session = session or requests.Session()
         adapter = requests.adapters.HTTPAdapter(
             pool_connections=8, pool_maxsize=pool_size, max_retries=0
@@ -204,14 +249,26 @@ class RegistryClient:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers["User-Agent"] = f"crirt/{__version__}"
+        # Unverified TLS for insecure registries: its own session, so no verified pool mixes.
+        self._insecure = requests.Session()
+        self._insecure.verify = False
+        self._insecure.mount(
+            "https://",
+            _InsecureAdapter(pool_connections=8, pool_maxsize=pool_size, max_retries=0),
+        )
+        self._insecure.mount("http://", adapter)
+        self._insecure.headers["User-Agent"] = f"crirt/{__version__}"
         self._lock = threading.Lock()
         # host -> the Bearer challenge it sent last, so later requests authenticate up front.
         self._challenges: dict[str, challenge.Challenge] = {}
         # (realm, service, scope, credentials key) -> (token, monotonic expiry)
         self._tokens: dict[tuple[str, str, str, str], tuple[str, float]] = {}
+        # insecure host -> the base URL that answered ("https://h" or "http://h")
+        self._bases: dict[str, str] = {}
 
     def close(self) -> None:
         self._session.close()
+        self._insecure.close()
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -281,14 +338,129 @@ class RegistryClient:
         what = f"blob {ep.reference.name}@{digest}"
         resp = self._request(
             ep,
+            "GET",
             f"/v2/{ep.repository}/blobs/{digest}",
             auth,
             what,
             # Layers are compressed already; a transfer coding would only cost CPU.
             {"Accept-Encoding": "identity"},
-            self._read_timeout,
+            read_timeout=self._read_timeout,
         )
         return BlobStream(resp, what)
+
+    def list_tags(self, ep: Endpoint, auth: Auth | None = None) -> list[str]:
+        """The repository's tags (``/v2/<name>/tags/list``, following ``Link`` pagination).
+
+        Raises:
+            ImageNotFound: unknown repository.
+            RegistryError: any other failure.
+        """
+        what = f"tags of {ep.reference.name}"
+        path = f"/v2/{ep.repository}/tags/list"
+        tags: list[str] = []
+        for _ in range(_MAX_TAG_PAGES):
+            with self._get(ep, path, auth, what, {"Accept": "application/json"}) as s:
+                body = self._read_limited(s, MAX_MANIFEST_SIZE, what)
+                link = s.headers.get("Link", "")
+            try:
+                doc = json.loads(body)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise RegistryError(f"{what}: invalid JSON: {exc}") from exc
+            page = doc.get("tags") if isinstance(doc, dict) else None
+            tags += [t for t in page or [] if isinstance(t, str)]
+            nxt = _next_link(link)
+            if not nxt:
+                return tags
+            path = nxt
+        raise RegistryError(f"{what}: more than {_MAX_TAG_PAGES} pages")
+
+    def blob_exists(self, ep: Endpoint, digest: str, auth: Auth | None = None) -> bool:
+        """HEAD a blob (used before uploading one).
+
+        Raises:
+            RegistryError: a failure other than 404.
+        """
+        try:
+            resp = self._request(
+                ep,
+                "HEAD",
+                f"/v2/{ep.repository}/blobs/{digest}",
+                auth,
+                f"blob {ep.reference.name}@{digest}",
+                {},
+                push=True,
+            )
+        except ImageNotFound:
+            return False
+        resp.close()
+        return True
+
+    def push_blob(
+        self,
+        ep: Endpoint,
+        digest: str,
+        size: int,
+        data: Readable | bytes,
+        auth: Auth | None = None,
+    ) -> None:
+        """Upload a blob monolithically (POST, then PUT ``?digest=``), unless it is there.
+
+        Raises:
+            RegistryError: the registry refused the upload.
+        """
+        if self.blob_exists(ep, digest, auth):
+            return
+        what = f"upload of blob {digest} to {ep.reference.name}"
+        resp = self._request(
+            ep,
+            "POST",
+            f"/v2/{ep.repository}/blobs/uploads/",
+            auth,
+            what,
+            {"Content-Length": "0"},
+            push=True,
+            ok=(202,),
+        )
+        location = resp.headers.get("Location", "")
+        resp.close()
+        if not location:
+            raise RegistryError(f"{what}: the registry sent no upload location")
+        sep = "&" if "?" in location else "?"
+        body: Any = data if isinstance(data, bytes) else _IterReader(data, size)
+        resp = self._request(
+            ep,
+            "PUT",
+            f"{location}{sep}digest={digest}",
+            auth,
+            what,
+            {"Content-Type": "application/octet-stream"},
+            push=True,
+            ok=(201,),
+            data=body,
+            read_timeout=self._read_timeout,
+        )
+        resp.close()
+
+    def put_manifest(
+        self, ep: Endpoint, reference: str, body: bytes, media_type: str, auth: Auth | None = None
+    ) -> None:
+        """PUT a manifest or index under a tag or digest.
+
+        Raises:
+            RegistryError: the registry refused it.
+        """
+        resp = self._request(
+            ep,
+            "PUT",
+            f"/v2/{ep.repository}/manifests/{reference}",
+            auth,
+            f"manifest {ep.reference.name}:{reference}",
+            {"Content-Type": media_type},
+            push=True,
+            ok=(201,),
+            data=body,
+        )
+        resp.close()
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -296,7 +468,7 @@ class RegistryClient:
     def _get(
         self, ep: Endpoint, path: str, auth: Auth | None, what: str, headers: dict[str, str]
     ) -> Iterator[_Body]:
-        resp = self._request(ep, path, auth, what, headers, self._timeout)
+        resp = self._request(ep, "GET", path, auth, what, headers)
         try:
             yield _Body(resp, what)
         finally:
@@ -316,59 +488,101 @@ class RegistryClient:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    def _credentials(self, ep: Endpoint, auth: Auth | None) -> Auth | None:
+        if auth is not None or self._auth_files is None:
+            return auth
+        found: Auth | None = self._auth_files.lookup(ep.reference.domain, ep.repository)
+        return found
+
+    def _send(
+        self,
+        ep: Endpoint,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        timeout: tuple[float, float],
+        data: Any,
+        what: str,
+    ) -> requests.Response:
+        """One HTTP exchange; for insecure hosts, HTTPS (unverified) then plain HTTP."""
+        if path.startswith(("http://", "https://")):
+            bases = [""]  # an absolute URL the registry gave us (upload location)
+        elif not ep.insecure:
+            bases = [f"https://{ep.host}"]
+        else:
+            with self._lock:
+                known = self._bases.get(ep.host)
+            bases = [known] if known else [f"https://{ep.host}", f"http://{ep.host}"]
+        session = self._insecure if ep.insecure else self._session
+        error: Exception | None = None
+        for base in bases:
+            try:
+                resp = session.request(
+                    method,
+                    base + path,
+                    headers=headers,
+                    stream=True,
+                    timeout=timeout,
+                    data=data,
+                    allow_redirects=method in ("GET", "HEAD"),
+                    # Explicit: REQUESTS_CA_BUNDLE in the environment would turn it back on.
+                    verify=not ep.insecure,
+                )
+            except _TRANSPORT_ERRORS as exc:
+                error = exc
+                if hasattr(data, "read"):
+                    break  # a streamed body cannot be sent twice
+                continue
+            if base and ep.insecure:
+                with self._lock:
+                    self._bases[ep.host] = base
+            return resp
+        raise RegistryError(f"{what}: cannot reach registry {ep.host}: {error}") from error
+
     def _request(
         self,
         ep: Endpoint,
+        method: str,
         path: str,
         auth: Auth | None,
         what: str,
         headers: dict[str, str],
-        read_timeout: float,
+        *,
+        read_timeout: float | None = None,
+        push: bool = False,
+        ok: tuple[int, ...] = (200,),
+        data: Any = None,
     ) -> requests.Response:
-        url = ep.base_url + path
-        scope = challenge.pull_scope(ep.repository)
-        authorization = self._authorization(ep.host, scope, auth)
+        auth = self._credentials(ep, auth)
+        scope = challenge.push_scope(ep.repository) if push else challenge.pull_scope(ep.repository)
+        authorization = self._authorization(ep.host, scope, auth, ep.insecure)
         tried_auth = False
+        timeout = (self._timeout, read_timeout if read_timeout is not None else self._timeout)
         while True:
             h = dict(headers)
             if authorization:
                 h["Authorization"] = authorization
-            try:
-                resp = self._session.get(
-                    url, headers=h, stream=True, timeout=(self._timeout, read_timeout)
-                )
-            except _TRANSPORT_ERRORS as exc:
-                raise RegistryError(f"{what}: cannot reach registry {ep.host}: {exc}") from exc
-            if resp.status_code == 401 and not tried_auth:
+            resp = self._send(ep, method, path, h, timeout, data, what)
+            if resp.status_code == 401 and not tried_auth and not hasattr(data, "read"):
                 tried_auth = True
                 header = resp.headers.get("WWW-Authenticate", "")
                 resp.close()
-                authorization = self._answer_challenge(ep.host, header, scope, auth, what)
+                authorization = self._answer_challenge(ep, header, scope, auth, what)
                 continue
-            if resp.status_code == 200:
+            if resp.status_code in ok or (resp.status_code == 200 and method == "HEAD"):
                 return resp
-            detail = _error_detail(resp)
-            resp.close()
-            suffix = f": {detail}" if detail else ""
-            code = resp.status_code
-            if code == 404:
-                raise ImageNotFound(f"{what}: not found at registry {ep.host}{suffix}")
-            if code in (401, 403):
-                how = "with the given credentials" if auth is not None else "anonymously"
-                raise RegistryError(
-                    f"{what}: registry {ep.host} denied access {how} (HTTP {code}){suffix}"
-                )
-            raise RegistryError(f"{what}: registry {ep.host} answered HTTP {code}{suffix}")
+            raise _status_error(resp, ep, what, auth)
 
     def _answer_challenge(
-        self, host: str, header: str, scope: str, auth: Auth | None, what: str
+        self, ep: Endpoint, header: str, scope: str, auth: Auth | None, what: str
     ) -> str:
         """Turn a 401's WWW-Authenticate into an Authorization header value."""
+        host = ep.host
         bearer = challenge.bearer_challenge(header)
         if bearer is not None:
             with self._lock:
                 self._challenges[host] = bearer
-            value = self._authorization(host, scope, auth)
+            value = self._authorization(host, scope, auth, ep.insecure)
             if value:
                 return value
         basic = auth.basic() if auth is not None else None
@@ -377,9 +591,11 @@ class RegistryClient:
         ):
             return _basic_header(*basic)
         how = "with the given credentials" if auth is not None else "anonymously"
-        raise RegistryError(f"{what}: registry {host} requires authentication, denied {how}")
+        raise RegistryUnauthorized(f"{what}: registry {host} requires authentication, denied {how}")
 
-    def _authorization(self, host: str, scope: str, auth: Auth | None) -> str:
+    def _authorization(
+        self, host: str, scope: str, auth: Auth | None, insecure: bool = False
+    ) -> str:
         """The Authorization value for a request, from the token cache (or a new token)."""
         if auth is not None and auth.registry_token:
             return f"Bearer {auth.registry_token}"
@@ -394,30 +610,52 @@ class RegistryClient:
         if cached is not None and cached[1] > now:
             return f"Bearer {cached[0]}"
         # A host known to want Bearer tokens: fetch one for this scope up front, saving a 401.
-        token = self._fetch_token(ch, scope, auth, host)
+        token = self._fetch_token(ch, scope, auth, host, insecure)
         with self._lock:
             self._tokens[key] = (token.token, now + max(token.expires_in - _TOKEN_SLACK, 1.0))
         return f"Bearer {token.token}"
 
     def _fetch_token(
-        self, ch: challenge.Challenge, scope: str, auth: Auth | None, host: str
+        self,
+        ch: challenge.Challenge,
+        scope: str,
+        auth: Auth | None,
+        host: str,
+        insecure: bool = False,
     ) -> challenge.TokenResponse:
-        url = challenge.token_url(ch, [scope])
         basic = auth.basic() if auth is not None else None
+        # The token endpoint of an insecure registry gets the same (unverified) TLS.
+        session = self._insecure if insecure else self._session
         try:
-            resp = self._session.get(
-                url,
-                auth=basic,
-                timeout=(self._timeout, self._timeout),
-            )
+            if auth is not None and auth.identity_token:
+                # OAuth2 refresh-token grant (distribution docs/spec/auth/oauth.md).
+                resp = session.post(
+                    ch.realm,
+                    data=challenge.refresh_token_form(ch, [scope], auth.identity_token, _CLIENT_ID),
+                    timeout=(self._timeout, self._timeout),
+                    verify=not insecure,
+                )
+                how = "with the given identity token"
+            else:
+                resp = session.get(
+                    challenge.token_url(ch, [scope]),
+                    auth=basic,
+                    timeout=(self._timeout, self._timeout),
+                    verify=not insecure,
+                )
+                how = "with the given credentials" if basic else "anonymously"
         except _TRANSPORT_ERRORS as exc:
             raise RegistryError(f"registry {host}: cannot reach token endpoint: {exc}") from exc
         with resp:
             if resp.status_code in (401, 403):
-                how = "with the given credentials" if basic else "anonymously"
-                raise RegistryError(
+                cls = RegistryUnauthorized if resp.status_code == 401 else RegistryDenied
+                raise cls(
                     f"registry {host}: token endpoint denied {scope} {how} (HTTP "
                     f"{resp.status_code})"
+                )
+            if resp.status_code == 429:
+                raise RateLimited(
+                    f"registry {host}: token endpoint rate limited (HTTP 429){_retry_after(resp)}"
                 )
             if resp.status_code != 200:
                 raise RegistryError(
@@ -434,6 +672,77 @@ class _Body(BlobStream):
     @property
     def headers(self) -> Any:
         return self._response.headers
+
+
+class Readable(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+class _IterReader:
+    """Stream a reader as a request body in 1 MiB chunks (requests iterates it).
+
+    ``__len__`` makes requests send a Content-Length instead of a chunked body, which some
+    registries refuse for monolithic uploads.
+    """
+
+    def __init__(self, src: Readable, size: int) -> None:
+        self._src = src
+        self._size = size
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self._src.read(1024 * 1024):
+            yield chunk
+
+
+def _retry_after(resp: requests.Response) -> str:
+    value = resp.headers.get("Retry-After", "").strip()
+    return f"; retry after {value}{' s' if value.isdigit() else ''}" if value else ""
+
+
+def _status_error(
+    resp: requests.Response, ep: Endpoint, what: str, auth: Auth | None
+) -> RegistryError | ImageNotFound:
+    """The crirt error for a registry's HTTP error answer (closes the response)."""
+    detail = _error_detail(resp)
+    resp.close()
+    suffix = f": {detail}" if detail else ""
+    code = resp.status_code
+    how = "with the given credentials" if auth is not None else "anonymously"
+    if code == 404:
+        return ImageNotFound(f"{what}: not found at registry {ep.host}{suffix}")
+    if code == 401:
+        return RegistryUnauthorized(
+            f"{what}: registry {ep.host} denied access {how} (HTTP 401 unauthorized){suffix}"
+        )
+    if code == 403:
+        return RegistryDenied(f"{what}: registry {ep.host} denied access {how} (HTTP 403){suffix}")
+    if code == 429:
+        return RateLimited(
+            f"{what}: registry {ep.host} rate limited the request (HTTP 429 too many requests)"
+            f"{_retry_after(resp)}{suffix}"
+        )
+    if code in (502, 503, 504):
+        reason = {502: "bad gateway", 503: "service unavailable", 504: "gateway timeout"}[code]
+        return RegistryError(
+            f"{what}: registry {ep.host} is unavailable (HTTP {code} {reason}){suffix}"
+        )
+    return RegistryError(f"{what}: registry {ep.host} answered HTTP {code}{suffix}")
+
+
+def _next_link(header: str) -> str:
+    """The path of a ``Link: <...>; rel="next"`` header, if any."""
+    for part in header.split(","):
+        url, _, params = part.partition(";")
+        if 'rel="next"' in params.replace(" ", "") or "rel=next" in params.replace(" ", ""):
+            url = url.strip().strip("<>")
+            if url.startswith(("http://", "https://")):
+                pieces = urllib.parse.urlsplit(url)
+                return pieces.path + ("?" + pieces.query if pieces.query else "")
+            return url
+    return ""
 
 
 def _basic_header(user: str, password: str) -> str:

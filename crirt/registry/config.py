@@ -5,19 +5,25 @@ elsewhere. The ``[[registry]]`` table with the longest matching ``prefix`` decid
 are tried first, in order, then its ``location`` (the prefix rewritten to the location). When a
 table sets ``location``, the original host is never contacted: there is no fallback. Drop-ins
 (``registries.conf.d/*.conf``, lexical order) override the main file: ``[[registry]]`` tables by
-identical prefix, other keys wholesale (containers-registries.conf.d(5)).
+identical prefix, ``[aliases]`` by name, other keys wholesale (containers-registries.conf.d(5)).
+
+Short names (no registry: ``busybox``) resolve through ``[aliases]`` first; otherwise a single
+``unqualified-search-registries`` entry qualifies them; several entries and no alias is an
+error, never a guess (CRI-O's enforcing short-name mode without a terminal to ask on); none at
+all means ``docker.io``, as the kubelet and containerd normalise.
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from crirt.errors import InvalidArgument, RegistryError
 from crirt.sansio import reference
-from crirt.sansio.reference import Reference
+from crirt.sansio.reference import Reference, split_name
 
 # Docker Hub's logical name and the host that actually serves its registry API.
 DOCKER_HUB = "docker.io"
@@ -150,6 +156,30 @@ def _v1_registries(doc: dict[str, Any], source: str) -> tuple[list[str] | None, 
     return search, list(regs.values())
 
 
+def _aliases(doc: dict[str, Any], source: str) -> dict[str, str]:
+    table = doc.get("aliases", {})
+    if not isinstance(table, dict):
+        raise InvalidArgument(f"{source}: [aliases] must be a table")
+    out: dict[str, str] = {}
+    for short, target in table.items():
+        if not isinstance(target, str):
+            raise InvalidArgument(f"{source}: alias {short!r} must map to a string")
+        if not reference.is_short_name(short) or split_name(short)[1]:
+            raise InvalidArgument(
+                f"{source}: alias {short!r} must be a short name without tag or digest"
+            )
+        if reference.is_short_name(target):
+            raise InvalidArgument(
+                f"{source}: alias {short!r} = {target!r}: the target must name a registry"
+            )
+        try:
+            reference.parse(target, normalize=False)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"{source}: alias {short!r}: {exc}") from None
+        out[short] = target
+    return out
+
+
 def _parse_doc(text: str, source: str) -> tuple[list[str] | None, list[Registry]]:
     try:
         doc = tomllib.loads(text)
@@ -193,6 +223,8 @@ class RegistriesConfig:
 
     registries: tuple[Registry, ...] = ()
     unqualified_search_registries: tuple[str, ...] = ()
+    # short name (no tag) -> fully qualified name, from [aliases]
+    aliases: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, *texts: tuple[str, str]) -> RegistriesConfig:
@@ -203,8 +235,10 @@ class RegistriesConfig:
         """
         search: list[str] = []
         by_prefix: dict[str, Registry] = {}
+        aliases: dict[str, str] = {}
         for source, text in texts:
             s, regs = _parse_doc(text, source)
+            aliases.update(_aliases(tomllib.loads(text), source))  # valid: _parse_doc read it
             if s is not None:
                 search = s
             seen: set[str] = set()
@@ -213,7 +247,7 @@ class RegistriesConfig:
                     raise InvalidArgument(f"{source}: prefix {r.prefix!r} is defined twice")
                 seen.add(r.prefix)
                 by_prefix[r.prefix] = r
-        return cls(tuple(by_prefix.values()), tuple(search))
+        return cls(tuple(by_prefix.values()), tuple(search), aliases)
 
     @classmethod
     def load(cls, path: str | Path, dropin_dir: str | Path | None = None) -> RegistriesConfig:
@@ -237,6 +271,48 @@ class RegistriesConfig:
             except OSError as exc:
                 raise InvalidArgument(f"cannot read registries config {f}: {exc}") from exc
         return cls.parse(*docs)
+
+    def resolve(self, name: str) -> Reference:
+        """The one reference a user string pulls: aliases and search registries applied.
+
+        Raises:
+            InvalidArgument: invalid reference, or an ambiguous short name.
+        """
+        if not reference.is_short_name(name):
+            return reference.parse_normalized(name)
+        base, suffix = split_name(name)
+        alias = self.aliases.get(base)
+        if alias is not None:
+            return reference.parse_normalized(alias + suffix)
+        search = self.unqualified_search_registries
+        if len(search) > 1:
+            reference.parse(name)  # a malformed name is reported as such, not as ambiguous
+            options = ", ".join(f"{r}/{base}" for r in search)
+            raise InvalidArgument(
+                f"short name {name!r} is ambiguous: it could be any of {options} "
+                "(unqualified-search-registries); use a fully qualified name or add an "
+                "[aliases] entry to registries.conf"
+            )
+        registry = search[0] if search else DOCKER_HUB
+        return reference.parse_normalized(f"{registry}/{name}")
+
+    def candidates(self, name: str) -> list[Reference]:
+        """Every reference a user string may name locally (ImageStatus/RemoveImage lookups).
+
+        Raises:
+            InvalidArgument: not a valid reference.
+        """
+        if not reference.is_short_name(name):
+            return [reference.parse_normalized(name)]
+        base, suffix = split_name(name)
+        alias = self.aliases.get(base)
+        if alias is not None:
+            return [reference.parse_normalized(alias + suffix)]
+        out = [
+            reference.parse_normalized(f"{r}/{name}")
+            for r in (*self.unqualified_search_registries, DOCKER_HUB)
+        ]
+        return list(dict.fromkeys(out))
 
     def find(self, ref: Reference) -> Registry | None:
         """The ``[[registry]]`` table with the longest prefix matching ``ref``."""

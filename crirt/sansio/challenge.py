@@ -105,6 +105,26 @@ def pull_scope(repository: str) -> str:
     return f"repository:{repository}:pull"
 
 
+def push_scope(repository: str) -> str:
+    """The token scope for pushing to (and pulling from) ``repository``."""
+    return f"repository:{repository}:pull,push"
+
+
+def refresh_token_form(
+    challenge: Challenge, scopes: list[str], refresh_token: str, client_id: str
+) -> list[tuple[str, str]]:
+    """The form of an OAuth2 refresh-token grant POSTed to the realm (distribution oauth.md).
+
+    This is how a Docker ``identitytoken`` (CRI ``identity_token``) becomes an access token.
+    """
+    form = [("grant_type", "refresh_token"), ("refresh_token", refresh_token)]
+    if challenge.params.get("service"):
+        form.append(("service", challenge.params["service"]))
+    form.append(("client_id", client_id))
+    form += [("scope", " ".join(scopes))] if scopes else []
+    return form
+
+
 def token_url(challenge: Challenge, scopes: list[str]) -> str:
     """The URL of the token request for a Bearer challenge.
 

@@ -100,6 +100,29 @@ def validate_digest(digest: str) -> str:
     return digest
 
 
+def is_short_name(s: str) -> bool:
+    """Whether ``s`` names no registry (``busybox``, ``library/busybox:1``, ``a/b@sha256:…``).
+
+    Such names are resolved through registries.conf's ``[aliases]`` and
+    ``unqualified-search-registries`` (containers-registries.conf(5) "short-name aliasing").
+    """
+    first, sep, _ = s.partition("/")
+    if not sep:
+        return True
+    return "." not in first and ":" not in first and first != "localhost" and first == first.lower()
+
+
+def split_name(s: str) -> tuple[str, str]:
+    """Split ``name[:tag][@digest]`` into the name and the ``:tag``/``@digest`` suffix."""
+    rest, at, digest = s.partition("@")
+    colon = rest.rfind(":")
+    if colon > rest.rfind("/"):
+        name, suffix = rest[:colon], rest[colon:]
+    else:
+        name, suffix = rest, ""
+    return name, suffix + (at + digest if at else "")
+
+
 def _split_domain(name: str) -> tuple[str, str]:
     """Split a name into (domain, path) the way ``splitDockerDomain`` does."""
     first, sep, rest = name.partition("/")

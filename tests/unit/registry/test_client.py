@@ -5,15 +5,28 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
+import ssl
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from crirt.errors import DigestMismatch, ImageNotFound, InvalidArgument, RegistryError
+from crirt.errors import (
+    DigestMismatch,
+    ImageNotFound,
+    InvalidArgument,
+    RateLimited,
+    RegistryDenied,
+    RegistryError,
+    RegistryUnauthorized,
+)
+from crirt.registry.auth import AuthFiles
 from crirt.registry.client import Auth, RegistryClient
 from crirt.registry.config import Endpoint
 from crirt.sansio.manifest import OCI_MANIFEST
@@ -36,27 +49,55 @@ Route = Callable[[BaseHTTPRequestHandler], Reply]
 
 
 class Server:
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.routes: dict[str, Route] = {}
+        # Routes for other methods, by (method, path).
+        self.method_routes: dict[tuple[str, str], Route] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.bodies: list[bytes] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.do_GET()
+
+            def do_PUT(self) -> None:
+                self.do_GET()
+
+            def do_HEAD(self) -> None:
+                self.do_GET()
+
             def do_GET(self) -> None:
                 server.requests.append((self.path, dict(self.headers)))
-                route = server.routes.get(self.path.split("?")[0])
+                length = int(self.headers.get("Content-Length") or 0)
+                if self.headers.get("Transfer-Encoding") == "chunked":
+                    data = b""
+                    while (size := int(self.rfile.readline().strip(), 16)) > 0:
+                        data += self.rfile.read(size)
+                        self.rfile.readline()
+                    self.rfile.readline()
+                else:
+                    data = self.rfile.read(length) if length else b""
+                server.bodies.append(data)
+                path = self.path.split("?")[0]
+                route = server.method_routes.get((self.command, path))
+                if route is None and self.command in ("GET", "HEAD"):
+                    route = server.routes.get(path)
                 code, headers, body = route(self) if route else (404, {}, b"")
                 self.send_response(code)
                 for k, v in headers.items():
                     self.send_header(k, v)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if self.command != "HEAD":
+                    self.wfile.write(body)
 
             def log_message(self, *args: Any) -> None:
                 pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.host = f"127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
@@ -218,3 +259,144 @@ def test_auth_normalisation() -> None:
     with pytest.raises(InvalidArgument):
         Auth(auth="!!!").basic()
     assert Auth("a", "b").cache_key() != Auth("a", "c").cache_key()
+
+
+def test_identity_token_is_exchanged_with_a_refresh_token_grant(
+    server: Server, client: RegistryClient
+) -> None:
+    # Given a registry whose token endpoint accepts OAuth2 refresh-token grants
+    forms: list[bytes] = []
+
+    def token(h: BaseHTTPRequestHandler) -> Reply:
+        forms.append(server.bodies[-1])
+        return 200, {}, b'{"access_token": "tok", "expires_in": 60}'
+
+    server.routes["/v2/lib/app/manifests/v1"] = _bearer_protected(MANIFEST)
+    server.method_routes[("POST", "/token")] = token
+    # When a manifest is fetched with an identity token
+    client.get_manifest(_ep(server), "v1", Auth(identity_token="refresh-123"))
+    # Then the token endpoint got a POSTed grant with service, scope and client id
+    (form,) = forms
+    assert b"grant_type=refresh_token" in form
+    assert b"refresh_token=refresh-123" in form
+    assert b"service=reg" in form
+    assert b"client_id=crirt" in form
+    assert b"scope=repository%3Alib%2Fapp%3Apull" in form
+
+
+def test_registry_token_is_sent_as_is(server: Server, client: RegistryClient) -> None:
+    server.routes["/v2/lib/app/manifests/v1"] = _bearer_protected(MANIFEST, token="given")
+    assert client.get_manifest(_ep(server), "v1", Auth(registry_token="given")).body == MANIFEST
+    assert "/token" not in server.paths()
+
+
+def test_http_errors_become_fitting_errors(server: Server, client: RegistryClient) -> None:
+    server.routes["/v2/lib/app/manifests/limited"] = lambda h: (
+        429,
+        {"Retry-After": "30"},
+        json.dumps({"errors": [{"code": "TOOMANYREQUESTS", "message": "slow down"}]}).encode(),
+    )
+    server.routes["/v2/lib/app/manifests/gw"] = lambda h: (502, {}, b"")
+    server.routes["/v2/lib/app/manifests/unauth"] = lambda h: (401, {}, b"")
+    server.routes["/v2/lib/app/manifests/denied"] = lambda h: (403, {}, b"")
+    with pytest.raises(RateLimited, match=r"HTTP 429 too many requests\); retry after 30 s"):
+        client.get_manifest(_ep(server), "limited")
+    with pytest.raises(RegistryError, match=r"unavailable \(HTTP 502 bad gateway\)"):
+        client.get_manifest(_ep(server), "gw")
+    with pytest.raises(RegistryUnauthorized, match="requires authentication"):
+        client.get_manifest(_ep(server), "unauth")
+    with pytest.raises(RegistryDenied, match="HTTP 403"):
+        client.get_manifest(_ep(server), "denied")
+
+
+def test_tags_follow_pagination(server: Server, client: RegistryClient) -> None:
+    server.routes["/v2/lib/app/tags/list"] = lambda h: (
+        (200, {"Link": '</v2/lib/app/tags/list?n=2&last=b>; rel="next"'}, b'{"tags": ["a", "b"]}')
+        if "last=" not in h.path
+        else (200, {}, b'{"name": "lib/app", "tags": ["c"]}')
+    )
+    assert client.list_tags(_ep(server)) == ["a", "b", "c"]
+
+
+def test_push_blob_and_manifest(server: Server, client: RegistryClient) -> None:
+    uploaded: list[bytes] = []
+    server.method_routes[("POST", "/v2/lib/app/blobs/uploads/")] = lambda h: (
+        202,
+        {"Location": "/v2/lib/app/blobs/uploads/u1?state=x"},
+        b"",
+    )
+
+    def put(h: BaseHTTPRequestHandler) -> Reply:
+        assert f"digest={BLOB_DIGEST}".replace(":", "%3A") in h.path or BLOB_DIGEST in h.path
+        uploaded.append(server.bodies[-1])
+        return 201, {}, b""
+
+    server.method_routes[("PUT", "/v2/lib/app/blobs/uploads/u1")] = put
+    server.method_routes[("PUT", "/v2/lib/app/manifests/v2")] = lambda h: (201, {}, b"")
+    client.push_blob(_ep(server), BLOB_DIGEST, len(BLOB), io.BytesIO(BLOB))
+    assert uploaded == [BLOB]
+    # A blob the registry has is not uploaded again
+    server.routes[f"/v2/lib/app/blobs/{BLOB_DIGEST}"] = _ok(BLOB)
+    client.push_blob(_ep(server), BLOB_DIGEST, len(BLOB), BLOB)
+    assert uploaded == [BLOB]
+    client.put_manifest(_ep(server), "v2", MANIFEST, OCI_MANIFEST)
+    assert server.bodies[-1] == MANIFEST
+
+
+def test_auth_file_is_used_when_the_request_has_no_credentials(
+    server: Server, tmp_path: Path
+) -> None:
+    want = "Basic " + base64.b64encode(b"file:pw").decode()
+
+    def route(h: BaseHTTPRequestHandler) -> Reply:
+        if h.headers.get("Authorization") != want:
+            return 401, {"WWW-Authenticate": 'Basic realm="reg"'}, b""
+        return 200, {"Content-Type": OCI_MANIFEST}, MANIFEST
+
+    server.routes["/v2/lib/app/manifests/v1"] = route
+    auth = tmp_path / "auth.json"
+    auth.write_text(
+        json.dumps({"auths": {server.host: {"auth": base64.b64encode(b"file:pw").decode()}}})
+    )
+    c = RegistryClient(timeout=5, auth_files=AuthFiles([tmp_path / "missing.json", auth]))
+    try:
+        assert c.get_manifest(_ep(server), "v1").body == MANIFEST
+        # Credentials in the request win over the file
+        with pytest.raises(RegistryError, match="with the given credentials"):
+            c.get_manifest(_ep(server), "v1", Auth("other", "x"))
+    finally:
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def tls_context(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=127.0.0.1", "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(d / "cert.pem", d / "key.pem")
+    return ctx
+
+
+def test_insecure_means_unverified_tls_first(
+    tls_context: ssl.SSLContext, client: RegistryClient
+) -> None:
+    # Given a registry with a self-signed certificate
+    s = Server(tls_context)
+    try:
+        s.routes["/v2/lib/app/manifests/v1"] = _ok(MANIFEST)
+        # When it is marked insecure / Then TLS is used without verification
+        assert client.get_manifest(_ep(s), "v1").body == MANIFEST
+        # And without insecure the certificate is checked
+        secure = Endpoint(parse(f"{s.host}/lib/app:v1", normalize=False))
+        with pytest.raises(RegistryError, match="CERTIFICATE_VERIFY_FAILED"):
+            client.get_manifest(secure, "v1")
+    finally:
+        s.httpd.shutdown()
+        s.httpd.server_close()

@@ -214,3 +214,61 @@ def test_testbed_registries_conf() -> None:
     ]:
         # No fallback to the upstream host: exactly one endpoint, the local registry.
         assert _eps(cfg, ref) == [("http://127.0.0.1:5000", want, True, False)]
+
+
+SHORT = """
+unqualified-search-registries = ["quay.io", "docker.io"]
+
+[aliases]
+"busybox" = "docker.io/library/busybox"
+"team/app" = "quay.io/team/app"
+"""
+
+
+def test_short_names_use_aliases_first() -> None:
+    conf = RegistriesConfig.parse(("main", SHORT))
+    assert str(conf.resolve("busybox")) == "docker.io/library/busybox:latest"
+    assert str(conf.resolve("busybox:1.36")) == "docker.io/library/busybox:1.36"
+    assert str(conf.resolve(f"team/app@{D}")) == f"quay.io/team/app@{D}"
+    # Qualified names are never rewritten by aliases
+    assert str(conf.resolve("quay.io/busybox")) == "quay.io/busybox:latest"
+
+
+def test_ambiguous_short_name_is_an_error_never_a_guess() -> None:
+    conf = RegistriesConfig.parse(("main", SHORT))
+    with pytest.raises(InvalidArgument, match=r"'nginx' is ambiguous.*quay\.io/nginx"):
+        conf.resolve("nginx")
+    # Lookups still consider every candidate, in order
+    assert [str(r) for r in conf.candidates("nginx:1")] == [
+        "quay.io/nginx:1",
+        "docker.io/library/nginx:1",
+    ]
+    assert [str(r) for r in conf.candidates("busybox")] == ["docker.io/library/busybox:latest"]
+
+
+def test_one_or_no_search_registry() -> None:
+    one = RegistriesConfig.parse(("m", 'unqualified-search-registries = ["quay.io"]\n'))
+    assert str(one.resolve("nginx")) == "quay.io/nginx:latest"
+    assert str(RegistriesConfig().resolve("nginx")) == "docker.io/library/nginx:latest"
+
+
+def test_aliases_merge_by_name_across_dropins() -> None:
+    conf = RegistriesConfig.parse(
+        ("main", SHORT), ("drop", '[aliases]\n"busybox" = "quay.io/mirror/busybox"\n')
+    )
+    assert str(conf.resolve("busybox")) == "quay.io/mirror/busybox:latest"
+    assert str(conf.resolve("team/app")) == "quay.io/team/app:latest"
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ('[aliases]\n"busybox:1" = "docker.io/library/busybox"\n', "without tag"),
+        ('[aliases]\n"quay.io/x" = "docker.io/library/x"\n', "short name"),
+        ('[aliases]\n"x" = "library/x"\n', "must name a registry"),
+        ('[aliases]\n"x" = 1\n', "must map to a string"),
+    ],
+)
+def test_invalid_aliases(text: str, match: str) -> None:
+    with pytest.raises(InvalidArgument, match=match):
+        RegistriesConfig.parse(("f", text))
