@@ -22,7 +22,9 @@ from crirt.errors import CrirtError, FailedPrecondition, InvalidArgument, NotFou
 from crirt.log import get_logger
 from crirt.monitor.protocol import MonitorSpec
 from crirt.oci.spec import ContainerSpecInput, build_container_spec, build_exec_process
-from crirt.runtime import mounts, naming
+from crirt.runtime import idmap, mounts, naming
+from crirt.runtime.container_extras import ContainerExtras, container_extras
+from crirt.runtime.container_info import verbose_info
 from crirt.runtime.model import Container, ContainerState
 from crirt.runtime.store import write_json_atomic
 
@@ -98,7 +100,9 @@ class ContainerOps:
             log_path = os.path.join(sb.config.log_directory, config.log_path)
         try:
             async with svc.locked(cid):
-                cdir.mkdir(mode=0o711)
+                extras = container_extras(svc, sb, config)
+                cdir.mkdir(mode=0o700)
+                idmap.private_dir(cdir, extras.userns)
                 c = Container(
                     id=cid,
                     name=name,
@@ -116,9 +120,9 @@ class ContainerOps:
                 # Intent record first: a crash from here on is rolled back at restart.
                 svc.save_container(c)
                 rootfs.mkdir()
-                svc.rootfs.mount(img.id, cid, rootfs)
+                svc.rootfs.mount(img.id, cid, rootfs, extras.userns)
                 c.rootfs_mounted = True
-                spec = self._build_spec(cid, config, sb, img, rootfs)
+                spec = self._build_spec(cid, config, sb, img, rootfs, extras)
                 write_json_atomic(cdir / "config.json", spec)
                 user = spec["process"].get("user", {})
                 c.uid = int(user.get("uid", 0))
@@ -178,6 +182,7 @@ class ContainerOps:
         sb: Any,
         img: Any,
         rootfs: Path,
+        extras: ContainerExtras,
     ) -> dict[str, Any]:
         svc = self.svc
         resolved = api_pb2.ContainerConfig()
@@ -201,6 +206,7 @@ class ContainerOps:
                 ns_paths["uts"] = f"/proc/{sb.infra_pid}/ns/uts"
             if pid_mode == api_pb2.POD:
                 ns_paths["pid"] = f"/proc/{sb.infra_pid}/ns/pid"
+        ns_paths.update(extras.namespace_paths)  # TARGET pid, the pod's user namespace
         sdir = Path(sb.dir)
         inp = ContainerSpecInput(
             container_id=cid,
@@ -223,6 +229,10 @@ class ContainerOps:
             # asking runc for every capability fails (notes.md).
             host_capabilities=svc.host_capabilities,
             sandbox_id=sb.id,
+            devices=extras.devices,
+            userns=extras.userns,
+            idmap_mounts=extras.idmap_mounts,
+            rro_mounts=extras.rro_mounts,
         )
         return build_container_spec(inp)
 
@@ -363,9 +373,7 @@ class ContainerOps:
         c = self.svc.containers.get(container_id)
         info: dict[str, str] = {}
         if verbose:
-            info["info"] = json.dumps(
-                {"pid": c.pid, "sandboxID": c.sandbox_id, "runtimeHandler": c.handler}
-            )
+            info = verbose_info(c, self.svc.config.handler(c.handler)[1].path)
         return c, info
 
     def list(self, flt: api_pb2.ContainerFilter | None) -> list[Container]:

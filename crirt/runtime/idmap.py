@@ -113,6 +113,18 @@ def userns_fd(userns: PodUserns) -> Iterator[int]:
             proc.wait()
 
 
+def private_dir(path: Path, userns: PodUserns | None) -> None:
+    """Make an object's directory private (0700) or, for a pod with its own user namespace,
+    traversable by that pod's root group only (0710): the runtime resolves the rootfs path from
+    inside the user namespace. Its parents must be traversable (0711), never listable.
+    """
+    if userns is None:
+        os.chmod(path, 0o700)
+        return
+    os.chown(path, -1, userns.root[1])
+    os.chmod(path, 0o710)
+
+
 def idmapped_clone(src: Path, dst: Path, ns_fd: int) -> None:
     """Attach an idmapped copy of the mount tree at ``src`` on ``dst`` (an existing dir).
 

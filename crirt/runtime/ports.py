@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from crirt.oci.spec_userns import PodUserns
+
 
 class ExecResultLike(Protocol):
     exit_code: int
@@ -60,7 +62,9 @@ class ImagesPort(Protocol):
 class RootfsPort(Protocol):
     """Container root filesystems: overlay of the image's layers plus a private upper dir."""
 
-    def mount(self, image_id: str, container_id: str, target: Path) -> None: ...
+    def mount(
+        self, image_id: str, container_id: str, target: Path, userns: PodUserns | None = None
+    ) -> None: ...
     def unmount(self, target: Path) -> None: ...
     def remove(self, container_id: str) -> None: ...
     def image_config(self, image_id: str) -> Any: ...

@@ -8,6 +8,8 @@ from pathlib import Path
 from crirt.errors import NotFound
 from crirt.image.service import ImageService
 from crirt.oci.spec import ImageSpecConfig
+from crirt.oci.spec_userns import PodUserns
+from crirt.runtime import idmap
 from crirt.storage import rootfs as store_rootfs
 
 
@@ -15,9 +17,28 @@ class ImageRootfs:
     def __init__(self, images: ImageService) -> None:
         self.images = images
 
-    def mount(self, image_id: str, container_id: str, target: Path) -> None:
-        store_rootfs.create(self.images.store, container_id, image_id)
-        store_rootfs.mount(self.images.store, container_id, target)
+    def mount(
+        self, image_id: str, container_id: str, target: Path, userns: PodUserns | None = None
+    ) -> None:
+        """Mount the container's overlay; with ``userns``, on layers idmapped to the pod's IDs.
+
+        Raises:
+            StorageError: the overlay could not be created or mounted.
+            Internal: the layers could not be idmapped.
+        """
+        created = store_rootfs.create(self.images.store, container_id, image_id)
+        if userns is None:
+            store_rootfs.mount(self.images.store, container_id, target)
+            return
+        idmap.mount_idmapped_overlay(
+            target,
+            created.lower or (self.images.store.path / "empty",),
+            upper=created.upper,
+            work=created.work,
+            scratch=created.dir / "idmap",
+            userns=userns,
+            what=f"container {container_id}",
+        )
 
     def unmount(self, target: Path) -> None:
         store_rootfs.unmount(target)
