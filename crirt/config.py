@@ -31,15 +31,26 @@ class RuntimeHandler:
     root: str = ""
 
 
+# A newer runc built by scripts/install-deps.sh (Debian's 1.1.5 has no idmapped mounts, so no
+# user namespaces for pods); offered as an extra handler when it is installed.
+NEWER_RUNC_HANDLER = "runc-v1.3"
+NEWER_RUNC_PATH = "/usr/local/lib/crirt/runc-1.3"
+
+
+def _default_handlers() -> dict[str, RuntimeHandler]:
+    handlers = {
+        "runc": RuntimeHandler(path="/usr/sbin/runc"),
+        "crun": RuntimeHandler(path="/usr/bin/crun"),
+    }
+    if Path(NEWER_RUNC_PATH).is_file():
+        handlers[NEWER_RUNC_HANDLER] = RuntimeHandler(path=NEWER_RUNC_PATH)
+    return handlers
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     default_handler: str = "runc"
-    handlers: dict[str, RuntimeHandler] = field(
-        default_factory=lambda: {
-            "runc": RuntimeHandler(path="/usr/sbin/runc"),
-            "crun": RuntimeHandler(path="/usr/bin/crun"),
-        }
-    )
+    handlers: dict[str, RuntimeHandler] = field(default_factory=_default_handlers)
     cgroup_driver: str = "cgroupfs"
     # Parent cgroup for pods whose config names none.
     default_cgroup_parent: str = "/crirt"

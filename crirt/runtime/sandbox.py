@@ -23,7 +23,8 @@ from crirt.log import get_logger
 from crirt.monitor.protocol import MonitorSpec
 from crirt.network import netns
 from crirt.oci.spec import SandboxSpecInput, build_sandbox_spec
-from crirt.runtime import mounts, naming
+from crirt.oci.spec_userns import PodUserns, pod_userns
+from crirt.runtime import idmap, infra, mounts, naming
 from crirt.runtime.model import Sandbox, SandboxState
 from crirt.runtime.store import write_json_atomic
 
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-INFRA_BIN = "/.crirt-infra"
 SHM_SIZE = 64 * 1024 * 1024  # the kubelet/Docker default for /dev/shm
 
 
@@ -63,6 +63,9 @@ class SandboxOps:
         name = naming.sandbox_name(config.metadata)
         handler_name, _ = svc.config.handler(handler)
         svc.runtime(handler_name)  # fail early on a handler that is not available here
+        # Refused requests (sysctls, user namespace options) leave nothing behind.
+        infra.check_pod_config(svc, config, handler_name)
+        await infra.ensure_pause_image(svc)
         key = handler_name.encode() + b"\0" + config.SerializeToString(deterministic=True)
         inflight = svc.inflight.get(name)
         if inflight is not None and inflight[0] == key:
@@ -93,15 +96,18 @@ class SandboxOps:
         sdir = svc.paths.sandboxes / sid
         try:
             async with svc.locked(sid):
-                sdir.mkdir(mode=0o711)
+                userns = pod_userns(config.linux.security_context.namespace_options)
+                sdir.mkdir(mode=0o700)
+                idmap.private_dir(sdir, userns)
                 sb = self._new_record(sid, name, config, handler, sdir)
                 # The intent record comes first: a crash from here on is rolled back at restart
                 # (every resource's location follows from the id).
                 svc.save_sandbox(sb)
                 await self._create(sb)
+                infra.own_pod_files(sdir, userns)
                 bundle = sdir / "bundle"
                 bundle.mkdir()
-                await self._start_infra(sb, svc.config.handler(handler)[1].path, bundle)
+                await self._start_infra(sb, svc.config.handler(handler)[1].path, bundle, userns)
                 sb.complete = True
                 svc.save_sandbox(sb)
                 svc.sandboxes.add(sb)
@@ -127,6 +133,7 @@ class SandboxOps:
                 log.warning("CNI teardown failed; will retry at restart", pod_id=sid, exc_info=True)
             netns.remove(ns_path)
             mounts.unmount(sdir / "shm")
+            infra.remove_infra_rootfs(svc, sid, sdir / "bundle" / "rootfs")
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(svc.exit_file(sid))
             shutil.rmtree(sdir, ignore_errors=True)
@@ -193,16 +200,22 @@ class SandboxOps:
             mounts.mount_tmpfs(shm, f"mode=1777,size={SHM_SIZE}")
             sb.shm_path = str(shm)
 
-    async def _start_infra(self, sb: Sandbox, runtime_path: str, bundle: Path) -> None:
+    async def _start_infra(
+        self, sb: Sandbox, runtime_path: str, bundle: Path, userns: PodUserns | None
+    ) -> None:
         svc = self.svc
         rootfs = bundle / "rootfs"
-        rootfs.mkdir()
-        (rootfs / INFRA_BIN.lstrip("/")).touch(mode=0o555)
+        # catatonit in an empty rootfs, or the configured pause image (crirt.runtime.infra).
+        plan = infra.prepare_infra(svc, sb, rootfs, userns)
         inp = SandboxSpecInput(
             sandbox_id=sb.id,
             config=sb.config,
             rootfs=str(rootfs),
-            process_args=[INFRA_BIN, "-P"],
+            process_args=plan.args,
+            user=plan.user,
+            env=plan.env,
+            extra_mounts=plan.extra_mounts,
+            userns=userns,
             netns_path=sb.netns_path or None,
             cgroups_path=f"{sb.cgroup_parent.rstrip('/')}/crirt-{sb.id}",
             hostname_path=str(Path(sb.dir) / "hostname"),
@@ -212,14 +225,6 @@ class SandboxOps:
             min_oom_score_adj=svc.min_oom_score_adj,
         )
         spec = build_sandbox_spec(inp)
-        spec.setdefault("mounts", []).append(
-            {
-                "destination": INFRA_BIN,
-                "type": "bind",
-                "source": svc.config.runtime.catatonit_path,
-                "options": ["bind", "ro", "nosuid", "nodev"],
-            }
-        )
         write_json_atomic(bundle / "config.json", spec)
         mspec = MonitorSpec(
             container_id=sb.id,

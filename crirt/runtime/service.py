@@ -58,8 +58,18 @@ class Paths:
         return self.state / "netns"
 
     def create(self) -> None:
-        for p in (self.sandboxes, self.containers, self.exits, self.netns):
+        for p in (self.exits, self.netns):
             p.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Traversable, not listable: a user-namespaced pod's runtime resolves its rootfs path
+        # from inside the namespace. Each object's own directory is private (0700), or 0710
+        # for the pod's root group (crirt.runtime.idmap.private_dir).
+        for p in (self.sandboxes, self.containers):
+            p.mkdir(parents=True, exist_ok=True, mode=0o711)
+            p.chmod(0o711)
+            for child in p.iterdir():  # made by an older crirt with 0711
+                mode = child.lstat().st_mode
+                if child.is_dir() and mode & 0o007:
+                    child.chmod(mode & 0o770)
 
 
 class RuntimeService:
