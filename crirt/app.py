@@ -18,12 +18,11 @@ from crirt.api.image import ImageServicer
 from crirt.api.runtime import RuntimeServicer
 from crirt.api.server import start_server
 from crirt.config import Config
-from crirt.image.service import ImageService
+from crirt.image.service import ImageService, pinned_patterns
 from crirt.monitor.client import MonitorClient
 from crirt.network.cni import CniManager
 from crirt.oci.runc import OciRuntime
 from crirt.oci.spec import load_default_seccomp
-from crirt.registry.config import load_registries
 from crirt.runtime.handlers import probe_handlers
 from crirt.runtime.ports import OciRuntimePort
 from crirt.runtime.rootfs import ImageRootfs
@@ -37,11 +36,8 @@ def build(cfg: Config) -> tuple[RuntimeService, ImageService]:
     state = Path(cfg.state_dir)
     for d in (root, state):
         d.mkdir(parents=True, exist_ok=True, mode=0o711)
-    registries = load_registries(Path(cfg.image.registries_conf), Path(cfg.image.registries_conf_d))
-    images = ImageService(
-        root,
-        registries,
-        max_parallel=cfg.image.max_parallel_downloads,
+    images = ImageService.from_config(
+        root, cfg.image, pinned=pinned_patterns((), cfg.runtime.pause_image)
     )
     runtimes: dict[str, OciRuntimePort] = {}
     for name, h in cfg.runtime.handlers.items():
@@ -94,6 +90,7 @@ async def serve(cfg: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, images.reload)  # registries.conf, as CRI-O does
     await stop.wait()
     log.info("crirt stopping; containers keep running")
     await server.stop(grace=5)

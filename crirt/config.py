@@ -71,7 +71,15 @@ class ImageConfig:
     registries_conf: str = "/etc/containers/registries.conf"
     registries_conf_d: str = "/etc/containers/registries.conf.d"
     max_parallel_downloads: int = 3
+    # A pull with no byte moved for this long is cancelled (DeadlineExceeded).
     pull_progress_timeout: float = 300.0
+    # containers-auth.json(5) credentials for pulls without CRI credentials (CRI-O's
+    # global_auth_file); empty: /run/containers/0/auth.json, then ~/.config/containers/auth.json,
+    # then ~/.docker/config.json.
+    auth_file: str = ""
+    # Images reported pinned (kubelet image GC skips them): exact refs or a trailing * glob.
+    # The infra image (runtime.pause_image) is always pinned.
+    pinned_images: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

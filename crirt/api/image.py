@@ -10,7 +10,7 @@ import grpc
 from crirt._gen import api_pb2, api_pb2_grpc
 from crirt.api import convert
 from crirt.errors import InvalidArgument
-from crirt.image.service import ImageService
+from crirt.image.service import FsUsage, ImageService
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
@@ -56,11 +56,18 @@ class ImageServicer(api_pb2_grpc.ImageServiceServicer):
         return api_pb2.RemoveImageResponse()
 
     async def ImageFsInfo(self, request: api_pb2.ImageFsInfoRequest, context: Ctx) -> Any:
-        fs = self.images.fs_info()
-        usage = api_pb2.FilesystemUsage(
-            timestamp=time.time_ns(),
-            fs_id=api_pb2.FilesystemIdentifier(mountpoint=str(fs.mountpoint)),
+        now = time.time_ns()
+        images = _usage(self.images.fs_info(), now)
+        containers = _usage(await self.images.container_fs_info(), now)
+        return api_pb2.ImageFsInfoResponse(
+            image_filesystems=[images], container_filesystems=[containers]
         )
-        usage.used_bytes.value = fs.used_bytes
-        usage.inodes_used.value = fs.inodes_used
-        return api_pb2.ImageFsInfoResponse(image_filesystems=[usage])
+
+
+def _usage(fs: FsUsage, now: int) -> api_pb2.FilesystemUsage:
+    usage = api_pb2.FilesystemUsage(
+        timestamp=now, fs_id=api_pb2.FilesystemIdentifier(mountpoint=fs.mountpoint)
+    )
+    usage.used_bytes.value = fs.used_bytes
+    usage.inodes_used.value = fs.inodes_used
+    return usage

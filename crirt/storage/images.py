@@ -371,6 +371,38 @@ class ImageStore:
             record = self._state.records[image_id]
         return record
 
+    def tag_image(
+        self, image_id: str, *, repo_tag: str | None, repo_digest: str, blobs: Mapping[str, bytes]
+    ) -> ImageRecord | None:
+        """Add a tag/digest to an image that is complete on disk (the already-present path).
+
+        Returns None when the image or one of its layers is gone: then pull it properly.
+
+        Raises:
+            StorageError: the index cannot be written.
+        """
+        with self._lock.exclusive(), self._mutex:
+            state = self._reload_locked()
+            e = state.entries.get(image_id)
+            if e is None or not all(self.layers.exists(lid) for lid in e.layers):
+                return None
+            infos = [state.layers[lid] for lid in e.layers if lid in state.layers]
+            if len(infos) != len(e.layers):
+                return None
+        return self.add_image(
+            image_id,
+            repo_tag=repo_tag,
+            repo_digest=repo_digest,
+            manifest_digest=e.manifest_digest,
+            blobs={**blobs, image_id: self.read_blob(image_id)},
+            layers=infos,
+            size=e.size,
+        )
+
+    def layer_info(self, layer_id: str) -> LayerInfo | None:
+        """The recorded (or, for a layer not recorded yet, on-disk) info of a layer."""
+        return self._current().layers.get(layer_id) or self.layers.get(layer_id)
+
     def remove_image(self, image_id: str) -> bool:
         """Forget an image and delete what nothing else uses. Idempotent.
 
