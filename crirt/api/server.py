@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import types
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,13 @@ def _wrapped(servicer: Any, service: str) -> Any:
 
 
 def prepare_socket(path: Path) -> None:
-    """Socket dir not world-writable; a stale socket from a previous run is replaced."""
+    """Socket dir writable by its owner only; a stale socket from a previous run is replaced.
+
+    Group and other write bits are cleared, nothing more: by default the socket shares its
+    directory with the state dir (0711), which pods with a user namespace must traverse.
+    """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    os.chmod(path.parent, 0o750)
+    os.chmod(path.parent, stat.S_IMODE(path.parent.stat().st_mode) & ~0o022)
     if path.is_socket() or path.exists():
         if not path.is_socket():
             raise CrirtError(f"{path} exists and is not a socket")

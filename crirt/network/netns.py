@@ -235,6 +235,16 @@ def enter(path: Path) -> Iterator[None]:
         os.close(own)
 
 
+def lo_up(path: Path) -> None:
+    """Bring ``lo`` up in the namespace at ``path`` (for namespaces not made by ``create``).
+
+    Raises:
+        crirt.errors.Internal: the namespace cannot be entered.
+        OSError: the ioctl failed.
+    """
+    call_in(path, _lo_up)
+
+
 def call_in(path: Path, fn: Callable[[], _T]) -> _T:
     """Run ``fn`` on a fresh thread inside the namespace at ``path`` and return its result.
 

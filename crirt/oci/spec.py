@@ -121,7 +121,8 @@ class SandboxSpecInput:
     ``shm_path`` is the pod's /dev/shm directory (``None``: the host's /dev/shm in host-IPC
     mode, else a private tmpfs). ``seccomp_profile`` is an already loaded Docker-format profile
     for the infra process, or ``None`` for none. ``userns`` gives the pod its own user
-    namespace (validated by :func:`crirt.oci.spec_userns.pod_userns`), created by the infra.
+    namespace (validated by :func:`crirt.oci.spec_userns.pod_userns`), joined at
+    ``userns_path`` (the pinned namespace that owns the pod's network namespace) or created.
     ``env`` is merged over the default PATH (a pause image's environment); ``extra_mounts``
     come after the standard ones (catatonit's bind mount).
     """
@@ -142,6 +143,7 @@ class SandboxSpecInput:
     arch: str = "amd64"
     cgroupns: bool = False
     userns: PodUserns | None = None
+    userns_path: str | None = None
     env: tuple[str, ...] = ()
     extra_mounts: tuple[Mapping[str, Any], ...] = ()
 
@@ -359,7 +361,7 @@ def build_sandbox_spec(inp: SandboxSpecInput) -> JSON:
     if inp.cgroupns:
         namespaces.append(_ns("cgroup"))
     if inp.userns is not None:
-        namespaces.append(_ns("user"))
+        namespaces.append(_ns("user", inp.userns_path))
 
     uid, gid = inp.user
     shm = inp.shm_path if inp.shm_path is not None else ("/dev/shm" if host_ipc else None)
@@ -380,7 +382,8 @@ def build_sandbox_spec(inp: SandboxSpecInput) -> JSON:
         "maskedPaths": list(DEFAULT_MASKED_PATHS),
         "readonlyPaths": list(DEFAULT_READONLY_PATHS),
     }
-    if inp.userns is not None:
+    if inp.userns is not None and not inp.userns_path:
+        # runc reads the mappings of a namespace it joins (and warns when given both).
         linux.update(inp.userns.oci_linux())
     if cfg.linux.sysctls:
         # Validation against the namespace modes is the service's job; runc rejects a sysctl
@@ -572,7 +575,8 @@ def build_container_spec(inp: ContainerSpecInput) -> JSON:
     }
     if inp.devices:
         linux["devices"] = [_device(d) for d in inp.devices]
-    if inp.userns is not None:
+    if inp.userns is not None and not inp.namespace_paths.get("user"):
+        # runc reads the mappings of a namespace it joins (and warns when given both).
         linux.update(inp.userns.oci_linux())
     if not privileged:
         linux["maskedPaths"] = list(sc.masked_paths) or list(DEFAULT_MASKED_PATHS)

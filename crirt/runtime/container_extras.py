@@ -4,7 +4,7 @@
   device is the caller's error: InvalidArgument).
 - PID namespace TARGET: the container joins the PID namespace of another running container of
   the same pod (``/proc/<pid>/ns/pid``; NotFound for an unknown or stopped target).
-- User namespaces: the pod's own one (joined through the infra process) and what the handler
+- User namespaces: the pod's own one (joined through its pin) and what the handler
   supports (idmapped and recursive read-only mounts, from the start-up probe).
 """
 
@@ -21,6 +21,7 @@ from crirt._gen import api_pb2
 from crirt.errors import InvalidArgument, NotFound
 from crirt.oci.spec import LinuxDevice
 from crirt.oci.spec_userns import PodUserns, check_container_userns, pod_userns
+from crirt.runtime.infra import userns_pin
 from crirt.runtime.model import ContainerState, Sandbox
 
 if TYPE_CHECKING:
@@ -113,9 +114,7 @@ def container_extras(
     userns = pod_userns(sb.config.linux.security_context.namespace_options)
     check_container_userns(userns, own_nso)
     if userns is not None:
-        if not sb.infra_pid:
-            raise InvalidArgument(f"pod {sb.id} has no infra process to share its user namespace")
-        paths["user"] = f"/proc/{sb.infra_pid}/ns/user"
+        paths["user"] = str(userns_pin(svc, sb.id))
     features = svc.handler_features.get(sb.handler)
     return ContainerExtras(
         namespace_paths=paths,

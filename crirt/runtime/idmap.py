@@ -27,7 +27,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from crirt.errors import Internal
+from crirt.network import netns
 from crirt.oci.spec_userns import PodUserns
+from crirt.runtime import mounts
 from crirt.storage import overlay
 
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
@@ -64,21 +66,21 @@ def _check(rc: int, what: str) -> int:
 
 
 @contextlib.contextmanager
-def userns_fd(userns: PodUserns) -> Iterator[int]:
-    """An fd of a fresh user namespace with the pod's mappings (closed on exit).
+def _helper(userns: PodUserns, net: bool = False) -> Iterator[int]:
+    """The pid of a process in a fresh user namespace with the pod's mappings (and, with
+    ``net``, a network namespace that user namespace owns); it exits when the block ends.
 
     Raises:
         Internal: the helper could not be started or its maps written.
     """
     helper = shutil.which("unshare") or "/usr/bin/unshare"
     proc = subprocess.Popen(
-        [helper, "--user", "--", "cat"],
+        [helper, "--user", *(["--net"] if net else []), "--", "cat"],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         close_fds=True,
     )
-    fd = -1
     try:
         own = os.stat("/proc/self/ns/user").st_ino
         deadline = time.monotonic() + _HELPER_TIMEOUT
@@ -97,13 +99,10 @@ def userns_fd(userns: PodUserns) -> Iterator[int]:
             for kind in ("uid", "gid"):
                 with open(f"/proc/{proc.pid}/{kind}_map", "w") as f:
                     f.write(userns.proc_map(kind))
-            fd = os.open(f"/proc/{proc.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise Internal(f"cannot set up a user namespace: {exc}") from exc
-        yield fd
+        yield proc.pid
     finally:
-        if fd >= 0:
-            os.close(fd)
         if proc.stdin is not None:
             proc.stdin.close()
         try:
@@ -111,6 +110,52 @@ def userns_fd(userns: PodUserns) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def userns_fd(userns: PodUserns) -> Iterator[int]:
+    """An fd of a fresh user namespace with the pod's mappings (closed on exit).
+
+    Raises:
+        Internal: the helper could not be started or its maps written.
+    """
+    with _helper(userns) as pid:
+        try:
+            fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise Internal(f"cannot open a user namespace: {exc}") from exc
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _pin(source: str, target: Path) -> None:
+    netns.ensure_private_dir(target.parent)
+    fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+    os.close(fd)
+    mounts.mount(source, target, "", mounts.MS_BIND)
+
+
+def create_pod_namespaces(userns: PodUserns, user_pin: Path, net_pin: Path) -> None:
+    """A pod's user namespace and a network namespace owned by it (``lo`` up), both pinned.
+
+    The network namespace must belong to the pod's user namespace: the pod's root may then
+    administer it (sysfs, net.* sysctls), while crirt, as the host's root, still wires it
+    up with CNI.
+
+    Raises:
+        Internal: a namespace could not be created or pinned (nothing is left behind).
+    """
+    try:
+        with _helper(userns, net=True) as pid:
+            _pin(f"/proc/{pid}/ns/user", user_pin)
+            _pin(f"/proc/{pid}/ns/net", net_pin)
+        netns.lo_up(net_pin)
+    except (OSError, Internal) as exc:
+        for p in (net_pin, user_pin):
+            netns.remove(p)
+        raise Internal(f"cannot create the pod's namespaces: {exc}") from exc
 
 
 def private_dir(path: Path, userns: PodUserns | None) -> None:

@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING, Any
 from crirt._gen import api_pb2
 from crirt.errors import InvalidArgument, NotFound
 from crirt.log import get_logger
+from crirt.network import netns
 from crirt.oci.spec import resolve_args
 from crirt.oci.spec_sysctls import validate_sysctls
 from crirt.oci.spec_userns import PodUserns, pod_userns
+from crirt.runtime import idmap
 
 if TYPE_CHECKING:
     from crirt.runtime.model import Sandbox
@@ -67,6 +69,26 @@ async def ensure_pause_image(svc: RuntimeService) -> None:
     if ref and svc.images.status(ref) is None:
         log.info("pulling the pause image", image=ref)
         await svc.images.pull(ref)
+
+
+def userns_pin(svc: RuntimeService, sid: str) -> Path:
+    """Where a pod's own user namespace is pinned (it owns the pod's network namespace)."""
+    return Path(svc.config.state_dir) / "userns" / sid
+
+
+def create_netns(
+    svc: RuntimeService, sid: str, path: Path, config: api_pb2.PodSandboxConfig
+) -> None:
+    """The pod's network namespace at ``path``: owned by the pod's user namespace if it has one.
+
+    Raises:
+        Internal: a namespace could not be created.
+    """
+    userns = pod_userns(config.linux.security_context.namespace_options)
+    if userns is None:
+        netns.create(path)
+    else:
+        idmap.create_pod_namespaces(userns, userns_pin(svc, sid), path)
 
 
 def own_pod_files(sdir: Path, userns: PodUserns | None) -> None:
@@ -137,6 +159,7 @@ def prepare_infra(
 
 
 def remove_infra_rootfs(svc: RuntimeService, sid: str, rootfs: Path) -> None:
-    """Undo :func:`prepare_infra`'s image mount, if any; idempotent."""
+    """Undo :func:`prepare_infra`'s image mount and the user namespace pin, if any; idempotent."""
     svc.rootfs.unmount(rootfs)
     svc.rootfs.remove(sid)
+    netns.remove(userns_pin(svc, sid))

@@ -170,7 +170,7 @@ class SandboxOps:
         host_net = ns.network == api_pb2.NODE
         if not host_net:
             path = svc.paths.netns / sid
-            netns.create(path)
+            infra.create_netns(svc, sid, path, config)  # owned by the pod's userns, if any
             sb.netns_path = str(path)
             md = config.metadata
             result = await svc.cni.setup(
@@ -216,6 +216,7 @@ class SandboxOps:
             env=plan.env,
             extra_mounts=plan.extra_mounts,
             userns=userns,
+            userns_path=str(infra.userns_pin(svc, sb.id)) if userns is not None else None,
             netns_path=sb.netns_path or None,
             cgroups_path=f"{sb.cgroup_parent.rstrip('/')}/crirt-{sb.id}",
             hostname_path=str(Path(sb.dir) / "hostname"),

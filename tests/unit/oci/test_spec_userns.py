@@ -176,6 +176,12 @@ def test_sandbox_spec_creates_the_user_namespace() -> None:
     assert {"type": "user"} in spec["linux"]["namespaces"]
     assert spec["linux"]["uidMappings"] == [{"containerID": 0, "hostID": 1000, "size": 100000}]
     assert spec["linux"]["gidMappings"] == spec["linux"]["uidMappings"]
+    # Joining the pinned namespace (that owns the pod's netns): the runtime reads its mappings.
+    pinned = build_sandbox_spec(
+        sinput(userns_pod(pid=api_pb2.POD), userns=POD_USERNS, userns_path="/run/crirt/userns/p")
+    )
+    assert {"type": "user", "path": "/run/crirt/userns/p"} in pinned["linux"]["namespaces"]
+    assert "uidMappings" not in pinned["linux"]
     # Without one, nothing changes.
     plain = build_sandbox_spec(sinput(pod_config(pid=api_pb2.POD)))
     assert all(ns["type"] != "user" for ns in plain["linux"]["namespaces"])
@@ -198,8 +204,15 @@ def test_golden_container_in_pod_user_namespace(golden: Any) -> None:
         "user": "/proc/4242/ns/user",
     }
     inp = cinput(cfg, userns_pod(), namespace_paths=paths, userns=POD_USERNS, idmap_mounts=True)
-    # When / Then
+    # When / Then: it joins the pod's namespace, whose mappings runc reads itself
     golden("container_userns", roundtrip(build_container_spec(inp)))
+    # Without a path (no pod namespace to join) it gets a new one with the mappings.
+    del paths["user"]
+    fresh = build_container_spec(
+        cinput(cfg, userns_pod(), namespace_paths=paths, userns=POD_USERNS, idmap_mounts=True)
+    )
+    assert {"type": "user"} in fresh["linux"]["namespaces"]
+    assert fresh["linux"]["gidMappings"] == [{"containerID": 0, "hostID": 1000, "size": 100000}]
 
 
 def test_idmapped_mount_needs_a_runtime_that_can() -> None:
