@@ -7,6 +7,7 @@ import asyncio
 import sys
 
 from crirt import __version__, config
+from crirt.image import cli as image_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,6 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="serve the CRI on a unix socket")
     config.add_flags(serve)
     sub.add_parser("version", help="print the version")
+    image = sub.add_parser("image", help="pull, list, inspect, copy, mount and remove images")
+    config.add_flags(image)
+    image_cli.add_subcommands(image)
     args = parser.parse_args(argv)
     if args.command == "version":
         print(f"crirt {__version__}")
@@ -22,12 +26,18 @@ def main(argv: list[str] | None = None) -> int:
     from crirt import app
     from crirt.errors import CrirtError
 
-    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    flags = {
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("command", "config") and not k.startswith("cli_")
+    }
     try:
         cfg = config.load(args.config, flags)
     except CrirtError as exc:
         print(f"crirt: {exc}", file=sys.stderr)
         return 2
+    if args.command == "image":
+        return image_cli.main(cfg, args)
     return asyncio.run(app.serve(cfg))
 
 

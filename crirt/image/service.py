@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
@@ -49,6 +50,7 @@ from crirt.registry.config import Endpoint, RegistriesConfig
 from crirt.sansio import reference
 from crirt.sansio.manifest import (
     MAX_CONFIG_SIZE,
+    Descriptor,
     Index,
     Manifest,
     parse_image_config,
@@ -500,23 +502,86 @@ class ImageService:
         repo_tag: str | None,
         repo_digest: str,
     ) -> ImageRecord:
-        ref, ep, manifest = resolved.reference, resolved.endpoint, resolved.manifest
-        config_digest = manifest.config.digest
+        ep, manifest = resolved.endpoint, resolved.manifest
         body = await self._run(
-            self._client.get_blob, ep, config_digest, max_size=MAX_CONFIG_SIZE, auth=auth
+            self._client.get_blob, ep, manifest.config.digest, max_size=MAX_CONFIG_SIZE, auth=auth
         )
         progress.moved(0)
-        config = parse_image_config(body)
+
+        def opener(desc: Descriptor) -> AbstractContextManager[Readable]:
+            return self._client.open_blob(ep, desc.digest, auth)
+
+        return await self._store_image(
+            resolved.reference,
+            opener,
+            manifest,
+            resolved.manifest_digest,
+            body,
+            resolved.blobs,
+            progress,
+            repo_tag,
+            repo_digest,
+        )
+
+    async def import_image(
+        self,
+        name: str | None,
+        opener: Callable[[Descriptor], AbstractContextManager[Readable]],
+        manifest_body: bytes,
+        manifest_digest: str,
+        config_body: bytes,
+    ) -> ImageRecord:
+        """Store an image from another transport (``crirt image copy … containers-storage:``).
+
+        ``name`` (a reference, or None) becomes the repo tag; a reference with a digest, or
+        any name, also gets ``name@manifest_digest`` as repo digest.
+
+        Raises:
+            InvalidArgument: bad reference or manifest; DigestMismatch, StorageError as pull.
+        """
+        manifest = parse_manifest(manifest_body)
+        if not isinstance(manifest, Manifest):
+            raise InvalidArgument("import: not an image manifest")
+        ref = self._registries.resolve(name) if name else None
+        repo_tag = str(ref) if ref is not None and ref.digest is None else None
+        repo_digest = str(ref.with_digest(manifest_digest)) if ref is not None else ""
+        progress = _Progress(self._progress_timeout)
+        return await self._store_image(
+            ref or reference.Reference("localhost", "import"),
+            opener,
+            manifest,
+            manifest_digest,
+            config_body,
+            {manifest_digest: manifest_body},
+            progress,
+            repo_tag,
+            repo_digest,
+        )
+
+    async def _store_image(
+        self,
+        ref: Reference,
+        opener: Callable[[Descriptor], AbstractContextManager[Readable]],
+        manifest: Manifest,
+        manifest_digest: str,
+        config_body: bytes,
+        documents: dict[str, bytes],
+        progress: _Progress,
+        repo_tag: str | None,
+        repo_digest: str,
+    ) -> ImageRecord:
+        config_digest = manifest.config.digest
+        config = parse_image_config(config_body)
         if len(config.diff_ids) != len(manifest.layers):
             raise InvalidArgument(
                 f"image {ref}: config lists {len(config.diff_ids)} layers (diff_ids), manifest "
                 f"{len(manifest.layers)}"
             )
-        blobs = dict(resolved.blobs)
-        blobs[config_digest] = body
+        blobs = dict(documents)
+        blobs[config_digest] = config_body
         ids = chain_ids(config.diff_ids)
         size = manifest.config.size + sum(d.size for d in manifest.layers)
-        job = _LayerJob(self, ref, ep, manifest, config.diff_ids, ids, auth, progress)
+        job = _LayerJob(self, ref, opener, manifest, config.diff_ids, ids, progress)
         try:
             for attempt in range(_LAYER_RETRIES + 1):
                 await job.fetch_all()
@@ -526,7 +591,7 @@ class ImageService:
                         config_digest,
                         repo_tag=repo_tag,
                         repo_digest=repo_digest,
-                        manifest_digest=resolved.manifest_digest,
+                        manifest_digest=manifest_digest,
                         blobs=blobs,
                         layers=[job.infos[i] for i in ids],
                         size=size,
@@ -565,20 +630,18 @@ class _LayerJob:
         self,
         svc: ImageService,
         ref: Reference,
-        ep: Endpoint,
+        opener: Callable[[Descriptor], AbstractContextManager[Readable]],
         manifest: Manifest,
         diff_ids: Sequence[str],
         ids: Sequence[str],
-        auth: Auth | None,
         progress: _Progress,
     ) -> None:
         self.svc = svc
         self.ref = ref
-        self.ep = ep
+        self.opener = opener
         self.manifest = manifest
         self.diff_ids = diff_ids
         self.ids = ids
-        self.auth = auth
         self.progress = progress
         self.infos: dict[str, LayerInfo] = {}
         self.committed: set[str] = set()
@@ -656,7 +719,7 @@ class _LayerJob:
     def _download(self, i: int) -> LayerInfo:
         desc = self.manifest.layers[i]
         self.progress.check()
-        with self.svc.client.open_blob(self.ep, desc.digest, self.auth) as stream:
+        with self.opener(desc) as stream:
             return self.svc.store.layers.apply(
                 _Tracked(stream, self.progress),
                 desc,
