@@ -10,6 +10,7 @@ import grpc
 from crirt import CRI_API_VERSION, RUNTIME_NAME, __version__
 from crirt._gen import api_pb2, api_pb2_grpc
 from crirt.api import convert
+from crirt.runtime import container_update
 from crirt.runtime.service import RuntimeService
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -131,6 +132,15 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
             request.container_id, list(request.cmd), request.timeout
         )
         return api_pb2.ExecSyncResponse(stdout=out, stderr=err, exit_code=code)
+
+    async def UpdateContainerResources(
+        self, request: api_pb2.UpdateContainerResourcesRequest, context: Ctx
+    ) -> Any:
+        if request.HasField("linux"):
+            await container_update.update_resources(self.svc, request.container_id, request.linux)
+        else:
+            self.svc.containers.get(request.container_id)  # NotFound for an unknown id
+        return api_pb2.UpdateContainerResourcesResponse()
 
     async def ReopenContainerLog(
         self, request: api_pb2.ReopenContainerLogRequest, context: Ctx

@@ -30,8 +30,11 @@ def mounts_under(path: Path) -> list[str]:
 class Crirt:
     """One crirt server process plus gRPC stubs; ``restart`` keeps root and state."""
 
-    def __init__(self, base: Path, bridge: str, subnet: str) -> None:
+    def __init__(
+        self, base: Path, bridge: str, subnet: str, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.base = base
+        self.extra_args = extra_args  # more `crirt serve` flags
         self.root = base / "root"
         self.state = base / "state"
         self.sock = base / "crirt.sock"
@@ -71,6 +74,7 @@ class Crirt:
                 str(self.cni_dir),
                 "--log-level",
                 "debug",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=log,

@@ -1,0 +1,102 @@
+"""UpdateContainerResources: new cgroup limits for a container, applied with ``runc update``.
+
+The new resources replace the old ones on the container record (ContainerStatus.resources
+shows them) and in its bundle's config.json (what verbose status shows). A container without a
+process only gets its record updated. A memory limit below what the container already uses is
+refused by the kernel (cgroup v1 answers EBUSY; runc says "current usage"): that becomes
+FailedPrecondition with runc's message, which says the usage.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from crirt._gen import api_pb2
+from crirt.errors import FailedPrecondition, InvalidArgument, RuntimeFailure
+from crirt.log import get_logger
+from crirt.oci.spec import build_linux_resources
+from crirt.runtime.model import ContainerState
+from crirt.runtime.store import write_json_atomic
+
+if TYPE_CHECKING:
+    from crirt.runtime.service import RuntimeService
+
+log = get_logger(__name__)
+
+_BUSY = ("current usage", "device or resource busy")
+
+
+@runtime_checkable
+class UpdatableRuntime(Protocol):
+    """An OCI runtime that can change a live container's cgroup (``crirt.oci.runc``)."""
+
+    async def update(self, container_id: str, resources: Mapping[str, Any]) -> None: ...
+
+
+def validate_resources(r: api_pb2.LinuxContainerResources) -> None:
+    """Refuse values no cgroup can take.
+
+    Raises:
+        InvalidArgument: a negative limit, share or period, a quota below -1 (unlimited) or
+            an oom_score_adj outside [-1000, 1000].
+    """
+    for name in ("cpu_period", "cpu_shares", "memory_limit_in_bytes", "memory_swap_limit_in_bytes"):
+        if getattr(r, name) < 0:
+            raise InvalidArgument(f"resources: {name} must not be negative")
+    if r.cpu_quota < -1:
+        raise InvalidArgument("resources: cpu_quota must be -1 (unlimited) or more")
+    if not -1000 <= r.oom_score_adj <= 1000:
+        raise InvalidArgument("resources: oom_score_adj must be within [-1000, 1000]")
+    for h in r.hugepage_limits:
+        if not h.page_size:
+            raise InvalidArgument("resources: hugepage limit without a page size")
+
+
+def _update_bundle(bundle: Path, resources: dict[str, object]) -> None:
+    path = bundle / "config.json"
+    try:
+        spec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return  # nothing to keep in step
+    current = spec.setdefault("linux", {}).setdefault("resources", {})
+    devices = current.get("devices")
+    spec["linux"]["resources"] = {**resources, **({"devices": devices} if devices else {})}
+    write_json_atomic(path, spec)
+
+
+async def update_resources(
+    svc: RuntimeService, container_id: str, resources: api_pb2.LinuxContainerResources
+) -> None:
+    """Apply ``resources`` to the container and remember them.
+
+    Raises:
+        NotFound: unknown container.
+        InvalidArgument: see :func:`validate_resources`.
+        FailedPrecondition: the kernel refused the new limits for the current usage.
+        RuntimeFailure: runc failed otherwise.
+    """
+    c = svc.containers.get(container_id)
+    validate_resources(resources)
+    oci = build_linux_resources(resources)
+    async with svc.locked(c.id):
+        if c.state is ContainerState.RUNNING:
+            svc.apply_exit(c.id)
+        if c.state in (ContainerState.CREATED, ContainerState.RUNNING):
+            rt = svc.runtime(c.handler)
+            if not isinstance(rt, UpdatableRuntime):
+                raise FailedPrecondition(f"runtime handler {c.handler} cannot update resources")
+            try:
+                await rt.update(c.id, oci)
+            except RuntimeFailure as exc:
+                if any(s in str(exc).lower() for s in _BUSY):
+                    raise FailedPrecondition(
+                        f"cannot update resources of container {c.id}: {exc}"
+                    ) from exc
+                raise
+        c.config.linux.resources.CopyFrom(resources)
+        svc.save_container(c)
+        _update_bundle(Path(c.dir), oci)
+    log.info("container resources updated", container_id=c.id)
