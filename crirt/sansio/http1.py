@@ -1,0 +1,111 @@
+"""The HTTP/1.1 request head of a streaming upgrade, and the responses to it (sans-IO).
+
+The streaming server answers one request per connection: either an upgrade (SPDY/3.1 or
+WebSocket, after which the bytes are no longer HTTP) or an error, after which the connection is
+closed. So only the request head is parsed; a body is never read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import parse_qs, urlsplit
+
+MAX_HEAD: Final = 64 * 1024
+_TOKEN_CHARS: Final = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
+
+REASONS: Final = {
+    101: "Switching Protocols",
+    200: "OK",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+}
+
+
+class ProtocolError(Exception):
+    """Not an HTTP/1.1 request head; answer ``status`` and close."""
+
+    def __init__(self, msg: str, status: int = 400) -> None:
+        super().__init__(msg)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    target: str
+    version: str
+    # Lowercase names, in arrival order; repeated headers stay separate entries.
+    headers: tuple[tuple[str, str], ...]
+
+    def values(self, name: str) -> list[str]:
+        """Every value of header ``name`` (lowercase)."""
+        return [v for n, v in self.headers if n == name]
+
+    def header_map(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for n, v in self.headers:
+            out.setdefault(n, []).append(v)
+        return out
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.target).path
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        return parse_qs(urlsplit(self.target).query)
+
+
+def parse_request_head(buf: bytes) -> tuple[Request, int] | None:
+    """Parse the head at the start of ``buf``; returns it and its length, or None if more
+    bytes are needed. Bytes after the head belong to the upgraded protocol.
+
+    Raises:
+        ProtocolError: malformed, or longer than ``MAX_HEAD``.
+    """
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buf) > MAX_HEAD:
+            raise ProtocolError("request head too large", 431)
+        return None
+    if end > MAX_HEAD:
+        raise ProtocolError("request head too large", 431)
+    lines = buf[:end].decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        raise ProtocolError(f"bad request line {lines[0][:100]!r}")
+    method, target, version = parts
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        raise ProtocolError(f"unsupported version {version[:20]!r}")
+    if not set(method.lower()) <= _TOKEN_CHARS:
+        raise ProtocolError("bad method")
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t"):
+            raise ProtocolError("obsolete header line folding")
+        name, sep, value = line.partition(":")
+        name = name.lower()
+        if not sep or not name or not set(name) <= _TOKEN_CHARS:
+            raise ProtocolError(f"bad header line {line[:100]!r}")
+        headers.append((name, value.strip(" \t")))
+    return Request(method, target, version, tuple(headers)), end + 4
+
+
+def response(status: int, headers: list[tuple[str, str]] | None = None, body: bytes = b"") -> bytes:
+    """A complete response; non-101 responses close the connection."""
+    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}"]
+    hdrs = list(headers or [])
+    if status != 101:
+        hdrs += [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+        ]
+    lines += [f"{n}: {v}" for n, v in hdrs]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if status == 101 else body)

@@ -1,0 +1,79 @@
+"""The upgrade request head parser and response writer."""
+
+from __future__ import annotations
+
+import pytest
+
+from crirt.sansio import http1
+
+CRICTL_SPDY = (
+    b"POST /exec/tok HTTP/1.1\r\nHost: 127.0.0.1:38123\r\nUser-Agent: Go-http-client/1.1\r\n"
+    b"Content-Length: 0\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+    b"X-Stream-Protocol-Version: v5.channel.k8s.io\r\n"
+    b"X-Stream-Protocol-Version: v4.channel.k8s.io\r\n"
+    b"X-Stream-Protocol-Version: v3.channel.k8s.io\r\n"
+    b"X-Stream-Protocol-Version: v2.channel.k8s.io\r\n"
+    b"X-Stream-Protocol-Version: channel.k8s.io\r\n\r\n"
+)
+
+
+def test_crictl_upgrade_request() -> None:
+    # Given the head crictl sends, followed by the first SPDY bytes
+    buf = CRICTL_SPDY + b"\x80\x03\x00\x01"
+    # When it is parsed
+    got = http1.parse_request_head(buf)
+    # Then the head is complete and the SPDY bytes are left over
+    assert got is not None
+    req, n = got
+    assert buf[n:] == b"\x80\x03\x00\x01"
+    assert (req.method, req.path, req.version) == ("POST", "/exec/tok", "HTTP/1.1")
+    assert req.values("x-stream-protocol-version") == [
+        "v5.channel.k8s.io",
+        "v4.channel.k8s.io",
+        "v3.channel.k8s.io",
+        "v2.channel.k8s.io",
+        "channel.k8s.io",
+    ]
+    assert req.header_map()["upgrade"] == ["SPDY/3.1"]
+
+
+def test_partial_head_needs_more() -> None:
+    assert http1.parse_request_head(CRICTL_SPDY[:-1]) is None
+
+
+def test_query() -> None:
+    got = http1.parse_request_head(b"GET /portforward/x?port=80&port=81 HTTP/1.1\r\n\r\n")
+    assert got is not None
+    assert got[0].query == {"port": ["80", "81"]}
+    assert got[0].path == "/portforward/x"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /\r\n\r\n",
+        b"GET / HTTP/2\r\n\r\n",
+        b"GET / HTTP/1.1\r\nbad header\r\n\r\n",
+        b"GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n",
+        b"G(T / HTTP/1.1\r\n\r\n",
+    ],
+)
+def test_bad_heads(head: bytes) -> None:
+    with pytest.raises(http1.ProtocolError):
+        http1.parse_request_head(head)
+
+
+def test_oversized_head() -> None:
+    with pytest.raises(http1.ProtocolError) as info:
+        http1.parse_request_head(b"GET / HTTP/1.1\r\n" + b"a: b\r\n" * 20000)
+    assert info.value.status == 431
+
+
+def test_responses() -> None:
+    assert http1.response(101, [("Upgrade", "SPDY/3.1")]) == (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: SPDY/3.1\r\n\r\n"
+    )
+    assert http1.response(404, body=b"nope") == (
+        b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: 4\r\nConnection: close\r\n\r\nnope"
+    )

@@ -1,0 +1,78 @@
+"""Port-forward stream pairing and the legacy WebSocket channel layout."""
+
+from __future__ import annotations
+
+import pytest
+
+from crirt.sansio import portforward as pf
+
+
+def hdrs(stype: str, port: str = "80", rid: str | None = "0") -> dict[str, str]:
+    h = {"streamtype": stype, "port": port}
+    if rid is not None:
+        h["requestid"] = rid
+    return h
+
+
+def test_pairing_by_request_id() -> None:
+    # Given the table
+    t = pf.PairTable()
+    # When crictl opens error then data for request 0 and another error for request 1
+    p = t.add(1, hdrs("error"), 0.0)
+    assert not p.complete
+    q = t.add(3, hdrs("error", rid="1"), 0.0)
+    p2 = t.add(5, hdrs("data"), 0.0)
+    # Then request 0 is complete and forgotten, request 1 waits
+    assert p2 is p
+    assert (p.complete, p.error_stream, p.data_stream, p.port) == (True, 1, 5, 80)
+    assert len(t) == 1
+    assert not q.complete
+
+
+def test_pairing_without_request_id_uses_stream_ids() -> None:
+    t = pf.PairTable()
+    t.add(7, hdrs("error", rid=None), 0.0)
+    p = t.add(9, hdrs("data", rid=None), 0.0)
+    assert p.complete
+    assert p.request_id == "7"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"streamtype": "data"},
+        hdrs("data", port="0"),
+        hdrs("data", port="65536"),
+        hdrs("data", port="-1"),
+        hdrs("data", port="http"),
+        {"port": "80"},
+        hdrs("stdin"),
+    ],
+)
+def test_bad_streams_are_rejected(headers: dict[str, str]) -> None:
+    with pytest.raises(pf.StreamRejected):
+        pf.PairTable().add(1, headers, 0.0)
+
+
+def test_duplicate_type_is_rejected() -> None:
+    t = pf.PairTable()
+    t.add(1, hdrs("error"), 0.0)
+    with pytest.raises(pf.StreamRejected):
+        t.add(3, hdrs("error"), 0.0)
+
+
+def test_expiry_and_drop() -> None:
+    t = pf.PairTable()
+    t.add(1, hdrs("error", rid="a"), 0.0)
+    t.add(3, hdrs("error", rid="b"), 20.0)
+    old = t.expired(31.0, 30.0)
+    assert [p.request_id for p in old] == ["a"]
+    t.drop_stream(3)
+    assert len(t) == 0
+
+
+def test_legacy_websocket_layout() -> None:
+    assert (pf.data_channel(1), pf.error_channel(1)) == (2, 3)
+    assert pf.port_prefix(8080) == b"\x90\x1f"
+    assert pf.parse_ports(["80,443", "8080"]) == [80, 443, 8080]
+    assert pf.error_text(80, "refused") == b"error forwarding port 80 to pod: refused"

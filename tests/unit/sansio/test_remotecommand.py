@@ -1,0 +1,98 @@
+"""Remote-command protocol pieces: negotiation, stream sets, status, resize, channels."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from crirt.sansio import remotecommand as rc
+
+CLIENT_GO_OFFER = [rc.V5, rc.V4, rc.V3, rc.V2, rc.V1]
+
+
+def test_negotiation_follows_client_order() -> None:
+    assert rc.negotiate(CLIENT_GO_OFFER, rc.SPDY_PROTOCOLS) == rc.V5
+    assert rc.negotiate([rc.V3, rc.V4], rc.SPDY_PROTOCOLS) == rc.V3
+    assert rc.negotiate(["v9.channel.k8s.io"], rc.SPDY_PROTOCOLS) is None
+    assert rc.negotiate([rc.V5], rc.WEBSOCKET_PROTOCOLS) == rc.V5
+
+
+@pytest.mark.parametrize(
+    ("opts", "proto", "want"),
+    [
+        (rc.StreamOptions(False, True, True, False), rc.V4, {"error", "stdout", "stderr"}),
+        (rc.StreamOptions(True, True, False, True), rc.V4, {"error", "stdin", "stdout", "resize"}),
+        (rc.StreamOptions(True, True, False, True), rc.V2, {"error", "stdin", "stdout"}),
+        (rc.StreamOptions(True, True, True, False), rc.V1, {"error", "stdin", "stdout", "stderr"}),
+    ],
+)
+def test_expected_streams(opts: rc.StreamOptions, proto: str, want: set[str]) -> None:
+    assert rc.expected_streams(opts, proto) == want
+
+
+def test_status_v4() -> None:
+    assert rc.status_message(rc.Outcome(0), rc.V4) == b'{"status":"Success"}'
+    got = json.loads(rc.status_message(rc.Outcome(2), rc.V5, ["sh", "-c", "exit 2"]))
+    assert got == {
+        "status": "Failure",
+        "message": "command terminated with non-zero exit code: "
+        "error executing command [sh -c exit 2], exit code 2",
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": "2"}]},
+    }
+    err = json.loads(rc.status_message(rc.Outcome(None, "boom"), rc.V4))
+    assert err["reason"] == "InternalError"
+    assert err["code"] == 500
+    assert err["message"] == "Internal error occurred: boom"
+
+
+def test_status_v1_to_v3_is_text() -> None:
+    assert rc.status_message(rc.Outcome(0), rc.V3) == b""
+    assert rc.status_message(rc.Outcome(3), rc.V1, ["false"]).startswith(
+        b"command terminated with non-zero exit code"
+    )
+    assert rc.status_message(rc.Outcome(None, "x"), rc.V2) == b"Internal error occurred: x"
+
+
+def test_resize_stream_is_json_not_lines() -> None:
+    dec = rc.ResizeDecoder()
+    assert dec.feed(b'{"Width":80,"Height":24}{"Width":') == [(80, 24)]
+    assert dec.pending
+    assert dec.feed(b'100,"Height":50}\n {"Height":7}') == [(100, 50), (0, 7)]
+    assert not dec.pending
+
+
+@pytest.mark.parametrize(
+    "data", [b"[1,2]", b'{"Width":-1}', b'{"Width":70000}', b"xx", b'{"Width":true}']
+)
+def test_bad_resize(data: bytes) -> None:
+    with pytest.raises(rc.ResizeError):
+        rc.ResizeDecoder().feed(data)
+
+
+def test_resize_garbage_without_end_is_bounded() -> None:
+    dec = rc.ResizeDecoder()
+    with pytest.raises(rc.ResizeError):
+        dec.feed(b'{"Width":"' + b"a" * 5000)
+
+
+def test_channel_codec_binary_and_v5_close() -> None:
+    assert rc.encode_channel(rc.V5, rc.CH_STDOUT, b"hi") == (b"\x01hi", False)
+    assert rc.decode_channel(rc.V5, b"\x00abc", False) == rc.ChannelData(0, b"abc")
+    assert rc.decode_channel(rc.V5, b"\xff\x00", False) == rc.ChannelClose(0)
+    # before v5, 255 is just a channel number
+    assert rc.decode_channel(rc.V4, b"\xff\x00", False) == rc.ChannelData(255, b"\x00")
+    assert rc.encode_close(1) == b"\xff\x01"
+    assert rc.decode_channel(rc.V5, b"", False) is None
+    with pytest.raises(rc.ChannelError):
+        rc.decode_channel(rc.V5, b"\x00x", True)
+
+
+def test_channel_codec_base64() -> None:
+    assert rc.encode_channel(rc.BASE64_V4, rc.CH_STDERR, b"hi") == (b"2aGk=", True)
+    assert rc.decode_channel(rc.BASE64_V1, b"0aGk=", True) == rc.ChannelData(0, b"hi")
+    with pytest.raises(rc.ChannelError):
+        rc.decode_channel(rc.BASE64_V1, b"0!!", True)
+    with pytest.raises(rc.ChannelError):
+        rc.decode_channel(rc.BASE64_V1, b"0aGk=", False)
