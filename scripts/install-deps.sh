@@ -11,6 +11,10 @@ BINDIR="${CRIRT_BINDIR:-/usr/local/bin}"
 CACHE="${CRIRT_CACHE:-/var/cache/crirt}"
 CRI_TOOLS_VERSION=v1.36.0
 GINKGO_VERSION=v2.28.1
+# A newer runc than Debian's 1.1.5, offered as the extra handler "runc-v1.3": idmapped mounts,
+# hence pods with user namespaces (crirt/config.py looks for it at this path).
+RUNC_VERSION=v1.3.7
+RUNC_NEWER=/usr/local/lib/crirt/runc-1.3
 export DEBIAN_FRONTEND=noninteractive
 
 log() { printf '[install-deps] %s\n' "$*"; }
@@ -28,7 +32,7 @@ quiet() {
 # --- Debian packages --------------------------------------------------------------------------
 PKGS=(runc crun containernetworking-plugins catatonit iptables iproute2 docker-registry
       busybox-static skopeo umoci util-linux gcc libc6-dev file curl ca-certificates tar gzip
-      procps)
+      procps libseccomp-dev pkg-config)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -F "install ok installed" >/dev/null \
@@ -122,6 +126,25 @@ else
       go test -c -ldflags "$LDFLAGS" -o "$BINDIR/critest" sigs.k8s.io/cri-tools/cmd/critest
   )
   log "critest: $(critest_version)"
+fi
+
+# runc's go.mod has `exclude` lines, so `go install runc@v` refuses it: build it from a scratch
+# module that requires it (with seccomp: cgo, libseccomp-dev, pkg-config).
+if "$RUNC_NEWER" --version 2>/dev/null | grep -Fx "runc version ${RUNC_VERSION#v}" >/dev/null; then
+  log "runc: $RUNC_VERSION present at $RUNC_NEWER"
+else
+  log "runc: building $RUNC_VERSION into $RUNC_NEWER"
+  build="$CACHE/runc-build"
+  rm -rf "$build" && mkdir -p "$build" "$(dirname "$RUNC_NEWER")"
+  (
+    cd "$build"
+    quiet runc-mod go mod init x
+    quiet runc-get go get "github.com/opencontainers/runc@$RUNC_VERSION"
+    quiet runc-build env CGO_ENABLED=1 go build -tags seccomp \
+      -ldflags "-X main.version=${RUNC_VERSION#v}" -o "$RUNC_NEWER.tmp" github.com/opencontainers/runc
+    mv "$RUNC_NEWER.tmp" "$RUNC_NEWER"
+  )
+  log "runc: $("$RUNC_NEWER" --version | head -1)"
 fi
 
 if "$BINDIR/ginkgo" version 2>/dev/null | grep -F "${GINKGO_VERSION#v}" >/dev/null; then
