@@ -670,6 +670,8 @@ class _LayerJob:
             *(asyncio.wrap_future(f) for f in futures), return_exceptions=True
         )
         errors = [r for r in results if isinstance(r, BaseException)]
+        if errors and time.monotonic() - self.progress.last >= self.progress.timeout:
+            self.progress.timed_out = True
         if errors and self.progress.timed_out:
             # A stalled read ends in a read timeout: report the stall, not the symptom.
             raise PullAborted("pull stalled") from errors[0]

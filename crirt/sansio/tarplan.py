@@ -11,7 +11,10 @@ Pure: no I/O. Rules (containers/storage ``pkg/archive``, OCI image-spec layer.md
    ``.wh..wh.*`` entries are AUFS bookkeeping and are skipped.
 3. Hard link targets go through the same normalisation and must stay inside the root; symlink
    targets are stored verbatim (they are resolved inside the container, never by us).
-4. Only mode bits 07777 are kept. Only xattrs in :data:`ALLOWED_XATTR_PREFIXES` are kept: a tar
+4. Device nodes: block devices are refused (a node for a host disk needs no place in an image),
+   and character devices only for the harmless pseudo-devices images ship (null, zero, full,
+   random, urandom, tty, console, ptmx): a ``/dev/mem`` node is refused.
+5. Only mode bits 07777 are kept. Only xattrs in :data:`ALLOWED_XATTR_PREFIXES` are kept: a tar
    must not plant ``trusted.overlay.*`` (redirect/metacopy could expose other layers' files).
 """
 
@@ -31,6 +34,10 @@ ALLOWED_XATTR_PREFIXES = ("user.", "security.capability")
 _DENIED_XATTR_PREFIXES = ("user.overlay.",)
 
 Path = tuple[str, ...]
+
+
+# (major, minor) of the character devices a layer may carry.
+ALLOWED_CHAR_DEVICES = frozenset({(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2)})
 
 
 class UnsafeTarEntry(InvalidArgument):
@@ -217,6 +224,17 @@ def plan(header: Header) -> list[Op]:
             if link == path:
                 raise UnsafeTarEntry(f"layer entry {header.name!r}: hard link to itself")
             return [MakeHardlink(path, link)]
-        case EntryType.CHAR | EntryType.BLOCK | EntryType.FIFO:
+        case EntryType.BLOCK:
+            raise UnsafeTarEntry(
+                f"layer entry {header.name!r}: block device {header.devmajor}:{header.devminor} "
+                "refused (device nodes for disks are not allowed in layers)"
+            )
+        case EntryType.CHAR if (header.devmajor, header.devminor) not in ALLOWED_CHAR_DEVICES:
+            raise UnsafeTarEntry(
+                f"layer entry {header.name!r}: character device "
+                f"{header.devmajor}:{header.devminor} refused (only null, zero, full, random, "
+                "urandom, tty, console and ptmx nodes are allowed in layers)"
+            )
+        case EntryType.CHAR | EntryType.FIFO:
             return [MakeDevice(path, header.type, header.devmajor, header.devminor, meta)]
     raise UnsafeTarEntry(f"layer entry {header.name!r}: unsupported type {header.type}")

@@ -75,6 +75,27 @@ _CHUNK = 256 * 1024
 _INFLATE_CHUNK = 1024 * 1024
 # A tar header claiming more than this is refused before anything is read (1 TiB).
 MAX_ENTRY_SIZE = 1 << 40
+# PAX and GNU long-name headers are read into memory whole: bound them (tarfile does not).
+MAX_META_HEADER_SIZE = 1 << 20
+_META_TYPES = frozenset(
+    {tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+     tarfile.GNUTYPE_LONGLINK}
+)  # fmt: skip
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A TarInfo that refuses metadata headers (PAX, GNU long names) larger than 1 MiB."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _META_TYPES and self.size > MAX_META_HEADER_SIZE:
+            raise UnsafeTarEntry(
+                f"layer entry header of {self.size} bytes (type {self.type!r}) is larger than "
+                f"the {MAX_META_HEADER_SIZE} byte limit"
+            )
+        member: tarfile.TarInfo = super()._proc_member(tarfile_)  # type: ignore[misc]
+        return member
+
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -481,7 +502,7 @@ def _extract_verified(
     uncompressed = _HashingReader(source, "sha256", None, what)
     try:
         with tarfile.open(  # type: ignore[call-overload]
-            fileobj=uncompressed, mode="r|", bufsize=_INFLATE_CHUNK
+            fileobj=uncompressed, mode="r|", bufsize=_INFLATE_CHUNK, tarinfo=_BoundedTarInfo
         ) as tf:
             size, inodes, disk = _Extractor(diff, what).run(tf)
         # Tar stops at its end-of-archive blocks; padding and the compression trailer remain.

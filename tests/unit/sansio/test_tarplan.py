@@ -120,3 +120,14 @@ def test_negative_values_refused() -> None:
         _plan("f", uid=-1)
     with pytest.raises(tp.UnsafeTarEntry):
         _plan("f", size=-1)
+
+
+def test_device_nodes_policy() -> None:
+    # Pseudo-devices images ship are fine; disks and /dev/mem are refused, clearly.
+    assert _plan("dev/zero", EntryType.CHAR, devmajor=1, devminor=5)[0] == tp.MakeDevice(
+        ("dev", "zero"), EntryType.CHAR, 1, 5, tp.Meta(0o644, 0, 0, 0.0)
+    )
+    with pytest.raises(tp.UnsafeTarEntry, match="block device 8:0 refused"):
+        _plan("dev/sda", EntryType.BLOCK, devmajor=8, devminor=0)
+    with pytest.raises(tp.UnsafeTarEntry, match="character device 1:1 refused"):
+        _plan("dev/mem", EntryType.CHAR, devmajor=1, devminor=1)
