@@ -19,12 +19,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import json
 import os
 import select
 import signal
 import socket
+import struct
 import sys
+import termios
 import time
 from typing import Any, NoReturn
 
@@ -92,13 +95,15 @@ def sock_address(path: str) -> tuple[str, int]:
     return f"/proc/{os.getpid()}/fd/{dfd}/{name}", dfd
 
 
-def _listen_unix(path: str, backlog: int = 8) -> socket.socket:
-    """Bind a 0600 stream socket at ``path``, replacing a stale one.
+def _listen_unix(
+    path: str, backlog: int = 8, kind: socket.SocketKind = socket.SOCK_STREAM
+) -> socket.socket:
+    """Bind a 0600 ``kind`` socket at ``path``, replacing a stale one.
 
     Raises:
         MonitorError: a live process still listens there (a second monitor for one container).
     """
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock = socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC)
     addr, dfd = sock_address(path)
     if os.path.lexists(path):
         try:
@@ -111,7 +116,7 @@ def _listen_unix(path: str, backlog: int = 8) -> socket.socket:
                 os.close(dfd)
             raise MonitorError(f"{path}: a monitor is already running for this container")
         sock.close()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock = socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC)
     old = os.umask(0o177)
     try:
         sock.bind(addr)
@@ -278,6 +283,24 @@ class _Conn:
         self.buf = b""
 
 
+class _Attached:
+    """An attach client; ``stdin`` once it declared it carries stdin, ``done`` once finished."""
+
+    __slots__ = ("done", "sock", "stdin")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.stdin = False
+        self.done = False
+
+
+_ATTACH_PREFIX = {
+    "stdout": bytes([protocol.ATTACH_STDOUT]),
+    "stderr": bytes([protocol.ATTACH_STDERR]),
+}
+_POLL_HUP = select.POLLHUP | select.POLLERR | select.POLLNVAL
+
+
 class Monitor:
     """One container. ``run`` does everything and never returns."""
 
@@ -289,6 +312,11 @@ class Monitor:
         self.conns: dict[int, _Conn] = {}
         self.streams: dict[int, crilog.StreamEncoder] = {}
         self.stdin_w = -1
+        self.stdin_pending = b""
+        self.stdin_close_pending = False
+        self.pty_master = -1
+        self.attach: socket.socket | None = None
+        self.attached: dict[int, _Attached] = {}
         self.container_pid = 0
         self.exit_status: int | None = None
         self.finished_at = 0
@@ -341,6 +369,11 @@ class Monitor:
             self.ctl = _listen_unix(spec.ctl_socket)
         except OSError as exc:
             raise MonitorError(f"listen on {spec.ctl_socket}: {exc.strerror}") from None
+        if spec.attach_socket:
+            try:
+                self.attach = _listen_unix(spec.attach_socket, 8, socket.SOCK_SEQPACKET)
+            except OSError as exc:
+                raise MonitorError(f"listen on {spec.attach_socket}: {exc.strerror}") from None
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         in_r = -1
@@ -409,10 +442,13 @@ class Monitor:
             os.close(out_r)
             os.close(err_r)
             self.stdin_w = os.dup(master) if spec.stdin else -1
+            self.pty_master = master
             self._add_stream(master, "stdout")
         else:
             self._add_stream(out_r, "stdout")
             self._add_stream(err_r, "stderr")
+        if self.stdin_w >= 0:
+            os.set_blocking(self.stdin_w, False)
 
     def _receive_console(self, console: socket.socket) -> int:
         ready = select.select([console], [], [], _CONSOLE_TIMEOUT)[0]
@@ -459,8 +495,125 @@ class Monitor:
         if data:
             if self.log_fd >= 0:
                 self._write_log(enc.feed(data, time.time_ns()))
+            if self.attached:
+                self._to_attached(_ATTACH_PREFIX[enc.stream] + data)
             return
         self._close_stream(fd)
+
+    # -- attach ---------------------------------------------------------------------------------
+
+    def _to_attached(self, packet: bytes) -> None:
+        for fd, att in list(self.attached.items()):
+            try:
+                att.sock.send(packet)
+            except OSError:
+                # A client that cannot keep up (or is gone) is dropped: the container and its
+                # log never wait for an attach client.
+                self._detach(fd)
+
+    def _accept_attach(self) -> None:
+        assert self.attach is not None
+        while True:
+            try:
+                sock, _ = self.attach.accept()
+            except OSError:
+                return
+            sock.setblocking(False)
+            self.attached[sock.fileno()] = _Attached(sock)
+            self.poller.register(sock.fileno(), 0 if self.stdin_pending else select.POLLIN)
+
+    def _on_attached(self, fd: int, ev: int) -> None:
+        att = self.attached[fd]
+        try:
+            packet = att.sock.recv(protocol.ATTACH_PACKET)
+        except BlockingIOError:
+            if ev & _POLL_HUP:
+                self._detach(fd)
+            return
+        except OSError:
+            packet = b""
+        if not packet:
+            self._detach(fd)
+            return
+        kind = packet[0]
+        if kind == protocol.ATTACH_STDIN:
+            att.stdin = True
+            if len(packet) > 1 and not att.done:
+                self._write_stdin(packet[1:])
+        elif kind == protocol.ATTACH_STDIN_EOF:
+            self._stdin_done(att)
+        elif kind == protocol.ATTACH_RESIZE and self.pty_master >= 0:
+            with contextlib.suppress(protocol.ProtocolError, OSError):
+                width, height = protocol.decode_resize(packet)
+                fcntl.ioctl(
+                    self.pty_master, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0)
+                )
+
+    def _detach(self, fd: int) -> None:
+        att = self.attached.pop(fd)
+        self._stdin_done(att)
+        self.poller.unregister(fd)
+        att.sock.close()
+
+    def _stdin_done(self, att: _Attached) -> None:
+        if att.stdin and not att.done:
+            att.done = True
+            if self.spec.stdin_once:
+                self._close_stdin()
+
+    def _write_stdin(self, data: bytes) -> None:
+        if self.stdin_w < 0 or self.stdin_close_pending:
+            return
+        if self.stdin_pending:
+            self.stdin_pending += data
+            return
+        try:
+            n = os.write(self.stdin_w, data)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            self._close_stdin(now=True)  # the container closed its stdin
+            return
+        if n < len(data):
+            # Back-pressure: stop reading attach clients until the container reads its stdin.
+            self.stdin_pending = data[n:]
+            self.poller.register(self.stdin_w, select.POLLOUT)
+            for afd in self.attached:
+                self.poller.modify(afd, 0)
+
+    def _on_stdin_writable(self) -> None:
+        try:
+            n = os.write(self.stdin_w, self.stdin_pending)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._close_stdin(now=True)
+            return
+        self.stdin_pending = self.stdin_pending[n:]
+        if not self.stdin_pending:
+            self._stdin_flushed()
+            if self.stdin_close_pending:
+                self._close_stdin(now=True)
+
+    def _stdin_flushed(self) -> None:
+        self.stdin_pending = b""
+        with contextlib.suppress(KeyError):
+            self.poller.unregister(self.stdin_w)
+        for afd in self.attached:
+            self.poller.modify(afd, select.POLLIN)
+
+    def _close_stdin(self, now: bool = False) -> None:
+        if self.stdin_w < 0:
+            return
+        if self.stdin_pending and not now:
+            self.stdin_close_pending = True
+            return
+        if self.stdin_pending:
+            self._stdin_flushed()
+        with contextlib.suppress(KeyError):
+            self.poller.unregister(self.stdin_w)
+        os.close(self.stdin_w)
+        self.stdin_w = -1
 
     def _close_stream(self, fd: int) -> None:
         enc = self.streams.pop(fd)
@@ -559,6 +712,10 @@ class Monitor:
         assert self.ctl is not None
         self.poller.register(self.wake_r, select.POLLIN)
         self.poller.register(self.ctl.fileno(), select.POLLIN)
+        attach_fd = -1
+        if self.attach is not None:
+            attach_fd = self.attach.fileno()
+            self.poller.register(attach_fd, select.POLLIN)
         deadline = 0.0
         self._reap()
         while True:
@@ -571,13 +728,19 @@ class Monitor:
                 timeout_ms = max(1, int((deadline - now) * 1000))
             else:
                 timeout_ms = -1
-            for fd, _ev in self.poller.poll(timeout_ms):
+            for fd, ev in self.poller.poll(timeout_ms):
                 if fd in self.streams:
                     self._on_stream(fd)
+                elif fd in self.attached:
+                    self._on_attached(fd, ev)
+                elif fd == self.stdin_w:
+                    self._on_stdin_writable()
                 elif fd == self.wake_r:
                     self._reap()
                 elif fd == self.ctl.fileno():
                     self._accept()
+                elif fd == attach_fd:
+                    self._accept_attach()
                 elif fd in self.conns:
                     self._on_conn(fd)
 
@@ -588,6 +751,10 @@ class Monitor:
             enc = self.streams.pop(fd)
             self._write_log(enc.finish(time.time_ns()))
             os.close(fd)
+        for afd in list(self.attached):
+            # Output is over: attach clients see the socket close.
+            att = self.attached.pop(afd)
+            att.sock.close()
         if self.log_fd >= 0:
             with contextlib.suppress(OSError):
                 os.fsync(self.log_fd)
@@ -604,6 +771,11 @@ class Monitor:
         if self.console_path:
             with contextlib.suppress(OSError):
                 os.unlink(self.console_path)
+        if self.attach is not None:
+            self.attach.close()
+            self.attach = None
+            with contextlib.suppress(OSError):
+                os.unlink(self.spec.attach_socket)
         if self.ctl is not None:
             self.ctl.close()
             self.ctl = None

@@ -336,6 +336,27 @@ class MonitorClient:
             raise RuntimeFailure(f"monitor at {ctl_socket}: {op}: {exc}") from exc
 
     @staticmethod
+    async def open_attach(attach_socket: StrPath, timeout: float = 5) -> socket.socket:
+        """A non-blocking connection to the monitor's attach socket (see ``protocol``).
+
+        Raises:
+            RuntimeFailure: no monitor listens there (container gone, or started by a crirt
+                without attach support).
+        """
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        sock.setblocking(False)
+        addr, dfd = _sock_address(os.fspath(attach_socket))
+        try:
+            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, addr), timeout)
+        except (OSError, TimeoutError) as exc:
+            sock.close()
+            raise RuntimeFailure(f"cannot attach through {attach_socket}: {exc}") from exc
+        finally:
+            if dfd >= 0:
+                os.close(dfd)
+        return sock
+
+    @staticmethod
     def is_alive(ctl_socket: StrPath, timeout: float = 1.0) -> bool:
         """True if a monitor answers a ping on ``ctl_socket`` (blocking, at most ``timeout``)."""
         try:

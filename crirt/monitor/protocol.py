@@ -8,6 +8,13 @@ Four exchanges, each a single JSON object on one line:
   ``{"pid": N, "monitor_pid": M}`` or ``{"pid": -1, "monitor_pid": M, "error": "..."}`` (conmon's
   ``_OCI_SYNCPIPE`` message, with ``error`` for conmon's ``message``).
 * ``ExitInfo``: the exit file, written atomically by the monitor when the container is gone.
+* attach packets on the monitor's SOCK_SEQPACKET ``attach`` socket (conmon's attach socket):
+  each packet is one type byte and a payload. Monitor → client: ``ATTACH_STDOUT``/
+  ``ATTACH_STDERR`` + output (live, besides the log); the monitor closes the socket once the
+  container's output has ended. Client → monitor: ``ATTACH_STDIN`` + bytes (an empty one
+  declares that this client carries stdin), ``ATTACH_STDIN_EOF``, ``ATTACH_RESIZE`` + width and
+  height (u16 big-endian each). When a stdin client finishes (EOF or hang-up) and the container
+  has ``stdin_once``, the monitor closes the container's stdin.
 * control requests on the monitor's ``ctl`` socket (``{"op": "reopen"}``, ``{"op": "ping"}``) and
   on the fork server's socket (``{"op": "spawn", "spec": {...}}``, ``{"op": "ping"}``,
   ``{"op": "exit"}``), each answered by ``{"ok": true, ...}`` or
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Final
@@ -32,6 +40,14 @@ OP_PING: Final = "ping"
 OP_REOPEN: Final = "reopen"
 OP_SPAWN: Final = "spawn"
 OP_EXIT: Final = "exit"
+
+ATTACH_STDIN: Final = 0
+ATTACH_STDIN_EOF: Final = 1
+ATTACH_RESIZE: Final = 2
+ATTACH_STDOUT: Final = 1
+ATTACH_STDERR: Final = 2
+# Largest attach packet: a type byte and one read of the container's output.
+ATTACH_PACKET: Final = 64 * 1024 + 1
 
 # The code a fork server runs, relative to the crirt package directory. A fork server whose
 # files changed since it started (crirt upgraded) is replaced; running monitors keep theirs.
@@ -76,6 +92,8 @@ class MonitorSpec:
     stdin_once: bool = False
     tty: bool = False
     log_max_line: int = DEFAULT_LOG_MAX_LINE
+    # SOCK_SEQPACKET socket for attach clients; empty: no attach.
+    attach_socket: str = ""
 
 
 @dataclass(frozen=True)
@@ -142,6 +160,7 @@ _SPEC_TYPES: Final[dict[str, tuple[type, ...]]] = {
     "stdin_once": (bool,),
     "tty": (bool,),
     "log_max_line": (int,),
+    "attach_socket": (str,),
 }
 
 
@@ -224,6 +243,23 @@ def exit_from_wait_status(status: int) -> tuple[int, int | None]:
     if os.WIFEXITED(status):
         return os.WEXITSTATUS(status), None
     raise ProtocolError(f"wait status {status:#x} is not a termination")
+
+
+def encode_resize(width: int, height: int) -> bytes:
+    """An ``ATTACH_RESIZE`` packet."""
+    return bytes([ATTACH_RESIZE]) + struct.pack(">HH", width & 0xFFFF, height & 0xFFFF)
+
+
+def decode_resize(packet: bytes) -> tuple[int, int]:
+    """(width, height) of an ``ATTACH_RESIZE`` packet.
+
+    Raises:
+        ProtocolError: wrong length.
+    """
+    if len(packet) != 5:
+        raise ProtocolError("resize packet must be 5 bytes")
+    width, height = struct.unpack(">HH", packet[1:])
+    return width, height
 
 
 def encode_request(op: str, **args: Any) -> bytes:

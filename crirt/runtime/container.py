@@ -142,6 +142,7 @@ class ContainerOps:
                     exit_file=str(svc.exit_file(cid)),
                     pid_file=str(cdir / "pidfile"),
                     ctl_socket=str(cdir / "ctl"),
+                    attach_socket=str(cdir / "attach"),
                     stdin=config.stdin,
                     stdin_once=config.stdin_once,
                     tty=config.tty,

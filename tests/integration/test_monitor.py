@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Coroutine, Iterator
@@ -23,6 +24,7 @@ import pytest
 import crirt.monitor.client
 from crirt.errors import RuntimeFailure
 from crirt.monitor import __main__ as monitor_main
+from crirt.monitor import protocol
 from crirt.monitor.client import MonitorClient
 from crirt.monitor.protocol import MonitorSpec
 from crirt.sansio.crilog import Stream, join_messages, parse_log
@@ -112,6 +114,7 @@ class Env:
             exit_file=str(d / "exit"),
             pid_file=str(d / "bundle" / "pidfile"),
             ctl_socket=str(d / "ctl"),
+            attach_socket=str(d / "attach"),
             **{k: v for k, v in kw.items() if k in ("stdin", "stdin_once", "tty", "log_max_line")},
         )
 
@@ -533,3 +536,136 @@ def test_cgroup_paths_and_oom_counters() -> None:
     assert not monitor_main.parse_oom_counters("oom_kill_disable 0\nunder_oom 0\noom_kill 0\n")
     assert monitor_main.parse_oom_counters("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
     assert not monitor_main.parse_oom_counters("low 0\nhigh 0\nmax 3\noom 0\noom_kill 0\n")
+
+
+# -- attach ---------------------------------------------------------------------------------------
+
+
+def attach(spec: MonitorSpec, stdin: bool = False) -> socket.socket:
+    """A blocking attach client; with ``stdin`` it declares that it carries stdin."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sock.settimeout(10)
+    addr, dfd = monitor_main.sock_address(spec.attach_socket)
+    try:
+        sock.connect(addr)
+    finally:
+        if dfd >= 0:
+            os.close(dfd)
+    if stdin:
+        sock.send(bytes([protocol.ATTACH_STDIN]))
+    return sock
+
+
+def read_until(sock: socket.socket, *wants: bytes) -> dict[int, bytes]:
+    """Output packets by stream until each of ``wants`` appeared in one of them (or EOF)."""
+    got: dict[int, bytes] = {}
+    while not all(any(w in v for v in got.values()) for w in wants):
+        packet = sock.recv(protocol.ATTACH_PACKET)
+        if not packet:
+            break
+        got[packet[0]] = got.get(packet[0], b"") + packet[1:]
+    return got
+
+
+def read_to_eof(sock: socket.socket) -> dict[int, bytes]:
+    got: dict[int, bytes] = {}
+    while packet := sock.recv(protocol.ATTACH_PACKET):
+        got[packet[0]] = got.get(packet[0], b"") + packet[1:]
+    return got
+
+
+@pytest.mark.root
+@needs_root
+def test_attach_streams_output_and_stdin_once_closes_stdin(env: Env) -> None:
+    # Given a shell reading stdin, with stdin_once
+    spec = env.spec("att1", ["sh"], stdin=True, stdin_once=True)
+    run(env.create_and_start(spec))
+    # When a client attaches with stdin and sends a command
+    sock = attach(spec, stdin=True)
+    sock.send(bytes([protocol.ATTACH_STDIN]) + b"echo hi; echo oops >&2\n")
+    got = read_until(sock, b"oops", b"hi")
+    # Then it receives both streams live, tagged
+    assert b"hi\n" in got[protocol.ATTACH_STDOUT]
+    assert got[protocol.ATTACH_STDERR] == b"oops\n"
+    # When its stdin ends, the container's stdin is closed: sh exits and the socket closes
+    sock.send(bytes([protocol.ATTACH_STDIN_EOF]))
+    assert read_to_eof(sock) == {}
+    assert env.wait_exit(spec).exit_code == 0
+    sock.close()
+    # And the log has the same output, the attach socket is gone
+    assert sorted(log_messages(spec)) == [("stderr", b"oops\n"), ("stdout", b"hi\n")]
+    wait_for(lambda: not os.path.exists(spec.attach_socket), 5)
+
+
+@pytest.mark.root
+@needs_root
+def test_attach_without_stdin_once_keeps_stdin_for_the_next_client(env: Env) -> None:
+    spec = env.spec("att2", ["sh"], stdin=True, stdin_once=False)
+    run(env.create_and_start(spec))
+    first = attach(spec, stdin=True)
+    first.send(bytes([protocol.ATTACH_STDIN]) + b"echo one\n")
+    assert b"one" in read_until(first, b"one")[protocol.ATTACH_STDOUT]
+    # A hang-up without stdin_once leaves the container's stdin open
+    first.close()
+    time.sleep(0.2)
+    assert MonitorClient.read_exit(spec.exit_file) is None
+    # A watcher without stdin sees what the next stdin client makes the shell print
+    watcher = attach(spec)
+    second = attach(spec, stdin=True)
+    second.send(bytes([protocol.ATTACH_STDIN]) + b"echo two; exit 4\n")
+    assert read_to_eof(watcher) == {protocol.ATTACH_STDOUT: b"two\n"}
+    assert env.wait_exit(spec).exit_code == 4
+    watcher.close()
+    second.close()
+
+
+@pytest.mark.root
+@needs_root
+def test_attach_hangup_counts_as_stdin_end_with_stdin_once(env: Env) -> None:
+    spec = env.spec("att3", ["cat"], stdin=True, stdin_once=True)
+    run(env.create_and_start(spec))
+    watcher = attach(spec)
+    sock = attach(spec, stdin=True)
+    sock.send(bytes([protocol.ATTACH_STDIN]) + b"meow\n")
+    assert read_until(watcher, b"meow") == {protocol.ATTACH_STDOUT: b"meow\n"}
+    sock.close()  # no EOF packet: the hang-up ends the first session
+    assert read_to_eof(watcher) == {}
+    assert env.wait_exit(spec).exit_code == 0
+    watcher.close()
+
+
+@pytest.mark.root
+@needs_root
+def test_attach_tty_resize(env: Env) -> None:
+    spec = env.spec("att4", ["sh"], stdin=True, tty=True, terminal=True)
+    run(env.create_and_start(spec))
+    sock = attach(spec, stdin=True)
+    sock.send(protocol.encode_resize(91, 27))
+    sock.send(bytes([protocol.ATTACH_STDIN]) + b"stty size; exit 3\n")
+    got = read_to_eof(sock)
+    assert b"27 91" in got[protocol.ATTACH_STDOUT]
+    assert env.wait_exit(spec).exit_code == 3
+    sock.close()
+
+
+@pytest.mark.root
+@needs_root
+def test_stuck_attach_client_is_dropped_not_waited_for(env: Env) -> None:
+    # Given a client that attaches and never reads
+    spec = env.spec(
+        "att5", ["sh", "-c", "read x; yes 0123456789 | head -c 8000000; echo done"], stdin=True
+    )
+    run(env.create_and_start(spec))
+    stuck = attach(spec, stdin=True)
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.send(bytes([protocol.ATTACH_STDIN]) + b"go\n")
+    # When the container writes far more than the socket buffers
+    info = env.wait_exit(spec, timeout=30)
+    # Then the container finished and its log is complete; the client was cut off
+    assert info.exit_code == 0
+    out = b"".join(m for _, m in log_messages(spec))
+    assert out.endswith(b"01234567done\n")
+    assert len(out) == 8000000 + 5
+    got = read_to_eof(stuck)
+    assert len(got.get(protocol.ATTACH_STDOUT, b"")) < 8000000
+    stuck.close()

@@ -143,3 +143,18 @@ def test_requests_and_replies() -> None:
         protocol.decode_request(b'{"op": 1}')
     with pytest.raises(protocol.ProtocolError):
         protocol.decode_reply(b'{"pid": 1}')
+
+
+def test_attach_resize_packet() -> None:
+    packet = protocol.encode_resize(132, 43)
+    assert packet == b"\x02\x00\x84\x00\x2b"
+    assert protocol.decode_resize(packet) == (132, 43)
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode_resize(b"\x02\x00")
+
+
+def test_spec_attach_socket_is_optional() -> None:
+    obj = protocol.spec_to_dict(SPEC)
+    assert obj["attach_socket"] == ""
+    obj["attach_socket"] = "/run/x/attach"
+    assert protocol.spec_from_dict(obj).attach_socket == "/run/x/attach"
