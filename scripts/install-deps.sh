@@ -32,7 +32,7 @@ quiet() {
 # --- Debian packages --------------------------------------------------------------------------
 PKGS=(runc crun containernetworking-plugins catatonit iptables iproute2 docker-registry
       busybox-static skopeo umoci util-linux gcc libc6-dev file curl ca-certificates tar gzip
-      procps libseccomp-dev pkg-config)
+      procps libseccomp-dev pkg-config containerd)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -F "install ok installed" >/dev/null \
@@ -46,6 +46,12 @@ if ((${#missing[@]})); then
   quiet apt-install apt-get install -y --no-install-recommends "${missing[@]}"
 else
   log "apt: all ${#PKGS[@]} packages present"
+fi
+# containerd is only the benchmark peer (bench/pull.py starts its own on temp paths): never the
+# system service on the default paths.
+if [[ -d /run/systemd/system ]] && systemctl is-enabled --quiet containerd 2>/dev/null; then
+  log "apt: disabling the containerd system service (bench/pull.py runs its own)"
+  systemctl disable --now containerd >/dev/null 2>&1 || true
 fi
 # On a systemd host the package starts its own registry on :5000 (all interfaces, htpasswd auth),
 # which would shadow testbed/registry.sh: turn it off.
