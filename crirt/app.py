@@ -27,6 +27,7 @@ from crirt.runtime.handlers import probe_handlers
 from crirt.runtime.ports import OciRuntimePort
 from crirt.runtime.rootfs import ImageRootfs
 from crirt.runtime.service import RuntimeService
+from crirt.streaming import StreamingServer
 
 log = crirt_log.get_logger(__name__)
 
@@ -84,7 +85,11 @@ async def serve(cfg: Config) -> int:
     svc, images = build(cfg)
     await _probe_handlers(cfg, svc)
     await svc.start()
-    server = await start_server(Path(cfg.listen), RuntimeServicer(svc), ImageServicer(images))
+    streaming = StreamingServer(cfg.streaming, svc)
+    await streaming.start()
+    server = await start_server(
+        Path(cfg.listen), RuntimeServicer(svc, streaming), ImageServicer(images)
+    )
     log.info("crirt serving", listen=cfg.listen, pid=os.getpid())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -94,5 +99,6 @@ async def serve(cfg: Config) -> int:
     await stop.wait()
     log.info("crirt stopping; containers keep running")
     await server.stop(grace=5)
+    await streaming.stop()
     svc.close()
     return 0

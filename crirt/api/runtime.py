@@ -10,15 +10,18 @@ import grpc
 from crirt import CRI_API_VERSION, RUNTIME_NAME, __version__
 from crirt._gen import api_pb2, api_pb2_grpc
 from crirt.api import convert
+from crirt.errors import Unavailable
 from crirt.runtime import container_update
 from crirt.runtime.service import RuntimeService
+from crirt.streaming import AttachRequest, ExecRequest, PortForwardRequest, StreamingServer
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
 class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
-    def __init__(self, svc: RuntimeService) -> None:
+    def __init__(self, svc: RuntimeService, streaming: StreamingServer | None = None) -> None:
         self.svc = svc
+        self.streaming = streaming
 
     async def Version(self, request: api_pb2.VersionRequest, context: Ctx) -> Any:
         return api_pb2.VersionResponse(
@@ -55,6 +58,8 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
             info["config"] = json.dumps(
                 {"stateDir": self.svc.config.state_dir, "root": self.svc.config.root}
             )
+            if self.streaming is not None:
+                info["streaming"] = json.dumps(self.streaming.debug_info())
         return api_pb2.StatusResponse(
             status=api_pb2.RuntimeStatus(conditions=conditions),
             info=info,
@@ -147,3 +152,24 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     ) -> Any:
         await self.svc.container_ops.reopen_log(request.container_id)
         return api_pb2.ReopenContainerLogResponse()
+
+    # ----- streaming ---------------------------------------------------------------------
+
+    def _streaming(self) -> StreamingServer:
+        if self.streaming is None:
+            raise Unavailable("the streaming server is not running")
+        return self.streaming
+
+    async def Exec(self, request: api_pb2.ExecRequest, context: Ctx) -> Any:
+        r = request
+        req = ExecRequest(r.container_id, tuple(r.cmd), r.tty, r.stdin, r.stdout, r.stderr)
+        return api_pb2.ExecResponse(url=self._streaming().exec_url(req))
+
+    async def Attach(self, request: api_pb2.AttachRequest, context: Ctx) -> Any:
+        r = request
+        req = AttachRequest(r.container_id, r.tty, r.stdin, r.stdout, r.stderr)
+        return api_pb2.AttachResponse(url=self._streaming().attach_url(req))
+
+    async def PortForward(self, request: api_pb2.PortForwardRequest, context: Ctx) -> Any:
+        req = PortForwardRequest(request.pod_sandbox_id, tuple(request.port))
+        return api_pb2.PortForwardResponse(url=self._streaming().port_forward_url(req))

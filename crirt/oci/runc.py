@@ -523,6 +523,51 @@ class OciRuntime:
                     os.close(fd_)
             shutil.rmtree(tmp, ignore_errors=True)
 
+    async def exec_process(
+        self,
+        container_id: str,
+        process: Mapping[str, Any],
+        stdio: tuple[int, int, int],
+    ) -> ExecProcess:
+        """Start ``runc exec`` in the foreground with the given stdio fds (the caller keeps and
+        closes its own copies). With ``process.terminal`` the fds must be a pty slave: runc
+        then proxies between it and the container's pty, and follows its size on SIGWINCH
+        (CRI-O runs streaming execs the same way, without a monitor).
+
+        Raises:
+            RuntimeFailure: runc could not be started.
+        """
+        tmp = tempfile.mkdtemp(prefix="crirt-exec-")
+        try:
+            proc_file = os.path.join(tmp, "process.json")
+            fd = os.open(proc_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(process, f)
+            argv = self._argv(
+                "exec",
+                "--process",
+                proc_file,
+                "--pid-file",
+                os.path.join(tmp, "pid"),
+                container_id,
+                log_file=os.path.join(tmp, "runc.log"),
+            )
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=stdio[0],
+                stdout=stdio[1],
+                stderr=stdio[2],
+                close_fds=True,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise RuntimeFailure(f"failed to exec in container {container_id}: {exc}") from exc
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return ExecProcess(container_id, proc, tmp, list(process.get("args") or []))
+
     async def _kill_exec(self, proc: asyncio.subprocess.Process, pid_file: str) -> None:
         """Kill a timed-out exec: its process tree first (so runc reaps it), then runc."""
         await asyncio.to_thread(_kill_tree, _read_pid(pid_file), proc.pid)
@@ -536,6 +581,64 @@ class OciRuntime:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal_mod.SIGKILL)
         await proc.wait()
+
+
+class ExecProcess:
+    """A ``runc exec`` running in the foreground for a streaming session.
+
+    runc's exit status is the process's (128+signal for a signal death). ``kill`` takes down the
+    exec'd process, everything it started in its session, and runc; ``close`` removes the
+    temporary files. Neither leaves a zombie: runc is our child and is always waited for.
+    """
+
+    def __init__(
+        self, container_id: str, proc: asyncio.subprocess.Process, tmp: str, command: list[str]
+    ) -> None:
+        self.container_id = container_id
+        self.proc = proc
+        self.tmp = tmp
+        self.command = command
+        self.pid_file = os.path.join(tmp, "pid")
+        self.log_file = os.path.join(tmp, "runc.log")
+
+    @property
+    def runc_pid(self) -> int:
+        return self.proc.pid
+
+    def exec_pid(self) -> int | None:
+        """The exec'd process's host pid, once runc has started it."""
+        return _read_pid(self.pid_file)
+
+    async def wait(self) -> int:
+        return await self.proc.wait()
+
+    def failure(self) -> str | None:
+        """runc's error if it exited without ever starting the process, else None."""
+        if self.proc.returncode in (None, 0) or self.exec_pid() is not None:
+            return None
+        return runc_error_message(_read_bytes(self.log_file))
+
+    def signal_runc(self, sig: int) -> None:
+        """Signal runc itself (e.g. SIGWINCH: runc then copies our pty's size to the inner one)."""
+        if self.proc.returncode is None:
+            _signal(self.proc.pid, sig)
+
+    async def kill(self) -> None:
+        """Kill the exec'd process tree, then runc, and reap runc."""
+        if self.proc.returncode is None:
+            await asyncio.to_thread(_kill_tree, self.exec_pid(), self.proc.pid)
+            try:
+                async with asyncio.timeout(_KILL_GRACE):
+                    await self.proc.wait()
+                return
+            except TimeoutError:
+                pass
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal_mod.SIGKILL)
+        await self.proc.wait()
+
+    def close(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def _protocol_factory(reader: asyncio.StreamReader) -> Callable[[], asyncio.Protocol]:

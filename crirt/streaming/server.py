@@ -1,0 +1,381 @@
+"""The streaming server: Exec/Attach/PortForward URLs, and the HTTP/1.1 endpoint behind them.
+
+The RPCs validate a request, store it under a single-use token and return
+``http://<address>:<port>/{exec|attach|portforward}/<token>`` (absolute: kubelets >= 1.36 and
+critest reject relative URLs). A client then upgrades that URL, ``GET`` or ``POST``, to
+SPDY/3.1 (``X-Stream-Protocol-Version`` negotiated, client order) or to a WebSocket
+(``Sec-WebSocket-Protocol`` negotiated); everything the session does comes from the cached
+request, never from the query string. Unknown or expired tokens get 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from crirt.config import StreamingConfig
+from crirt.errors import CrirtError, FailedPrecondition, InvalidArgument
+from crirt.log import get_logger
+from crirt.oci.spec import build_exec_process
+from crirt.runtime.model import ContainerState, SandboxState
+from crirt.sansio import http1
+from crirt.sansio import portforward as pf
+from crirt.sansio import remotecommand as rc
+from crirt.sansio import websocket as ws
+from crirt.streaming import portforward
+from crirt.streaming.attach import run_attach
+from crirt.streaming.exec import run_exec
+from crirt.streaming.remotecommand import CommandIO, serve_spdy, serve_websocket
+from crirt.streaming.tokens import TokenCache
+from crirt.streaming.transport import TcpDuplex, WsSession, WsTunnel
+
+if TYPE_CHECKING:
+    from crirt.runtime.service import RuntimeService
+
+log = get_logger(__name__)
+
+# A client must send its request head within this time.
+HEAD_TIMEOUT = 30.0
+HEADER_PROTOCOL = "x-stream-protocol-version"
+HEADER_ACCEPTED = "X-Accepted-Stream-Protocol-Versions"
+
+
+@dataclass(frozen=True)
+class ExecRequest:
+    container_id: str
+    cmd: tuple[str, ...]
+    tty: bool
+    stdin: bool
+    stdout: bool
+    stderr: bool
+
+
+@dataclass(frozen=True)
+class AttachRequest:
+    container_id: str
+    tty: bool
+    stdin: bool
+    stdout: bool
+    stderr: bool
+
+
+@dataclass(frozen=True)
+class PortForwardRequest:
+    pod_sandbox_id: str
+    ports: tuple[int, ...] = ()
+
+
+StreamRequest = ExecRequest | AttachRequest | PortForwardRequest
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, msg: str, headers: list[tuple[str, str]] | None = None):
+        super().__init__(msg)
+        self.status = status
+        self.headers = headers or []
+
+
+def _check_stdio(tty: bool, stdin: bool, stdout: bool, stderr: bool) -> None:
+    # k8s.io/streaming validateExecRequest / validateAttachRequest.
+    if tty and stderr:
+        raise InvalidArgument("tty and stderr cannot both be true")
+    if not (stdin or stdout or stderr):
+        raise InvalidArgument("one of stdin, stdout, or stderr must be set")
+
+
+class StreamingServer:
+    def __init__(self, config: StreamingConfig, svc: RuntimeService) -> None:
+        self.config = config
+        self.svc = svc
+        self.cache: TokenCache[StreamRequest] = TokenCache(ttl=config.token_ttl)
+        self._server: asyncio.Server | None = None
+        self._sessions: set[asyncio.Task[Any]] = set()
+        self.port = 0
+        self.base_url = ""
+
+    # ----- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._handle, self.config.address or None, self.config.port, limit=64 * 1024
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        host = self.config.address
+        if not host or host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        elif ":" in host and ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+        self.base_url = f"http://{host}:{self.port}"
+        log.info("streaming server listening", url=self.base_url)
+
+    async def stop(self) -> None:
+        """Stop listening and end every session (exec'd processes are killed)."""
+        if self._server is not None:
+            self._server.close()
+        for t in list(self._sessions):
+            t.cancel()
+        for t in list(self._sessions):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+            self._server = None
+
+    def debug_info(self) -> dict[str, int]:
+        """Live counters (Status verbose ``info["streaming"]``): the leak test reads them.
+
+        ``executor_threads`` are the event loop's default thread pool (bounded, kept for reuse),
+        so a caller comparing thread counts over time can tell the pool from a leak.
+        """
+        executor = getattr(asyncio.get_running_loop(), "_default_executor", None)
+        return {
+            "sessions": len(self._sessions),
+            "tokens": len(self.cache),
+            "tasks": len(asyncio.all_tasks()),
+            "threads": threading.active_count(),
+            "executor_threads": len(getattr(executor, "_threads", ())),
+        }
+
+    # ----- the RPC side ----------------------------------------------------------------------
+
+    def _url(self, kind: str, request: StreamRequest) -> str:
+        return f"{self.base_url}/{kind}/{self.cache.insert(request)}"
+
+    def _running_container(self, container_id: str) -> Any:
+        if not container_id:
+            raise InvalidArgument("missing required container_id")
+        c = self.svc.containers.get(container_id)
+        if c.state is ContainerState.RUNNING:
+            self.svc.apply_exit(c.id)
+        if c.state is not ContainerState.RUNNING:
+            raise FailedPrecondition(f"container {c.id} is not running ({c.state.value})")
+        return c
+
+    def exec_url(self, req: ExecRequest) -> str:
+        """Raises:
+        InvalidArgument, NotFound, FailedPrecondition, ResourceExhausted.
+        """
+        if not req.cmd:
+            raise InvalidArgument("cmd is required")
+        _check_stdio(req.tty, req.stdin, req.stdout, req.stderr)
+        c = self._running_container(req.container_id)
+        return self._url("exec", ExecRequest(c.id, req.cmd, *_flags(req)))
+
+    def attach_url(self, req: AttachRequest) -> str:
+        """Raises:
+        InvalidArgument, NotFound, FailedPrecondition, ResourceExhausted.
+        """
+        _check_stdio(req.tty, req.stdin, req.stdout, req.stderr)
+        c = self._running_container(req.container_id)
+        return self._url("attach", AttachRequest(c.id, *_flags(req)))
+
+    def port_forward_url(self, req: PortForwardRequest) -> str:
+        """Raises:
+        InvalidArgument, NotFound, FailedPrecondition, ResourceExhausted.
+        """
+        if not req.pod_sandbox_id:
+            raise InvalidArgument("missing required pod_sandbox_id")
+        for p in req.ports:
+            if not 0 < p <= 0xFFFF:
+                raise InvalidArgument(f"invalid port {p}")
+        sb = self.svc.sandboxes.get(req.pod_sandbox_id)
+        if sb.state is not SandboxState.READY:
+            raise FailedPrecondition(f"sandbox {sb.id} is not ready")
+        return self._url("portforward", PortForwardRequest(sb.id, req.ports))
+
+    # ----- the HTTP side ---------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._sessions.add(task)
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except Exception:
+            log.exception("streaming session failed")
+        finally:
+            self._sessions.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        buf = bytearray()
+        try:
+            async with asyncio.timeout(HEAD_TIMEOUT):
+                while (got := http1.parse_request_head(bytes(buf))) is None:
+                    chunk = await reader.read(64 * 1024)
+                    if not chunk:
+                        return
+                    buf += chunk
+        except http1.ProtocolError as exc:
+            writer.write(http1.response(exc.status, body=str(exc).encode()))
+            return
+        except TimeoutError:
+            return
+        req, n = got
+        tcp = TcpDuplex(reader, writer, bytes(buf[n:]))
+        try:
+            await self._route(req, tcp)
+        except _HttpError as exc:
+            log.info("streaming request refused", path=req.path, status=exc.status, error=str(exc))
+            writer.write(http1.response(exc.status, exc.headers, str(exc).encode() + b"\n"))
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+
+    async def _route(self, req: http1.Request, tcp: TcpDuplex) -> None:
+        parts = req.path.strip("/").split("/")
+        if len(parts) != 2 or parts[0] not in ("exec", "attach", "portforward"):
+            raise _HttpError(404, "not found")
+        if req.method not in ("GET", "POST"):
+            raise _HttpError(405, f"method {req.method} not allowed")
+        kind, token = parts
+        cached = self.cache.consume(token)
+        if cached is None:
+            raise _HttpError(404, "token not found or expired")
+        if kind == "portforward":
+            if not isinstance(cached, PortForwardRequest):
+                raise _HttpError(400, "token is not a port-forward token")
+            await self._port_forward(req, tcp, cached)
+            return
+        opts, command, backend = self._command(kind, cached)
+        upgrade = _upgrade_kind(req)
+        if upgrade == "spdy":
+            proto = _negotiate_spdy(req, rc.SPDY_PROTOCOLS)
+            _accept_spdy(tcp, proto)
+            await serve_spdy(tcp, proto, opts, backend, command)
+        else:
+            proto, key = _negotiate_ws(req, rc.WEBSOCKET_PROTOCOLS)
+            _accept_ws(tcp, key, proto)
+            await serve_websocket(WsSession(tcp), proto, opts, backend, command)
+
+    def _command(
+        self, kind: str, cached: StreamRequest
+    ) -> tuple[rc.StreamOptions, list[str], Callable[[CommandIO], Awaitable[rc.Outcome]]]:
+        svc = self.svc
+        if kind == "exec" and isinstance(cached, ExecRequest):
+            c = self._live(cached.container_id)
+            try:
+                with open(Path(c.dir) / "config.json") as f:
+                    spec = json.load(f)
+                process = build_exec_process(spec["process"], list(cached.cmd), tty=cached.tty)
+                runtime = svc.runtime(c.handler)
+            except (OSError, ValueError, KeyError, CrirtError) as exc:
+                raise _HttpError(500, f"cannot exec in container {c.id}: {exc}") from exc
+            opts = rc.StreamOptions(cached.stdin, cached.stdout, cached.stderr, cached.tty)
+            return (
+                opts,
+                list(cached.cmd),
+                lambda io: run_exec(runtime, c.id, process, io),
+            )
+        if kind == "attach" and isinstance(cached, AttachRequest):
+            c = self._live(cached.container_id)
+            sock = str(Path(c.dir) / "attach")
+            once, tty = c.config.stdin_once, c.config.tty
+            opts = rc.StreamOptions(cached.stdin, cached.stdout, cached.stderr, cached.tty)
+            return opts, [], lambda io: run_attach(sock, once, tty, io)
+        raise _HttpError(400, f"token is not an {kind} token")
+
+    def _live(self, container_id: str) -> Any:
+        try:
+            return self._running_container(container_id)
+        except CrirtError as exc:
+            raise _HttpError(500, str(exc)) from exc
+
+    async def _port_forward(
+        self, req: http1.Request, tcp: TcpDuplex, cached: PortForwardRequest
+    ) -> None:
+        sb = self.svc.sandboxes.find(cached.pod_sandbox_id)
+        if sb is None or sb.state is not SandboxState.READY:
+            raise _HttpError(500, f"sandbox {cached.pod_sandbox_id} is not ready")
+        if _upgrade_kind(req) == "spdy":
+            proto = _negotiate_spdy(req, pf.SPDY_PROTOCOLS)
+            _accept_spdy(tcp, proto)
+            await portforward.serve_spdy(tcp, sb.netns_path, sb.id)
+            return
+        proto, key = _negotiate_ws(req, pf.WEBSOCKET_PROTOCOLS)
+        if proto == pf.TUNNEL_PROTOCOL:
+            _accept_ws(tcp, key, proto)
+            await portforward.serve_spdy(WsTunnel(WsSession(tcp)), sb.netns_path, sb.id)
+            return
+        ports = list(cached.ports)
+        if not ports:
+            try:
+                ports = pf.parse_ports(req.query.get("port", []))
+            except pf.StreamRejected as exc:
+                raise _HttpError(400, str(exc)) from exc
+        if not ports:
+            raise _HttpError(400, "query parameter 'port' is required")
+        _accept_ws(tcp, key, proto)
+        await portforward.serve_websocket(WsSession(tcp), proto, ports, sb.netns_path, sb.id)
+
+
+def _flags(req: ExecRequest | AttachRequest) -> tuple[bool, bool, bool, bool]:
+    return req.tty, req.stdin, req.stdout, req.stderr
+
+
+def _upgrade_kind(req: http1.Request) -> str:
+    tokens = [t.lower() for t in ws.split_header_list(req.values("upgrade"))]
+    if "spdy/3.1" in tokens:
+        return "spdy"
+    if "websocket" in tokens:
+        return "websocket"
+    raise _HttpError(400, "Upgrade request required (SPDY/3.1 or websocket)")
+
+
+def _negotiate_spdy(req: http1.Request, supported: tuple[str, ...]) -> str:
+    offered = ws.split_header_list(req.values(HEADER_PROTOCOL))
+    if not offered:
+        raise _HttpError(400, f"unable to upgrade: {HEADER_PROTOCOL} is required")
+    proto = rc.negotiate(offered, supported)
+    if proto is None:
+        raise _HttpError(
+            403,
+            f"unable to upgrade: unable to negotiate protocol: client supports {offered}, "
+            f"server accepts {list(supported)}",
+            [(HEADER_ACCEPTED, p) for p in supported],
+        )
+    return proto
+
+
+def _accept_spdy(tcp: TcpDuplex, proto: str) -> None:
+    tcp.send(
+        http1.response(
+            101,
+            [
+                ("Connection", "Upgrade"),
+                ("Upgrade", "SPDY/3.1"),
+                ("X-Stream-Protocol-Version", proto),
+            ],
+        )
+    )
+
+
+def _negotiate_ws(req: http1.Request, supported: tuple[str, ...]) -> tuple[str, str]:
+    try:
+        key = ws.check_handshake(req.header_map())
+    except ws.HandshakeError as exc:
+        raise _HttpError(400, str(exc)) from exc
+    offered = ws.split_header_list(req.values("sec-websocket-protocol"))
+    if not offered:
+        return "", key  # a client naming no protocol speaks channel.k8s.io
+    proto = rc.negotiate(offered, supported)
+    if proto is None:
+        raise _HttpError(
+            400, f"unable to negotiate a websocket protocol: client supports {offered}"
+        )
+    return proto, key
+
+
+def _accept_ws(tcp: TcpDuplex, key: str, proto: str) -> None:
+    tcp.send(http1.response(101, ws.handshake_headers(key, proto or None)))
