@@ -65,6 +65,14 @@ if [[ -x /usr/local/lib/crirt/runc-1.3 ]]; then
     | tee -a "$work/critest.log" | grep -E '^(•|\[FAIL\]|  \[FAILED\]|Ran |FAIL!|PASS|SUCCESS)' || true
   extra+=("$report/junit-runc-v1.3.xml" "runc-v1.3")
 fi
+# The Streaming specs again over WebSocket (crictl --transport websocket: v5.channel.k8s.io for
+# exec/attach, SPDY tunnelled in WebSocket for port-forward).
+(cd "$work/run" && critest \
+  --runtime-endpoint "unix://$sock" --image-endpoint "unix://$sock" \
+  --ginkgo.focus 'Streaming' -websocket-exec -websocket-attach -websocket-portforward \
+  --ginkgo.no-color --ginkgo.v --ginkgo.junit-report "$report/junit-websocket.xml") 2>&1 \
+  | tee -a "$work/critest.log" | grep -E '^(•|\[FAIL\]|  \[FAILED\]|Ran |FAIL!|PASS|SUCCESS)' || true
+extra+=("$report/junit-websocket.xml" "websocket")
 set -e
 if [[ "${CRIRT_SHOW_LOG:-0}" == 1 ]]; then tail -50 "$work/crirt.log"; fi
 
