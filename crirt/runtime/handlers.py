@@ -37,7 +37,7 @@ from crirt.runtime.store import write_json_atomic
 
 log = get_logger(__name__)
 
-PROBE_BIN = "/.crirt-probe"
+STATIC_BUSYBOX = "/bin/busybox"  # Debian's busybox-static
 PROBE_TIMEOUT = 20.0
 # Host IDs for the probes' user namespace: far above what a kubelet allocates first (65536).
 PROBE_USERNS = PodUserns.single(0, 3_000_000_000, 65536)
@@ -70,17 +70,32 @@ def runtime_feature_flags(doc: Mapping[str, Any], kernel: tuple[int, int]) -> tu
     return rro, userns
 
 
+def probe_program(catatonit: str) -> tuple[str, str] | None:
+    """A static binary to run in the probe's empty rootfs, with an argument that makes it exit
+    at once: the configured catatonit, else busybox-static; None if there is neither."""
+    for path, arg in ((catatonit, "--version"), (STATIC_BUSYBOX, "true")):
+        if os.path.isfile(path):
+            return path, arg
+    return None
+
+
 def _probe_bundle(
-    bundle: Path, catatonit: str, cgroup_parent: str, min_oom: int, userns: PodUserns | None
+    bundle: Path,
+    program: tuple[str, str],
+    cgroup_parent: str,
+    min_oom: int,
+    userns: PodUserns | None,
 ) -> str:
     """Write a probe bundle; returns the container id to run it under."""
     shutil.rmtree(bundle, ignore_errors=True)
     rootfs = bundle / "rootfs"
     rootfs.mkdir(parents=True, mode=0o755)
-    (rootfs / PROBE_BIN.lstrip("/")).touch(mode=0o555)
+    # Named after the program: busybox picks its applet by the name it runs under.
+    dest = "/" + os.path.basename(program[0])
+    (rootfs / dest.lstrip("/")).touch(mode=0o555)
     if userns is not None:
         # The runtime creates the mount points as the namespace's root.
-        for p in (rootfs, rootfs / PROBE_BIN.lstrip("/")):
+        for p in (rootfs, rootfs / dest.lstrip("/")):
             os.chown(p, *userns.root)
     cid = f"crirt-probe-{naming.new_id()[:16]}"
     cfg = api_pb2.PodSandboxConfig(
@@ -91,16 +106,16 @@ def _probe_bundle(
             sandbox_id=cid,
             config=cfg,
             rootfs=str(rootfs),
-            process_args=[PROBE_BIN, "--version"],
+            process_args=[dest, program[1]],
             netns_path=None,
             cgroups_path=f"{cgroup_parent.rstrip('/')}/{cid}",
             min_oom_score_adj=min_oom,
             userns=userns,
             extra_mounts=(
                 {
-                    "destination": PROBE_BIN,
+                    "destination": dest,
                     "type": "bind",
-                    "source": catatonit,
+                    "source": program[0],
                     "options": ["bind", "ro", "nosuid", "nodev"],
                 },
             ),
@@ -122,10 +137,21 @@ async def probe_handler(
 ) -> HandlerFeatures:
     """Probe one handler (see the module docstring); never raises for a broken runtime."""
     base = workdir / name
+    program = probe_program(catatonit)
     try:
         try:
             doc = await rt.features()
-            cid = _probe_bundle(base / "plain", catatonit, cgroup_parent, min_oom_score_adj, None)
+            if program is None:
+                # Nothing to run in a container: at least the binary must answer.
+                log.warning("no static binary to probe handlers with", catatonit=catatonit)
+                await rt.version()
+                rro, _ = runtime_feature_flags(doc, kernel_version(os.uname().release))
+                return HandlerFeatures(
+                    usable=True,
+                    recursive_read_only_mounts=rro,
+                    userns_reason="no static binary to probe user namespaces with",
+                )
+            cid = _probe_bundle(base / "plain", program, cgroup_parent, min_oom_score_adj, None)
             await rt.run(cid, str(base / "plain"), timeout=PROBE_TIMEOUT)
         except (CrirtError, OSError) as exc:
             return HandlerFeatures(usable=False, reason=str(exc))
@@ -138,7 +164,7 @@ async def probe_handler(
         else:
             try:
                 cid = _probe_bundle(
-                    base / "userns", catatonit, cgroup_parent, min_oom_score_adj, PROBE_USERNS
+                    base / "userns", program, cgroup_parent, min_oom_score_adj, PROBE_USERNS
                 )
                 await rt.run(cid, str(base / "userns"), timeout=PROBE_TIMEOUT)
             except (CrirtError, OSError) as exc:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from crirt.runtime.handlers import kernel_version, runtime_feature_flags
+from crirt.runtime.handlers import (
+    STATIC_BUSYBOX,
+    kernel_version,
+    probe_program,
+    runtime_feature_flags,
+)
 
 # Trimmed `runc features` output of Debian's runc 1.1.5 and of runc 1.3.7, as measured here.
 RUNC_115: dict[str, Any] = {
@@ -52,3 +58,15 @@ def test_no_features_command_means_nothing() -> None:
 def test_idmap_without_user_namespaces_is_no_user_namespaces() -> None:
     doc = {"linux": {"namespaces": ["mount"], "mountExtensions": {"idmap": {"enabled": True}}}}
     assert runtime_feature_flags(doc, (6, 18)) == (False, False)
+
+
+def test_probe_program_prefers_catatonit(tmp_path: Path) -> None:
+    cat = tmp_path / "catatonit"
+    cat.write_bytes(b"")
+    assert probe_program(str(cat)) == (str(cat), "--version")
+    # Without it, busybox-static (installed here) runs `true`; with neither, nothing.
+    missing = str(tmp_path / "nope")
+    if Path(STATIC_BUSYBOX).is_file():
+        assert probe_program(missing) == (STATIC_BUSYBOX, "true")
+    else:
+        assert probe_program(missing) is None
