@@ -126,6 +126,11 @@ async def run_exec(
             await proc.kill()
             return rc.Outcome(None, "client disconnected")
         code = exited.result()
+        if not io.settled.is_set():
+            # The process was quick: the client is still opening its streams.
+            await io.settled.wait()
+        if io.gone.is_set():
+            return rc.Outcome(code)
         if outs:
             # Output written just before the exit is still in flight; a grandchild that keeps
             # a pipe open must not hold the session.

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from crirt.log import get_logger
 from crirt.sansio import remotecommand as rc
@@ -87,7 +87,12 @@ class Sink(Protocol):
 
 
 class CommandIO:
-    """The client side of a session as a backend sees it."""
+    """The client side of a session as a backend sees it.
+
+    A backend may start before the client has opened all its streams (the process starts
+    while the SPDY streams are being created): ``write`` waits until they are (``settled``),
+    and drops output if the client went away instead.
+    """
 
     def __init__(self, opts: rc.StreamOptions) -> None:
         self.opts = opts
@@ -95,11 +100,24 @@ class CommandIO:
         # Latest sizes first served; a burst of resizes never blocks the transport.
         self.resizes: asyncio.Queue[tuple[int, int]] = asyncio.Queue(maxsize=64)
         self.gone = asyncio.Event()
+        # Set once the streams are ready or the client is gone, whichever comes first.
+        self.settled = asyncio.Event()
         self.sink: Sink | None = None
+
+    def set_ready(self, sink: Sink) -> None:
+        self.sink = sink
+        self.settled.set()
+
+    def set_gone(self) -> None:
+        self.stdin.close()
+        self.gone.set()
+        self.settled.set()
 
     async def write(self, channel: int, data: bytes) -> None:
         """Send to stdout or stderr (dropped if the client did not ask for that stream)."""
-        if self.sink is not None and data:
+        if not self.settled.is_set():
+            await self.settled.wait()
+        if self.sink is not None and data and not self.gone.is_set():
             await self.sink.write(channel, data)
 
     def push_resize(self, size: tuple[int, int]) -> None:
@@ -109,7 +127,7 @@ class CommandIO:
         self.resizes.put_nowait(size)
 
 
-Backend = Callable[[CommandIO], Awaitable[rc.Outcome]]
+Backend = Callable[[CommandIO], Coroutine[Any, Any, rc.Outcome]]
 
 
 async def _wait_task(task: asyncio.Task[None], timeout: float) -> None:
@@ -152,7 +170,6 @@ async def serve_spdy(
     streams: dict[str, int] = {}
     kinds: dict[int, str] = {}
     ready = asyncio.Event()
-    wake = asyncio.Event()  # ready, or the client went away
     io = CommandIO(opts)
     resize = rc.ResizeDecoder()
     resize_ok = True
@@ -169,7 +186,7 @@ async def serve_spdy(
                         session.reply(ev.stream_id)
                         if len(streams) == len(expected):
                             ready.set()
-                            wake.set()
+                            io.set_ready(_SpdySink(session, streams))
                     else:
                         log.info("unexpected stream refused", stream_type=kind)
                         session.reset(ev.stream_id, spdy.REFUSED_STREAM)
@@ -189,22 +206,19 @@ async def serve_spdy(
                 elif isinstance(ev, spdy.RstStream) and kinds.get(ev.stream_id) == rc.STREAM_STDIN:
                     io.stdin.close()
         finally:
-            io.stdin.close()
-            io.gone.set()
-            wake.set()
+            io.set_gone()
 
     rtask = asyncio.create_task(reader())
+    # The process starts now, while the client opens its streams one round trip at a time;
+    # its output waits in CommandIO.write until they are all there.
+    btask: asyncio.Task[rc.Outcome] = asyncio.create_task(backend(io))
     try:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), STREAM_CREATION_TIMEOUT)
-        if not ready.is_set():
-            if not io.gone.is_set():
-                log.info("client did not open its streams in time", expected=sorted(expected))
-            return
-        if io.gone.is_set():
-            return
-        io.sink = _SpdySink(session, streams)
-        outcome = await backend(io)
+            await asyncio.wait_for(io.settled.wait(), STREAM_CREATION_TIMEOUT)
+        if not ready.is_set() and not io.gone.is_set():
+            log.info("client did not open its streams in time", expected=sorted(expected))
+            io.set_gone()
+        outcome = await btask
         io.stdin.abandon()
         if io.gone.is_set():
             return
@@ -223,11 +237,11 @@ async def serve_spdy(
         await _wait_task(rtask, CLOSE_GRACE)
     finally:
         io.stdin.abandon()
-        await _cancel_all(rtask)
+        await _cancel_all(btask, rtask)
         await session.close()
 
 
-async def _cancel_all(*tasks: asyncio.Task[None]) -> None:
+async def _cancel_all(*tasks: asyncio.Task[Any]) -> None:
     for t in tasks:
         if not t.done():
             t.cancel()
@@ -291,12 +305,11 @@ async def serve_websocket(
                             log.info("bad resize stream ignored", error=str(exc))
                             resize_ok = False
         finally:
-            io.stdin.close()
-            io.gone.set()
+            io.set_gone()
 
     rtask = asyncio.create_task(reader())
     sink = _WsSink(session, protocol, opts)
-    io.sink = sink
+    io.set_ready(sink)
     try:
         if not v5:
             # wsstream tells legacy clients the channels are open with an empty message.

@@ -15,7 +15,6 @@ import contextlib
 import ipaddress
 import json
 import threading
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +31,7 @@ from crirt.sansio import websocket as ws
 from crirt.streaming import portforward
 from crirt.streaming.attach import run_attach
 from crirt.streaming.exec import run_exec
-from crirt.streaming.remotecommand import CommandIO, serve_spdy, serve_websocket
+from crirt.streaming.remotecommand import Backend, serve_spdy, serve_websocket
 from crirt.streaming.tokens import TokenCache
 from crirt.streaming.transport import TcpDuplex, WsSession, WsTunnel
 
@@ -261,7 +260,7 @@ class StreamingServer:
 
     def _command(
         self, kind: str, cached: StreamRequest
-    ) -> tuple[rc.StreamOptions, list[str], Callable[[CommandIO], Awaitable[rc.Outcome]]]:
+    ) -> tuple[rc.StreamOptions, list[str], Backend]:
         svc = self.svc
         if kind == "exec" and isinstance(cached, ExecRequest):
             c = self._live(cached.container_id)

@@ -119,10 +119,18 @@ def in_container(crirt: Crirt, cid: str, script: str) -> str:
 
 
 def run_in_pty(
-    argv: list[str], keys: list[bytes], cols: int, rows: int, timeout: float = 30
+    argv: list[str],
+    keys: list[bytes],
+    cols: int,
+    rows: int,
+    timeout: float = 30,
+    ready: bytes = b"",
 ) -> tuple[int, bytes]:
     """Run ``argv`` with a pty of the given size as its stdio; type ``keys`` (one chunk per
-    0.3 s, starting once it printed something) and collect everything it prints."""
+    0.3 s, starting once it printed ``ready``, or anything) and collect what it prints.
+
+    Like a person, the test types after the prompt: the initial resize travels beside stdin
+    and a command typed before it lands could see the old size."""
     master, slave = os.openpty()
     fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
     env = {k: v for k, v in os.environ.items() if k != "CONTAINER_RUNTIME_ENDPOINT"}
@@ -136,11 +144,11 @@ def run_in_pty(
         while True:
             now = time.monotonic()
             assert now < deadline, f"timed out; output so far: {bytes(out)!r}"
-            if pending and out and now >= next_key:
+            if pending and out and ready in out and now >= next_key:
                 os.write(master, pending.pop(0))
                 next_key = now + 0.3
-            ready, _, _ = select.select([master], [], [], 0.1)
-            if ready:
+            readable, _, _ = select.select([master], [], [], 0.1)
+            if readable:
                 try:
                     data = os.read(master, 65536)
                 except OSError:
@@ -216,7 +224,8 @@ def test_exec_tty_with_resize(crirt: Crirt, sleeper: str, transport: str) -> Non
     # Given crictl exec -it under a 117x37 terminal
     argv = crictl_argv(crirt, "exec", "-it", "--transport", transport, sleeper, "sh")
     # When the shell reports its size and a computed value, then exits 5
-    rc, out = run_in_pty(argv, [b"stty size; echo $((6*7))X\r", b"exit 5\r"], cols=117, rows=37)
+    keys = [b"stty size; echo $((6*7))X\r", b"exit 5\r"]
+    rc, out = run_in_pty(argv, keys, cols=117, rows=37, ready=b"# ")
     # Then the container's pty has our size, output arrives, and the exit code is reported
     assert b"37 117" in out
     assert b"42X" in out
