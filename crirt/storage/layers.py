@@ -324,7 +324,10 @@ class LayerStore:
         while True:
             p = self.path / f"{TMP_PREFIX}{os.urandom(8).hex()}"
             p.mkdir(mode=0o700)
-            fd = os.open(p, _DIR_FLAGS)
+            try:
+                fd = os.open(p, _DIR_FLAGS)
+            except FileNotFoundError:
+                continue  # a concurrent cleanup took it already
             # A concurrent cleanup may have locked (and be deleting) the dir between mkdir and
             # here: then it is not ours any more, take another name.
             if try_lock_dir(fd):
@@ -373,7 +376,10 @@ class LayerStore:
             RegistryError: the download failed (from ``stream``).
         """
         what = f"layer {desc.digest}"
-        tmp, tmp_fd = self._tmpdir()
+        try:
+            tmp, tmp_fd = self._tmpdir()
+        except OSError as exc:
+            raise StorageError(f"{what}: cannot create a temp dir in {self.path}: {exc}") from exc
         try:
             diff = tmp / "diff"
             diff.mkdir(mode=0o755)

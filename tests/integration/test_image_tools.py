@@ -416,7 +416,7 @@ def test_sigkill_at_random_instants_never_corrupts(
     root = tmp_path / "root"
     rnd = random.Random(42)
     killed_in_flight = 0
-    for i in range(14):
+    for _ in range(14):
         # When `crirt image pull` is SIGKILLed at a random instant (start-up, download,
         # extraction, commit)
         proc = subprocess.Popen(
@@ -435,9 +435,8 @@ def test_sigkill_at_random_instants_never_corrupts(
         killed_in_flight += proc.returncode == -signal.SIGKILL
         # Then the store holds only whole layers and a consistent index
         _check_store(root, expect)
-        if i % 5 == 4:
-            # (a finished pull is removed again, so that later kills hit a cold store)
-            cli(root, conf_file, "rm", f"example.test/{repo}:v1")
+        # (an image that got recorded is removed again, so that every kill hits a cold store)
+        cli(root, conf_file, "rm", f"example.test/{repo}:v1")
     assert killed_in_flight >= 8
     # And the next pull succeeds, and the leftovers of the dead pulls are gone
     proxy.rate = 0
@@ -800,3 +799,58 @@ def test_large_layer_count_mounts(
         assert (path / "f059").read_bytes() == b"59"
     finally:
         run(svc.unmount(rec.id))
+
+
+def test_present_image_is_not_downloaded_again(
+    svc: ImageService, registry: LocalRegistry, proxy: RegistryProxy, repo: str
+) -> None:
+    img = push_image(registry.url, repo, "v1", [make_tar([Entry("a", data=os.urandom(1000))])])
+    first = run(svc.pull(f"example.test/{repo}:v1"))
+    proxy.reset()
+    # By tag: one manifest GET, no blob
+    assert run(svc.pull(f"example.test/{repo}:v1")) == first
+    assert proxy.blob_gets() == []
+    assert [p for _, p in proxy.requests if "/manifests/" in p] == [f"/v2/{repo}/manifests/v1"]
+    # By digest of content already present: nothing at all
+    proxy.reset()
+    run(svc.pull(f"example.test/{repo}@{img.manifest_digest}"))
+    proxy.reset()
+    run(svc.pull(f"example.test/{repo}@{img.manifest_digest}"))
+    assert proxy.requests == []
+
+
+def test_progress_only_on_a_terminal(
+    tmp_path: Path, registry: LocalRegistry, proxy: RegistryProxy, conf_file: Path, repo: str
+) -> None:
+    import pty
+
+    push_image(registry.url, repo, "v1", [make_tar([Entry("a", data=os.urandom(3 << 20))])])
+    proxy.rate = 4 << 20
+    # On a pipe: the id alone
+    piped = cli(tmp_path / "a", conf_file, "pull", f"example.test/{repo}:v1").stdout
+    assert piped.startswith("sha256:")
+    assert piped.count("\n") == 1
+    # On a terminal: redrawn progress lines before the id
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "crirt", "image", "--config", "/nonexistent", "--root",
+            str(tmp_path / "b"), "--image-registries-conf", str(conf_file), "pull",
+            f"example.test/{repo}:v1",
+        ],
+        cwd=REPO, stdout=slave, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(60) == 0
+    assert b"\rPulling" in out or b"\r\x1b[KPulling" in out
+    assert b"sha256:" in out
