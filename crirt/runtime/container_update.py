@@ -10,9 +10,8 @@ FailedPrecondition with runc's message, which says the usage.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 from crirt._gen import api_pb2
 from crirt.errors import FailedPrecondition, InvalidArgument, RuntimeFailure
@@ -27,13 +26,6 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 _BUSY = ("current usage", "device or resource busy")
-
-
-@runtime_checkable
-class UpdatableRuntime(Protocol):
-    """An OCI runtime that can change a live container's cgroup (``crirt.oci.runc``)."""
-
-    async def update(self, container_id: str, resources: Mapping[str, Any]) -> None: ...
 
 
 def validate_resources(r: api_pb2.LinuxContainerResources) -> None:
@@ -85,11 +77,8 @@ async def update_resources(
         if c.state is ContainerState.RUNNING:
             svc.apply_exit(c.id)
         if c.state in (ContainerState.CREATED, ContainerState.RUNNING):
-            rt = svc.runtime(c.handler)
-            if not isinstance(rt, UpdatableRuntime):
-                raise FailedPrecondition(f"runtime handler {c.handler} cannot update resources")
             try:
-                await rt.update(c.id, oci)
+                await svc.runtime(c.handler).update(c.id, oci)
             except RuntimeFailure as exc:
                 if any(s in str(exc).lower() for s in _BUSY):
                     raise FailedPrecondition(

@@ -6,7 +6,7 @@ tests may pass fakes. Keeping these narrow is what lets the lifecycle logic be r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,6 +44,7 @@ class OciRuntimePort(Protocol):
     async def exec_process(
         self, container_id: str, process: dict[str, Any], stdio: tuple[int, int, int]
     ) -> ExecProcessLike: ...
+    async def update(self, container_id: str, resources: Mapping[str, Any]) -> None: ...
 
 
 class NetworkResultLike(Protocol):
