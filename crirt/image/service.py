@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import concurrent.futures
-import fcntl
 import functools
 import os
 import threading
@@ -711,7 +710,7 @@ class _LayerJob:
                         sem.release()
                     with self._lock:
                         self.committed.add(lid)
-                fcntl.flock(fd, fcntl.LOCK_SH)
+                layers.share_lock(fd)
             with self._lock:
                 self.infos[lid] = info
         except BaseException:

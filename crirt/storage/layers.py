@@ -32,6 +32,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -288,6 +289,11 @@ class LayerStore:
     ) -> int | None:
         """Lock the layer (see invariant 4); returns the descriptor to ``os.close``."""
         return lock_path(self.lock_file(layer_id), shared=shared, wait=wait)
+
+    @staticmethod
+    def share_lock(fd: int) -> None:
+        """Turn a held exclusive layer lock into a shared one (after the download)."""
+        fcntl.flock(fd, fcntl.LOCK_SH)
 
     def try_lock_unused(self, layer_id: str) -> int | None:
         """The layer's lock, exclusively, if no pull uses or downloads it; else None."""

@@ -71,3 +71,15 @@ def test_token_response() -> None:
     for bad in (b"nope", b"[]", b'{"token": ""}'):
         with pytest.raises(RegistryError):
             ch.parse_token_response(bad)
+
+
+def test_refresh_token_grant_form() -> None:
+    c = ch.Challenge("bearer", {"realm": "https://auth.example/token", "service": "reg"})
+    assert ch.refresh_token_form(c, ["repository:a/b:pull"], "r3fresh", "crirt") == [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", "r3fresh"),
+        ("service", "reg"),
+        ("client_id", "crirt"),
+        ("scope", "repository:a/b:pull"),
+    ]
+    assert ch.push_scope("a/b") == "repository:a/b:pull,push"

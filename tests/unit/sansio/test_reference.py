@@ -92,3 +92,28 @@ def test_not_normalized_requires_a_domain() -> None:
     )
     with pytest.raises(InvalidArgument, match="no repository path"):
         reference.parse("busybox", normalize=False)
+
+
+@pytest.mark.parametrize(
+    ("s", "short"),
+    [
+        ("busybox", True),
+        ("busybox:1.36", True),
+        ("library/busybox", True),
+        (f"team/app@sha256:{'a' * 64}", True),
+        ("docker.io/library/busybox", False),
+        ("localhost/x", False),
+        ("localhost:5000/x", False),
+        ("127.0.0.1:5000/x:1", False),
+    ],
+)
+def test_short_names(s: str, short: bool) -> None:
+    assert reference.is_short_name(s) is short
+
+
+def test_split_name() -> None:
+    assert reference.split_name("busybox") == ("busybox", "")
+    assert reference.split_name("a/b:1") == ("a/b", ":1")
+    assert reference.split_name("h:5000/a/b") == ("h:5000/a/b", "")
+    d = "sha256:" + "a" * 64
+    assert reference.split_name(f"a:1@{d}") == ("a", f":1@{d}")
