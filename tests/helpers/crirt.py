@@ -27,12 +27,28 @@ def mounts_under(path: Path) -> list[str]:
     return out
 
 
+def private_network() -> tuple[str, str]:
+    """A bridge and subnet private to this test process, so that test runs sharing the machine
+    (developers, CI leftovers) never see each other's veths or addresses."""
+    idx = os.getpid() % 200 + 20
+    return f"crirtit{idx}", f"10.89.{idx}.0/24"
+
+
 class Crirt:
     """One crirt server process plus gRPC stubs; ``restart`` keeps root and state."""
 
     def __init__(
-        self, base: Path, bridge: str, subnet: str, extra_args: tuple[str, ...] = ()
+        self,
+        base: Path,
+        bridge: str | None = None,
+        subnet: str | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
+        default_bridge, default_subnet = private_network()
+        bridge = bridge or default_bridge
+        subnet = subnet or default_subnet
+        self.bridge = bridge
+        self.subnet = subnet
         self.base = base
         self.extra_args = extra_args  # more `crirt serve` flags
         self.root = base / "root"
@@ -145,7 +161,7 @@ def _cmdline_pids(needle: str) -> list[int]:
     return out
 
 
-def find_leftovers(srv: Crirt, ids: list[str], bridge: str = "crirtit0") -> dict[str, list[str]]:
+def find_leftovers(srv: Crirt, ids: list[str]) -> dict[str, list[str]]:
     """Everything a removed pod or container could leave behind, by kind (empty = clean)."""
     found: dict[str, list[str]] = {}
     netns_dir = str(srv.state / "netns")
@@ -160,7 +176,7 @@ def find_leftovers(srv: Crirt, ids: list[str], bridge: str = "crirtit0") -> dict
     )
     found["runc"] = runc.stdout.split()
     found["cgroups"] = [str(p) for i in ids for p in Path("/sys/fs/cgroup").glob(f"*/**/crirt-{i}")]
-    brif = Path("/sys/class/net") / bridge / "brif"
+    brif = Path("/sys/class/net") / srv.bridge / "brif"
     found["veths"] = sorted(p.name for p in brif.iterdir()) if brif.exists() else []
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=False).stdout
     found["iptables"] = [line for line in rules.splitlines() if any(i in line for i in ids)]

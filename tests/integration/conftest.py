@@ -9,22 +9,25 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.crirt import REPO, Crirt
+from tests.helpers.crirt import REPO, Crirt, private_network
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 
 @pytest.fixture(scope="session")
-def testbed() -> None:
+def testbed() -> Iterator[None]:
     """The local registry with every test image (idempotent; fast when already up)."""
     subprocess.run([str(REPO / "testbed" / "setup.sh")], check=True, capture_output=True)
+    yield
+    # The per-process test bridge goes with the session (its pods are gone by now).
+    subprocess.run(["ip", "link", "del", private_network()[0]], capture_output=True, check=False)
 
 
 @pytest.fixture
 def crirt(testbed: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crirt]:
     # Short base path: unix socket paths are limited to 108 bytes.
     base = Path(tmp_path_factory.mktemp("crirt", numbered=True))
-    srv = Crirt(base, bridge="crirtit0", subnet="10.89.0.0/24")
+    srv = Crirt(base)
     srv.start()
     try:
         yield srv

@@ -84,7 +84,7 @@ def test_kill_inside_run_pod_sandbox(crirt: Crirt) -> None:
         ]
         assert [s.id for s in named] == [sid]
         st = crirt.rt.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(pod_sandbox_id=sid))
-        assert st.status.network.ip.startswith("10.89.0.")
+        assert st.status.network.ip.startswith(crirt.subnet.rsplit(".", 1)[0] + ".")
         assert (crirt.state / "netns" / sid).exists()
     remove_all(crirt)
     assert find_leftovers(crirt, ids) == {}

@@ -362,8 +362,6 @@ def test_pause_image_pod(traversable_base: Path) -> None:
     # Given a server configured with a pause image that is not pulled yet
     srv = Crirt(
         traversable_base,
-        bridge="crirtit0",
-        subnet="10.89.0.0/24",
         extra_args=("--runtime-pause-image", PAUSE_IMAGE),
     )
     srv.start()
@@ -408,7 +406,7 @@ needs_newer_runc = pytest.mark.skipif(
 @needs_newer_runc
 def test_user_namespace_pod(traversable_base: Path, tmp_path: Path) -> None:
     # Given the newer runc, which has idmapped mounts
-    srv = Crirt(traversable_base, bridge="crirtit0", subnet="10.89.0.0/24")
+    srv = Crirt(traversable_base)
     srv.start()
     try:
         handlers = {
