@@ -362,7 +362,9 @@ class ImageStore:
                 layers=tuple(li.id for li in layers),
                 manifest_digest=manifest_digest,
                 blobs=_union(old.blobs if old else (), blobs),
-                blob_bytes=sum(len(b) for b in blobs.values()),
+                # Every blob once: a re-pull or a new tag adds only the documents it brought.
+                blob_bytes=(old.blob_bytes if old else 0)
+                + sum(len(b) for d, b in blobs.items() if old is None or d not in old.blobs),
             )
             all_layers = dict(state.layers)
             for li in layers:
