@@ -203,6 +203,7 @@ class ImageStore:
             self._state = self._load(self._lock.last_write())
             garbage = self._gc_locked(orphans=True)
         _delete(garbage)
+        self.layers.prune_locks()
         overlay.prune_links(self.links_dir)
 
     def set_pinned(self, pinned: Sequence[str]) -> None:

@@ -306,6 +306,20 @@ class LayerStore:
         finally:
             os.close(fd)
 
+    def prune_locks(self) -> None:
+        """Delete the lock files of layers that are not on disk and that no pull holds."""
+        for p in self.locks.iterdir():
+            if not p.name.endswith(".lock") or (self.path / p.name[: -len(".lock")]).exists():
+                continue
+            fd = lock_path(p, shared=False)
+            if fd is None:
+                continue  # a pull is downloading that layer right now
+            try:
+                if not (self.path / p.name[: -len(".lock")]).exists():
+                    p.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+
     # -- temp dirs --------------------------------------------------------------------------------
 
     def cleanup(self) -> None:

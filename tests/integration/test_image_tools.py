@@ -447,6 +447,11 @@ def test_sigkill_at_random_instants_never_corrupts(
     assert sorted(p.name for p in (root / "storage/layers").iterdir()) == sorted(
         lid.split(":")[1] for lid in expect
     )
+    # And the next opening of the store keeps only the lock files of layers that exist
+    cli(root, conf_file, "ls", "-q")
+    assert sorted(p.name for p in (root / "storage/locks").iterdir()) == sorted(
+        lid.split(":")[1] + ".lock" for lid in expect
+    )
 
 
 def test_two_processes_pull_the_same_image_once(
