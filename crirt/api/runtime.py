@@ -13,6 +13,7 @@ from crirt.api import convert
 from crirt.errors import Unavailable
 from crirt.runtime import container_update
 from crirt.runtime.service import RuntimeService
+from crirt.stats import StatsService, descriptors
 from crirt.streaming import AttachRequest, ExecRequest, PortForwardRequest, StreamingServer
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -22,6 +23,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     def __init__(self, svc: RuntimeService, streaming: StreamingServer | None = None) -> None:
         self.svc = svc
         self.streaming = streaming
+        self.stats = StatsService(svc)
 
     async def Version(self, request: api_pb2.VersionRequest, context: Ctx) -> Any:
         return api_pb2.VersionResponse(
@@ -152,6 +154,44 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     ) -> Any:
         await self.svc.container_ops.reopen_log(request.container_id)
         return api_pb2.ReopenContainerLogResponse()
+
+    # ----- stats -------------------------------------------------------------------------
+
+    async def ContainerStats(self, request: api_pb2.ContainerStatsRequest, context: Ctx) -> Any:
+        stats = await self.stats.container_stats(request.container_id)
+        return api_pb2.ContainerStatsResponse(stats=stats)
+
+    async def ListContainerStats(
+        self, request: api_pb2.ListContainerStatsRequest, context: Ctx
+    ) -> Any:
+        flt = request.filter if request.HasField("filter") else None
+        return api_pb2.ListContainerStatsResponse(
+            stats=await self.stats.list_container_stats(flt)
+        )
+
+    async def PodSandboxStats(self, request: api_pb2.PodSandboxStatsRequest, context: Ctx) -> Any:
+        stats = await self.stats.pod_sandbox_stats(request.pod_sandbox_id)
+        return api_pb2.PodSandboxStatsResponse(stats=stats)
+
+    async def ListPodSandboxStats(
+        self, request: api_pb2.ListPodSandboxStatsRequest, context: Ctx
+    ) -> Any:
+        flt = request.filter if request.HasField("filter") else None
+        return api_pb2.ListPodSandboxStatsResponse(
+            stats=await self.stats.list_pod_sandbox_stats(flt)
+        )
+
+    async def ListMetricDescriptors(
+        self, request: api_pb2.ListMetricDescriptorsRequest, context: Ctx
+    ) -> Any:
+        return api_pb2.ListMetricDescriptorsResponse(descriptors=descriptors.all_descriptors())
+
+    async def ListPodSandboxMetrics(
+        self, request: api_pb2.ListPodSandboxMetricsRequest, context: Ctx
+    ) -> Any:
+        return api_pb2.ListPodSandboxMetricsResponse(
+            pod_metrics=await self.stats.pod_sandbox_metrics()
+        )
 
     # ----- streaming ---------------------------------------------------------------------
 

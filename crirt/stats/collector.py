@@ -1,0 +1,188 @@
+"""CRI stats of containers and pods, built from cgroup files on demand.
+
+Everything here is blocking and runs in a worker thread (``StatsCollector.run``); the records
+come from the in-memory indexes, the numbers from a few small files per container. Rates
+(``usage_nano_cores``) are computed from the previous sample of the same container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from crirt._gen import api_pb2
+from crirt.runtime.model import Container, ContainerState, Sandbox
+from crirt.sansio import cgroupstats as cg
+from crirt.stats.reader import (
+    CgroupReader,
+    CgroupSample,
+    DiskUsageCache,
+    cgroup_relpath,
+    net_dev_of,
+)
+
+_T = TypeVar("_T")
+
+
+def _u64(v: int | None) -> api_pb2.UInt64Value | None:
+    return None if v is None else api_pb2.UInt64Value(value=max(v, 0))
+
+
+@dataclass(frozen=True)
+class ContainerSample:
+    """One container's numbers at ``ts`` (ns since the epoch), before conversion."""
+
+    container: Container
+    ts: int
+    cgroup: CgroupSample
+    nano_cores: int | None
+    fs_bytes: int | None
+    fs_inodes: int | None
+
+
+class StatsCollector:
+    def __init__(
+        self, storage_root: Path, reader: CgroupReader | None = None, fs_ttl: float = 30.0
+    ) -> None:
+        self.storage_root = storage_root
+        self.reader = reader or CgroupReader()
+        self.disk = DiskUsageCache(ttl=fs_ttl)
+        self._prev_cpu: dict[str, tuple[int, int]] = {}
+
+    @staticmethod
+    async def run(fn: Callable[[], _T]) -> _T:
+        return await asyncio.to_thread(fn)
+
+    # ----- samples -----------------------------------------------------------------------------
+
+    def _cgroup(self, parent: str, obj_id: str) -> CgroupSample:
+        return self.reader.sample(cgroup_relpath(f"{parent.rstrip('/')}/crirt-{obj_id}"))
+
+    def _rate(self, key: str, usage: int | None, ts: int) -> int | None:
+        if usage is None:
+            return None
+        rate = cg.nano_cores(self._prev_cpu.get(key), usage, ts)
+        self._prev_cpu[key] = (usage, ts)
+        return rate
+
+    def sample_container(self, c: Container, sb: Sandbox | None) -> ContainerSample:
+        ts = time.time_ns()
+        if sb is not None and c.state is not ContainerState.EXITED:
+            s = self._cgroup(sb.cgroup_parent, c.id)
+        else:
+            s = CgroupSample(None, None, None)
+        upper = self.storage_root / "containers" / c.id / "upper"
+        du = self.disk.get(str(upper))
+        return ContainerSample(c, ts, s, self._rate(c.id, s.cpu_ns, ts), du.bytes, du.inodes)
+
+    def forget(self, live_ids: set[str]) -> None:
+        """Drop cached samples of objects that are gone."""
+        for k in [k for k in self._prev_cpu if k not in live_ids]:
+            del self._prev_cpu[k]
+        self.disk.forget({str(self.storage_root / "containers" / i / "upper") for i in live_ids})
+
+    # ----- CRI messages ------------------------------------------------------------------------
+
+    def fs_usage(self, s: ContainerSample) -> api_pb2.FilesystemUsage:
+        return api_pb2.FilesystemUsage(
+            timestamp=s.ts,
+            fs_id=api_pb2.FilesystemIdentifier(mountpoint=str(self.storage_root)),
+            used_bytes=_u64(s.fs_bytes),
+            inodes_used=_u64(s.fs_inodes),
+        )
+
+    def container_stats(self, s: ContainerSample) -> api_pb2.ContainerStats:
+        c = s.container
+        m = s.cgroup.memory
+        return api_pb2.ContainerStats(
+            attributes=api_pb2.ContainerAttributes(
+                id=c.id,
+                metadata=c.config.metadata,
+                labels=c.config.labels,
+                annotations=c.config.annotations,
+            ),
+            cpu=api_pb2.CpuUsage(
+                timestamp=s.ts,
+                usage_core_nano_seconds=_u64(s.cgroup.cpu_ns or 0),
+                usage_nano_cores=_u64(s.nano_cores),
+            ),
+            memory=_memory(s.ts, m),
+            writable_layer=self.fs_usage(s),
+        )
+
+    def pod_stats(
+        self, sb: Sandbox, containers: Iterable[Container]
+    ) -> tuple[api_pb2.PodSandboxStats, list[ContainerSample]]:
+        ts = time.time_ns()
+        samples = [self.sample_container(c, sb) for c in containers]
+        infra = self._cgroup(sb.cgroup_parent, sb.id)
+        parts = [infra] + [s.cgroup for s in samples]
+        cpu = sum(p.cpu_ns or 0 for p in parts)
+        mems = [p.memory for p in parts if p.memory is not None]
+        mem = None
+        if mems:
+            mem = cg.MemorySample(
+                usage=sum(x.usage for x in mems),
+                working_set=sum(x.working_set for x in mems),
+                rss=sum(x.rss for x in mems),
+                page_faults=sum(x.page_faults for x in mems),
+                major_page_faults=sum(x.major_page_faults for x in mems),
+                limit=None,
+            )
+        pids = sum(p.pids or 0 for p in parts)
+        ifaces = net_dev_of(sb.infra_pid) if sb.netns_path else None
+        network = None
+        if ifaces is not None:
+            items = [_iface(i) for i in ifaces]
+            default = next((x for x in items if x.name == "eth0"), items[0] if items else None)
+            network = api_pb2.NetworkUsage(
+                timestamp=ts, default_interface=default, interfaces=items
+            )
+        stats = api_pb2.PodSandboxStats(
+            attributes=api_pb2.PodSandboxAttributes(
+                id=sb.id,
+                metadata=sb.config.metadata,
+                labels=sb.config.labels,
+                annotations=sb.config.annotations,
+            ),
+            linux=api_pb2.LinuxPodSandboxStats(
+                cpu=api_pb2.CpuUsage(
+                    timestamp=ts,
+                    usage_core_nano_seconds=_u64(cpu),
+                    usage_nano_cores=_u64(self._rate(sb.id, cpu, ts)),
+                ),
+                memory=_memory(ts, mem),
+                network=network,
+                process=api_pb2.ProcessUsage(timestamp=ts, process_count=_u64(pids)),
+                containers=[self.container_stats(s) for s in samples],
+            ),
+        )
+        return stats, samples
+
+
+def _memory(ts: int, m: cg.MemorySample | None) -> api_pb2.MemoryUsage:
+    if m is None:
+        return api_pb2.MemoryUsage(timestamp=ts, working_set_bytes=_u64(0), usage_bytes=_u64(0))
+    return api_pb2.MemoryUsage(
+        timestamp=ts,
+        working_set_bytes=_u64(m.working_set),
+        available_bytes=_u64(m.available),
+        usage_bytes=_u64(m.usage),
+        rss_bytes=_u64(m.rss),
+        page_faults=_u64(m.page_faults),
+        major_page_faults=_u64(m.major_page_faults),
+    )
+
+
+def _iface(i: cg.InterfaceSample) -> api_pb2.NetworkInterfaceUsage:
+    return api_pb2.NetworkInterfaceUsage(
+        name=i.name,
+        rx_bytes=_u64(i.rx_bytes),
+        rx_errors=_u64(i.rx_errors),
+        tx_bytes=_u64(i.tx_bytes),
+        tx_errors=_u64(i.tx_errors),
+    )

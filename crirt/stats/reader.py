@@ -1,0 +1,140 @@
+"""Reads a cgroup's accounting files (v1 or v2, detected per controller), a pod's network
+counters and a writable layer's size. Blocking, small reads only: call from a worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from crirt.sansio import cgroupstats as cg
+
+
+@dataclass(frozen=True)
+class CgroupSample:
+    cpu_ns: int | None
+    memory: cg.MemorySample | None
+    pids: int | None
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def cgroup_relpath(cgroups_path: str) -> str:
+    """The path runc resolves below each hierarchy: cgroupfs ``/a/b`` as is, systemd
+    ``slice:prefix:name`` as ``<slice path>/<prefix>-<name>.scope``."""
+    if ":" not in cgroups_path:
+        return cgroups_path.strip("/")
+    slice_, prefix, name = cgroups_path.split(":", 2)
+    parts: list[str] = []
+    if slice_ and slice_ != "-.slice":
+        stem = slice_.removesuffix(".slice").split("-")
+        parts = ["-".join(stem[: i + 1]) + ".slice" for i in range(len(stem))]
+    parts.append(f"{prefix}-{name}.scope" if prefix else f"{name}.scope")
+    return "/".join(parts)
+
+
+class CgroupReader:
+    """Finds each controller's hierarchy once; a unified-only host reads the v2 files."""
+
+    def __init__(self, root: Path = Path("/sys/fs/cgroup")) -> None:
+        self.root = root
+        self.v2 = (root / "cgroup.controllers").exists()
+
+    def sample(self, relpath: str) -> CgroupSample:
+        r = str(self.root)
+        if self.v2:
+            base = f"{r}/{relpath}"
+            stat = _read(f"{base}/cpu.stat")
+            cpu = cg.cpu_usage_ns_v2(stat) if stat is not None else None
+            cur = _read(f"{base}/memory.current")
+            mem = None
+            if cur is not None:
+                mem = cg.memory_v2(
+                    cur, _read(f"{base}/memory.stat") or "", _read(f"{base}/memory.max") or ""
+                )
+            pids_text = _read(f"{base}/pids.current")
+        else:
+            usage = _read(f"{r}/cpuacct/{relpath}/cpuacct.usage")
+            cpu = cg.cpu_usage_ns_v1(usage) if usage is not None else None
+            mbase = f"{r}/memory/{relpath}"
+            cur = _read(f"{mbase}/memory.usage_in_bytes")
+            mem = None
+            if cur is not None:
+                mem = cg.memory_v1(
+                    cur,
+                    _read(f"{mbase}/memory.stat") or "",
+                    _read(f"{mbase}/memory.limit_in_bytes") or "",
+                )
+            pids_text = _read(f"{r}/pids/{relpath}/pids.current")
+        pids = cg.parse_int(pids_text) if pids_text is not None else None
+        return CgroupSample(cpu, mem, pids)
+
+
+def net_dev_of(pid: int) -> list[cg.InterfaceSample] | None:
+    """A process's network namespace counters, without entering it (``/proc/<pid>/net/dev``)."""
+    text = _read(f"/proc/{pid}/net/dev") if pid > 0 else None
+    return cg.net_dev(text) if text is not None else None
+
+
+@dataclass(frozen=True)
+class DiskUsage:
+    bytes: int
+    inodes: int
+
+
+class DiskUsageCache:
+    """du of writable layers, each walk bounded in entries and cached for ``ttl`` seconds:
+    the kubelet asks every 10 s and a layer rarely changes much in between."""
+
+    def __init__(self, ttl: float = 30.0, max_entries: int = 100_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._cache: dict[str, tuple[float, DiskUsage]] = {}
+
+    def get(self, path: str) -> DiskUsage:
+        now = time.monotonic()
+        hit = self._cache.get(path)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        du = self._walk(path)
+        self._cache[path] = (now + self.ttl, du)
+        return du
+
+    def forget(self, keep: set[str]) -> None:
+        for p in [p for p in self._cache if p not in keep]:
+            del self._cache[p]
+
+    def _walk(self, path: str) -> DiskUsage:
+        total, inodes = 0, 0
+        seen: set[tuple[int, int]] = set()
+        stack = [path]
+        while stack and inodes < self.max_entries:
+            d = stack.pop()
+            try:
+                it = os.scandir(d)
+            except OSError:
+                continue
+            with it:
+                for e in it:
+                    try:
+                        st = e.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    inodes += 1
+                    if st.st_nlink > 1:
+                        key = (st.st_dev, st.st_ino)
+                        if key in seen:
+                            continue
+                        seen.add(key)
+                    total += st.st_blocks * 512
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append(e.path)
+        return DiskUsage(total, inodes)

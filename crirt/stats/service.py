@@ -1,0 +1,106 @@
+"""The stats RPC family: filters over the in-memory indexes, samples in one worker thread."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from crirt._gen import api_pb2
+from crirt.runtime.model import Container, Sandbox
+from crirt.stats import descriptors
+from crirt.stats.collector import StatsCollector
+
+if TYPE_CHECKING:
+    from crirt.runtime.service import RuntimeService
+
+
+def _labels_match(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+class StatsService:
+    def __init__(self, svc: RuntimeService, collector: StatsCollector | None = None) -> None:
+        self.svc = svc
+        self.collector = collector or StatsCollector(Path(svc.config.root) / "storage")
+
+    def _containers(self, flt: api_pb2.ContainerStatsFilter | None) -> list[Container]:
+        out = []
+        for c in self.svc.containers:
+            if flt is not None:
+                if flt.id and not c.id.startswith(flt.id):
+                    continue
+                if flt.pod_sandbox_id and not c.sandbox_id.startswith(flt.pod_sandbox_id):
+                    continue
+                if not _labels_match(c.config.labels, flt.label_selector):
+                    continue
+            out.append(c)
+        return out
+
+    def _sandboxes(self, flt: api_pb2.PodSandboxStatsFilter | None) -> list[Sandbox]:
+        out = []
+        for sb in self.svc.sandboxes:
+            if flt is not None:
+                if flt.id and not sb.id.startswith(flt.id):
+                    continue
+                if not _labels_match(sb.config.labels, flt.label_selector):
+                    continue
+            out.append(sb)
+        return out
+
+    def _by_pod(self) -> dict[str, list[Container]]:
+        pods: dict[str, list[Container]] = {}
+        for c in self.svc.containers:
+            pods.setdefault(c.sandbox_id, []).append(c)
+        return pods
+
+    def _forget_gone(self) -> None:
+        live = {c.id for c in self.svc.containers} | {s.id for s in self.svc.sandboxes}
+        self.collector.forget(live)
+
+    # ----- RPCs ----------------------------------------------------------------------------------
+
+    async def container_stats(self, container_id: str) -> api_pb2.ContainerStats:
+        c = self.svc.containers.get(container_id)
+        sb = self.svc.sandboxes.find(c.sandbox_id)
+        col = self.collector
+        return await col.run(lambda: col.container_stats(col.sample_container(c, sb)))
+
+    async def list_container_stats(
+        self, flt: api_pb2.ContainerStatsFilter | None
+    ) -> list[api_pb2.ContainerStats]:
+        pairs = [(c, self.svc.sandboxes.find(c.sandbox_id)) for c in self._containers(flt)]
+        self._forget_gone()
+        col = self.collector
+        return await col.run(
+            lambda: [col.container_stats(col.sample_container(c, sb)) for c, sb in pairs]
+        )
+
+    async def pod_sandbox_stats(self, sandbox_id: str) -> api_pb2.PodSandboxStats:
+        sb = self.svc.sandboxes.get(sandbox_id)
+        cs = self._by_pod().get(sb.id, [])
+        col = self.collector
+        return await col.run(lambda: col.pod_stats(sb, cs)[0])
+
+    async def list_pod_sandbox_stats(
+        self, flt: api_pb2.PodSandboxStatsFilter | None
+    ) -> list[api_pb2.PodSandboxStats]:
+        pods = self._by_pod()
+        work = [(sb, pods.get(sb.id, [])) for sb in self._sandboxes(flt)]
+        self._forget_gone()
+        col = self.collector
+        return await col.run(lambda: [col.pod_stats(sb, cs)[0] for sb, cs in work])
+
+    async def pod_sandbox_metrics(self) -> list[api_pb2.PodSandboxMetrics]:
+        pods = self._by_pod()
+        work = [(sb, pods.get(sb.id, [])) for sb in self.svc.sandboxes]
+        col = self.collector
+
+        def collect() -> list[api_pb2.PodSandboxMetrics]:
+            out = []
+            for sb, cs in work:
+                stats, samples = col.pod_stats(sb, cs)
+                out.append(descriptors.pod_metrics(sb, stats, samples))
+            return out
+
+        return await col.run(collect)
