@@ -30,7 +30,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from pull import containerd, crirt  # noqa: E402
+from peers import containerd, crirt  # noqa: E402
 
 IMAGE = "127.0.0.1:5000/library/busybox:latest"
 
@@ -120,16 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         base = Path(tempfile.mkdtemp(prefix="crirt-exec-bench-", dir="/var/tmp"))
         stack.callback(lambda: subprocess.run(["rm", "-rf", str(base)], check=False))
-        # After crirt stops: its monitor fork server (detached by design) and anything left.
-        cleanup = REPO / "scripts" / "cleanup-state.sh"
-        crirt_dir = base / "crirt"
-        stack.callback(
-            lambda: subprocess.run(
-                [str(cleanup), str(crirt_dir / "state"), str(crirt_dir / "root")], check=False
-            )
-        )
         socks = {
-            "crirt": stack.enter_context(crirt(crirt_dir)),
+            "crirt": stack.enter_context(crirt(base / "crirt")),
             "containerd": stack.enter_context(containerd(base / "containerd")),
         }
         for sock in socks.values():

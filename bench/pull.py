@@ -22,28 +22,25 @@ import io
 import json
 import os
 import random
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 import grpc  # noqa: E402
+from peers import REGISTRY, containerd, crirt  # noqa: E402
 
 from crirt._gen import api_pb2, api_pb2_grpc  # noqa: E402
 
-REGISTRY = os.environ.get("CRIRT_REGISTRY_ADDR", "127.0.0.1:5000")
 MTIME = 1700000000
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -227,144 +224,7 @@ def push(repo: str, tag: str, blobs: list[Blob], diff_ids: list[str]) -> tuple[s
     return "sha256:" + hashlib.sha256(manifest).hexdigest(), sum(b.size for b in blobs)
 
 
-# -- the runtimes ------------------------------------------------------------------------------
-
-
-def _wait_socket(sock: Path, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not sock.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{log.name}: did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.02)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@contextmanager
-def crirt(tmp: Path) -> Iterator[Path]:
-    sock = tmp / "crirt.sock"
-    (tmp / "cni").mkdir(parents=True, exist_ok=True)
-    log = tmp / "crirt.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "crirt", "serve", "--config", "/nonexistent",
-                "--listen", str(sock), "--root", str(tmp / "root"), "--state-dir",
-                str(tmp / "state"), "--image-registries-conf",
-                str(REPO / "testbed" / "registries.conf"), "--network-cni-conf-dir",
-                str(tmp / "cni"), "--log-level", "warning",
-            ],
-            stdout=out, stderr=out, stdin=subprocess.DEVNULL, cwd=REPO, start_new_session=True,
-        )  # fmt: skip
-    try:
-        _wait_socket(sock, proc, log, 30)
-        yield sock
-    finally:
-        _stop(proc)
-        _cleanup_mounts(tmp)
-
-
-CONTAINERD_CONFIG = """\
-version = 2
-root = "{tmp}/root"
-state = "{tmp}/state"
-oom_score = 0
-[grpc]
-  address = "{tmp}/containerd.sock"
-[ttrpc]
-  address = "{tmp}/containerd.sock.ttrpc"
-[debug]
-  address = ""
-  level = "warn"
-[metrics]
-  address = ""
-[plugins]
-  [plugins."io.containerd.internal.v1.opt"]
-    path = "{tmp}/opt"
-  [plugins."io.containerd.grpc.v1.cri"]
-    restrict_oom_score_adj = true
-    max_concurrent_downloads = 3
-    disable_apparmor = true
-    sandbox_image = "127.0.0.1:5000/crirt/pause:3.9"
-    [plugins."io.containerd.grpc.v1.cri".containerd]
-      snapshotter = "overlayfs"
-      default_runtime_name = "runc"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-        runtime_type = "io.containerd.runc.v2"
-        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-          BinaryName = "/usr/sbin/runc"
-          Root = "{tmp}/state/runc"
-    [plugins."io.containerd.grpc.v1.cri".cni]
-      bin_dir = "/usr/lib/cni"
-      conf_dir = "{tmp}/cni"
-    [plugins."io.containerd.grpc.v1.cri".registry]
-      config_path = "{tmp}/certs.d"
-"""
-
-
-@contextmanager
-def containerd(tmp: Path) -> Iterator[Path]:
-    exe = shutil.which("containerd")
-    if exe is None:
-        raise RuntimeError("containerd is not installed (apt-get install containerd)")
-    (tmp / "cni").mkdir(parents=True, exist_ok=True)
-    for host in (REGISTRY, "localhost:5000"):
-        d = tmp / "certs.d" / host
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "hosts.toml").write_text(
-            f'server = "http://{REGISTRY}"\n[host."http://{REGISTRY}"]\n'
-            '  capabilities = ["pull", "resolve", "push"]\n'
-        )
-    conf = tmp / "config.toml"
-    conf.write_text(CONTAINERD_CONFIG.format(tmp=tmp))
-    sock = tmp / "containerd.sock"
-    log = tmp / "containerd.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [exe, "--config", str(conf)],
-            stdout=out,
-            stderr=out,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        _wait_socket(sock, proc, log, 30)
-        # The CRI plugin registers a moment after the socket appears.
-        _wait_cri(sock)
-        yield sock
-    finally:
-        _stop(proc)
-        _cleanup_mounts(tmp)
-
-
-def _wait_cri(sock: Path) -> None:
-    deadline = time.monotonic() + 30
-    with grpc.insecure_channel(f"unix://{sock}") as ch:
-        stub = api_pb2_grpc.ImageServiceStub(ch)  # type: ignore[no-untyped-call]
-        while True:
-            try:
-                stub.ListImages(api_pb2.ListImagesRequest(), timeout=2)
-                return
-            except grpc.RpcError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-
-def _cleanup_mounts(tmp: Path) -> None:
-    prefix = os.path.realpath(tmp) + "/"
-    with open("/proc/self/mountinfo") as f:
-        mps = [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
-    for mp in sorted(mps, key=len, reverse=True):
-        subprocess.run(["umount", "-l", mp], check=False, capture_output=True)
+# -- the runtimes: bench/peers.py ---------------------------------------------------------------
 
 
 def pull_once(sock: Path, ref: str) -> float:
