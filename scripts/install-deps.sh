@@ -91,6 +91,12 @@ else
     quiet pip python3 -m pip install --disable-pip-version-check -e "$REPO[dev]"
     printf '%s\n' "$want" >"$stamp"
   fi
+  # bench/run's plots (the [bench] extra, ~40 MB of wheels, seconds): optional, never fatal.
+  if ! python3 -c 'import matplotlib' 2>/dev/null; then
+    log "pip: installing the [bench] extra (matplotlib)"
+    python3 -m pip install --disable-pip-version-check -q "matplotlib>=3.7" \
+      >"$CACHE/logs/pip-bench.log" 2>&1 || log "pip: matplotlib not installed: bench/run skips its plots"
+  fi
 fi
 
 # --- Go tools ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ scripts/install-deps.sh
 testbed/setup.sh
 
 echo "== ruff"
-ruff check crirt tests scripts testbed
+ruff check crirt tests scripts testbed bench
 echo "== mypy"
 mypy
 
@@ -20,6 +20,10 @@ python3 -m pytest -p no:cacheprovider tests || rc=$?
 echo "== critest"
 crc=0
 CRIRT_SKIP_INSTALL=1 ./critest.sh || crc=$?
+echo "== bench (reporting, not gating)"
+# crirt vs containerd side by side (bench/run --quick, < 5 min); its result never fails the run.
+timeout 600 bench/run --quick 2>&1 || echo "bench: bench/run --quick failed (not gating)"
+
 if ((rc != 0 || crc != 0)); then
   echo "test.sh: pytest exit $rc, critest.sh exit $crc"
   exit 1
