@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
 from crirt._gen import api_pb2, api_pb2_grpc
 from crirt.api import convert
+from crirt.api.chunks import chunked
 from crirt.errors import InvalidArgument
 from crirt.image.service import FsUsage, ImageService
 
@@ -27,6 +29,13 @@ class ImageServicer(api_pb2_grpc.ImageServiceServicer):
         else:
             recs = self.images.list()
         return api_pb2.ListImagesResponse(images=[convert.image(r) for r in recs])
+
+    async def StreamImages(
+        self, request: api_pb2.StreamImagesRequest, context: Ctx
+    ) -> AsyncIterator[Any]:
+        listed = await self.ListImages(api_pb2.ListImagesRequest(filter=request.filter), context)
+        for chunk in chunked(listed.images):
+            yield api_pb2.StreamImagesResponse(images=chunk)
 
     async def ImageStatus(self, request: api_pb2.ImageStatusRequest, context: Ctx) -> Any:
         if not request.image.image:

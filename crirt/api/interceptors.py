@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -83,5 +83,32 @@ def wrap(
         else:
             log.info("rpc done", rpc=name, ms=round(ms, 2))
         return resp
+
+    return handler
+
+
+def wrap_stream(
+    name: str, fn: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]:
+    """``wrap`` for server-streaming RPCs: the same error table, logged when the stream ends."""
+
+    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        rid = next(_ids)
+        structlog.contextvars.bind_contextvars(rpc=name, request_id=rid)
+        t0 = time.perf_counter()
+        try:
+            async for item in fn(request, context):
+                yield item
+        except errors.CrirtError as exc:
+            code = code_for(exc)
+            log.info("rpc failed", code=code.name, error=str(exc))
+            await context.abort(code, str(exc))
+        except Exception as exc:
+            log.exception("rpc crashed")
+            await context.abort(grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
+        finally:
+            ms = (time.perf_counter() - t0) * 1000
+            structlog.contextvars.unbind_contextvars("rpc", "request_id")
+        log.debug("stream done", rpc=name, ms=round(ms, 2))
 
     return handler

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -10,8 +11,10 @@ import grpc
 from crirt import CRI_API_VERSION, RUNTIME_NAME, __version__
 from crirt._gen import api_pb2, api_pb2_grpc
 from crirt.api import convert
+from crirt.api.chunks import chunked
 from crirt.errors import Unavailable
 from crirt.runtime import container_update
+from crirt.runtime.events import Event, EventType
 from crirt.runtime.service import RuntimeService
 from crirt.stats import StatsService, descriptors
 from crirt.streaming import AttachRequest, ExecRequest, PortForwardRequest, StreamingServer
@@ -193,6 +196,53 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
             pod_metrics=await self.stats.pod_sandbox_metrics()
         )
 
+    # ----- v0.36 Stream* variants: the List results in chunks --------------------------------
+
+    async def StreamPodSandboxes(
+        self, request: api_pb2.StreamPodSandboxesRequest, context: Ctx
+    ) -> AsyncIterator[Any]:
+        flt = request.filter if request.HasField("filter") else None
+        items = [convert.pod_sandbox(sb) for sb in self.svc.sandbox_ops.list(flt)]
+        for chunk in chunked(items):
+            yield api_pb2.StreamPodSandboxesResponse(pod_sandboxes=chunk)
+
+    async def StreamContainers(
+        self, request: api_pb2.StreamContainersRequest, context: Ctx
+    ) -> AsyncIterator[Any]:
+        flt = request.filter if request.HasField("filter") else None
+        items = [convert.container(c) for c in self.svc.container_ops.list(flt)]
+        for chunk in chunked(items):
+            yield api_pb2.StreamContainersResponse(containers=chunk)
+
+    async def StreamContainerStats(
+        self, request: api_pb2.StreamContainerStatsRequest, context: Ctx
+    ) -> AsyncIterator[Any]:
+        flt = request.filter if request.HasField("filter") else None
+        for chunk in chunked(await self.stats.list_container_stats(flt)):
+            yield api_pb2.StreamContainerStatsResponse(container_stats=chunk)
+
+    async def StreamPodSandboxStats(
+        self, request: api_pb2.StreamPodSandboxStatsRequest, context: Ctx
+    ) -> AsyncIterator[Any]:
+        flt = request.filter if request.HasField("filter") else None
+        for chunk in chunked(await self.stats.list_pod_sandbox_stats(flt)):
+            yield api_pb2.StreamPodSandboxStatsResponse(pod_sandbox_stats=chunk)
+
+    async def StreamPodSandboxMetrics(
+        self, request: api_pb2.StreamPodSandboxMetricsRequest, context: Ctx
+    ) -> AsyncIterator[Any]:
+        for chunk in chunked(await self.stats.pod_sandbox_metrics()):
+            yield api_pb2.StreamPodSandboxMetricsResponse(pod_sandbox_metrics=chunk)
+
+    # ----- events ------------------------------------------------------------------------
+
+    async def GetContainerEvents(
+        self, request: api_pb2.GetEventsRequest, context: Ctx
+    ) -> AsyncIterator[Any]:
+        with self.svc.events.subscribe() as sub:
+            while True:
+                yield _event(await sub.get())
+
     # ----- streaming ---------------------------------------------------------------------
 
     def _streaming(self) -> StreamingServer:
@@ -213,3 +263,21 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     async def PortForward(self, request: api_pb2.PortForwardRequest, context: Ctx) -> Any:
         req = PortForwardRequest(request.pod_sandbox_id, tuple(request.port))
         return api_pb2.PortForwardResponse(url=self._streaming().port_forward_url(req))
+
+
+_EVENT_TYPES = {
+    EventType.CREATED: api_pb2.CONTAINER_CREATED_EVENT,
+    EventType.STARTED: api_pb2.CONTAINER_STARTED_EVENT,
+    EventType.STOPPED: api_pb2.CONTAINER_STOPPED_EVENT,
+    EventType.DELETED: api_pb2.CONTAINER_DELETED_EVENT,
+}
+
+
+def _event(ev: Event) -> api_pb2.ContainerEventResponse:
+    return api_pb2.ContainerEventResponse(
+        container_id=ev.id,
+        container_event_type=_EVENT_TYPES[ev.type],
+        created_at=ev.created_at,
+        pod_sandbox_status=convert.pod_sandbox_status(ev.sandbox) if ev.sandbox else None,
+        containers_statuses=[convert.container_status(c) for c in ev.containers],
+    )

@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 
 from crirt._gen import api_pb2, api_pb2_grpc
-from crirt.api.interceptors import wrap
+from crirt.api.interceptors import wrap, wrap_stream
 from crirt.errors import CrirtError
 
 # cri-client's default max message size is 16 MiB; allow the same each way.
@@ -32,6 +32,8 @@ def _wrapped(servicer: Any, service: str) -> Any:
                 await ctx.abort(grpc.StatusCode.UNIMPLEMENTED, f"{_n} is not implemented")
 
             setattr(ns, m.name, unimplemented)
+        elif m.server_streaming:
+            setattr(ns, m.name, wrap_stream(m.name, getattr(servicer, m.name)))
         else:
             setattr(ns, m.name, wrap(m.name, getattr(servicer, m.name)))
     return ns

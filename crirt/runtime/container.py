@@ -25,6 +25,7 @@ from crirt.oci.spec import ContainerSpecInput, build_container_spec, build_exec_
 from crirt.runtime import idmap, mounts, naming
 from crirt.runtime.container_extras import ContainerExtras, container_extras
 from crirt.runtime.container_info import verbose_info
+from crirt.runtime.events import EventType
 from crirt.runtime.model import Container, ContainerState
 from crirt.runtime.store import write_json_atomic
 
@@ -152,6 +153,7 @@ class ContainerOps:
                 c.complete = True
                 svc.save_container(c)
                 svc.containers.add(c)
+                svc.emit(EventType.CREATED, cid, sb.id)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.destroy(cid, sb.handler)  # logs its own failure; the first error wins
@@ -279,6 +281,7 @@ class ContainerOps:
             if c.state is ContainerState.CREATED:
                 c.state = ContainerState.RUNNING
             svc.save_container(c)
+            svc.emit(EventType.STARTED, c.id, c.sandbox_id)
         log.info("container started", container_id=c.id)
 
     # ----- StopContainer ---------------------------------------------------------------------
@@ -334,6 +337,7 @@ class ContainerOps:
             await self._stop_locked(c, 0)
             await self.destroy(c.id, c.handler)
             svc.containers.remove(c)
+            svc.emit(EventType.DELETED, c.id, c.sandbox_id)
         log.info("container removed", container_id=c.id)
 
     # ----- ExecSync / ReopenContainerLog -----------------------------------------------------

@@ -25,6 +25,7 @@ from crirt.network import netns
 from crirt.oci.spec import SandboxSpecInput, build_sandbox_spec
 from crirt.oci.spec_userns import PodUserns, pod_userns
 from crirt.runtime import idmap, infra, mounts, naming
+from crirt.runtime.events import EventType
 from crirt.runtime.model import Sandbox, SandboxState
 from crirt.runtime.store import write_json_atomic
 
@@ -111,6 +112,8 @@ class SandboxOps:
                 sb.complete = True
                 svc.save_sandbox(sb)
                 svc.sandboxes.add(sb)
+                svc.emit(EventType.CREATED, sid, sid)
+                svc.emit(EventType.STARTED, sid, sid)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.destroy(sid, handler)  # logs its own failure; the first error wins
@@ -276,6 +279,7 @@ class SandboxOps:
             mounts.unmount(Path(sb.shm_path))
         if sb.state is not SandboxState.NOTREADY:
             sb.state = SandboxState.NOTREADY
+            svc.emit(EventType.STOPPED, sb.id, sb.id)
             log.info("sandbox stopped", pod_id=sb.id)
         svc.save_sandbox(sb)
 
@@ -294,6 +298,7 @@ class SandboxOps:
         async with svc.locked(sb.id):
             await self._stop_locked(sb)
             await self.destroy(sb.id, sb.handler)
+            svc.emit(EventType.DELETED, sb.id, sb.id)
             svc.sandboxes.remove(sb)
         log.info("sandbox removed", pod_id=sb.id)
 

@@ -22,6 +22,7 @@ from crirt.errors import CrirtError
 from crirt.log import get_logger
 from crirt.monitor.client import MonitorClient
 from crirt.oci.runc import read_host_capabilities, read_min_oom_score_adj
+from crirt.runtime.events import EventBroadcaster, EventType
 from crirt.runtime.exits import ExitWatcher
 from crirt.runtime.handlers import HandlerFeatures
 from crirt.runtime.model import Container, ContainerState, Sandbox, SandboxState
@@ -104,6 +105,10 @@ class RuntimeService:
         self.inflight: dict[str, tuple[bytes, asyncio.Task[str]]] = {}
         self._exit_events: dict[str, asyncio.Event] = {}
         self._watcher = ExitWatcher(self.paths.exits, self._on_exit_file)
+        # GetContainerEvents subscribers; fed by emit() at every state transition.
+        self.events = EventBroadcaster()
+        # Containers the kernel OOM-killed since start (a metric).
+        self.oom_kills = 0
         # Imported here to keep the family modules free of import cycles.
         from crirt.runtime.container import ContainerOps
         from crirt.runtime.sandbox import SandboxOps
@@ -183,6 +188,8 @@ class RuntimeService:
         if c is not None and c.state.has_process():
             c.mark_exited(info.exit_code, info.finished_at, info.oom_killed)
             self.save_container(c)
+            self.oom_kills += info.oom_killed
+            self.emit(EventType.STOPPED, c.id, c.sandbox_id)
             log.info("container exited", container_id=c.id, exit_code=info.exit_code)
         sb = self.sandboxes.find(obj_id) if c is None else None
         if sb is not None and sb.state is SandboxState.READY:
@@ -190,11 +197,21 @@ class RuntimeService:
             # (tearing down its network) and creates a new one.
             sb.state = SandboxState.NOTREADY
             self.save_sandbox(sb)
+            self.emit(EventType.STOPPED, sb.id, sb.id)
             log.warning("infra process exited; sandbox not ready", pod_id=sb.id)
         ev = self._exit_events.get(obj_id)
         if ev is not None:
             ev.set()
         return True
+
+    def emit(self, type_: EventType, obj_id: str, sandbox_id: str) -> None:
+        """Publish a lifecycle event of ``obj_id`` (a container, or the pod itself) with the
+        pod and its containers as they are now; free while nobody subscribes."""
+        if not self.events.subscribers:
+            return
+        sb = self.sandboxes.find(sandbox_id) if sandbox_id else None
+        cs = [c for c in self.containers if c.sandbox_id == sandbox_id]
+        self.events.publish(type_, obj_id, sb, cs)
 
     async def wait_exit(self, obj_id: str, timeout: float) -> bool:
         """Wait until the monitor reports the exit of ``obj_id``; False on timeout."""

@@ -1,0 +1,169 @@
+"""Stats and lifecycle events through a real server: a container burning CPU and memory shows
+both moving, ListContainerStats filters, pod stats with network, and every lifecycle change
+reaching a GetContainerEvents client."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any
+
+import grpc
+import pytest
+
+from crirt._gen import api_pb2
+from tests.helpers.crirt import Crirt
+
+pytestmark = [pytest.mark.root, pytest.mark.testbed]
+
+BUSYBOX = "busybox"
+MiB = 1024 * 1024
+# dd burns a core; the shell variable holds ~20 MB of anonymous memory for the rest of the run
+# (the trailing echo keeps the shell from exec'ing sleep and freeing it).
+BURN = (
+    "dd if=/dev/zero of=/dev/null & x=$(head -c 20000000 /dev/zero | tr '\\0' a); "
+    "sleep 600; echo ${#x}"
+)
+
+
+def _pod(crirt: Crirt, name: str) -> tuple[str, api_pb2.PodSandboxConfig]:
+    crirt.img.PullImage(api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=BUSYBOX)))
+    cfg = api_pb2.PodSandboxConfig(
+        metadata=api_pb2.PodSandboxMetadata(name=name, namespace="t", uid=f"{name}-uid"),
+        labels={"app": name},
+    )
+    sid = crirt.rt.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=cfg)).pod_sandbox_id
+    return str(sid), cfg
+
+
+def _create(
+    crirt: Crirt, sid: str, pcfg: api_pb2.PodSandboxConfig, name: str, cmd: list[str], **kw: Any
+) -> str:
+    cfg = api_pb2.ContainerConfig(
+        metadata=api_pb2.ContainerMetadata(name=name),
+        image=api_pb2.ImageSpec(image=BUSYBOX),
+        command=cmd,
+        **kw,
+    )
+    req = api_pb2.CreateContainerRequest(pod_sandbox_id=sid, config=cfg, sandbox_config=pcfg)
+    return str(crirt.rt.CreateContainer(req).container_id)
+
+
+def _stats(crirt: Crirt, cid: str) -> api_pb2.ContainerStats:
+    return crirt.rt.ContainerStats(api_pb2.ContainerStatsRequest(container_id=cid)).stats
+
+
+def test_burning_container_stats_move(crirt: Crirt) -> None:
+    sid, pcfg = _pod(crirt, "burn")
+    cid = _create(crirt, sid, pcfg, "burn", ["sh", "-c", BURN], labels={"role": "burner"})
+    idle = _create(crirt, sid, pcfg, "idle", ["sleep", "600"], labels={"role": "idle"})
+    for c in (cid, idle):
+        crirt.rt.StartContainer(api_pb2.StartContainerRequest(container_id=c))
+    time.sleep(2)
+    first = _stats(crirt, cid)
+    time.sleep(1.5)
+    second = _stats(crirt, cid)
+    assert first.attributes.id == cid
+    assert first.attributes.metadata.name == "burn"
+    assert second.cpu.timestamp > first.cpu.timestamp > 0
+    used = second.cpu.usage_core_nano_seconds.value - first.cpu.usage_core_nano_seconds.value
+    assert used > 0.5e9, used  # dd keeps a core busy
+    assert second.cpu.usage_nano_cores.value > 0.5e9
+    assert second.memory.timestamp > 0
+    assert second.memory.working_set_bytes.value > 15 * MiB
+    assert second.memory.usage_bytes.value >= second.memory.working_set_bytes.value
+    assert second.memory.rss_bytes.value > 15 * MiB
+    assert second.memory.page_faults.value > 0
+    assert second.writable_layer.timestamp > 0
+    idle_stats = _stats(crirt, idle)
+    assert idle_stats.memory.working_set_bytes.value < 5 * MiB
+
+    def listed(**flt: Any) -> set[str]:
+        req = api_pb2.ListContainerStatsRequest(filter=api_pb2.ContainerStatsFilter(**flt))
+        return {s.attributes.id for s in crirt.rt.ListContainerStats(req).stats}
+
+    assert listed() == {cid, idle}
+    assert listed(id=cid[:12]) == {cid}
+    assert listed(pod_sandbox_id=sid) == {cid, idle}
+    assert listed(pod_sandbox_id="0" * 64) == set()
+    assert listed(label_selector={"role": "idle"}) == {idle}
+    assert listed(label_selector={"role": "nobody"}) == set()
+
+    pod = crirt.rt.PodSandboxStats(api_pb2.PodSandboxStatsRequest(pod_sandbox_id=sid)).stats
+    assert pod.attributes.id == sid
+    assert {c.attributes.id for c in pod.linux.containers} == {cid, idle}
+    assert pod.linux.cpu.usage_core_nano_seconds.value >= used
+    assert pod.linux.memory.working_set_bytes.value > 15 * MiB
+    assert pod.linux.process.process_count.value >= 4  # infra, sh, dd, sleep, sleep
+    assert pod.linux.network.default_interface.name == "eth0"
+    req = api_pb2.ListPodSandboxStatsRequest(
+        filter=api_pb2.PodSandboxStatsFilter(label_selector={"app": "burn"})
+    )
+    assert [s.attributes.id for s in crirt.rt.ListPodSandboxStats(req).stats] == [sid]
+
+    metrics = crirt.rt.ListPodSandboxMetrics(api_pb2.ListPodSandboxMetricsRequest()).pod_metrics
+    (pm,) = [m for m in metrics if m.pod_sandbox_id == sid]
+    names = {m.name for cm in pm.container_metrics for m in cm.metrics}
+    assert "container_memory_working_set_bytes" in names
+    assert {m.name for m in pm.metrics} >= {"container_network_receive_bytes_total"}
+
+    streamed = [
+        s.attributes.id
+        for r in crirt.rt.StreamContainerStats(api_pb2.StreamContainerStatsRequest())
+        for s in r.container_stats
+    ]
+    assert sorted(streamed) == sorted([cid, idle])
+    crirt.rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=sid))
+    crirt.rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sid))
+
+
+def test_every_lifecycle_change_reaches_an_events_client(crirt: Crirt) -> None:
+    crirt.img.PullImage(api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=BUSYBOX)))
+    got: queue.Queue[api_pb2.ContainerEventResponse] = queue.Queue()
+    call = crirt.rt.GetContainerEvents(api_pb2.GetEventsRequest())
+
+    def pump() -> None:
+        try:
+            for ev in call:
+                got.put(ev)
+        except grpc.RpcError:  # cancelled at the end of the test
+            return
+
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    time.sleep(0.5)  # the server subscribes when the stream starts
+    sid, pcfg = _pod(crirt, "events")
+    cid = _create(crirt, sid, pcfg, "c", ["sleep", "600"])
+    crirt.rt.StartContainer(api_pb2.StartContainerRequest(container_id=cid))
+    crirt.rt.StopContainer(api_pb2.StopContainerRequest(container_id=cid, timeout=1))
+    crirt.rt.RemoveContainer(api_pb2.RemoveContainerRequest(container_id=cid))
+    crirt.rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=sid))
+    crirt.rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sid))
+    events = []
+    deadline = time.monotonic() + 10
+    while len(events) < 8 and time.monotonic() < deadline:
+        try:
+            events.append(got.get(timeout=0.5))
+        except queue.Empty:
+            continue
+    call.cancel()
+    seen = [(e.container_id, e.container_event_type) for e in events]
+    assert seen == [
+        (sid, api_pb2.CONTAINER_CREATED_EVENT),
+        (sid, api_pb2.CONTAINER_STARTED_EVENT),
+        (cid, api_pb2.CONTAINER_CREATED_EVENT),
+        (cid, api_pb2.CONTAINER_STARTED_EVENT),
+        (cid, api_pb2.CONTAINER_STOPPED_EVENT),
+        (cid, api_pb2.CONTAINER_DELETED_EVENT),
+        (sid, api_pb2.CONTAINER_STOPPED_EVENT),
+        (sid, api_pb2.CONTAINER_DELETED_EVENT),
+    ]
+    for e in events:
+        assert e.created_at > 0
+        assert e.pod_sandbox_status.id == sid
+    started = events[3]
+    assert [s.state for s in started.containers_statuses] == [api_pb2.CONTAINER_RUNNING]
+    stopped = events[4]
+    assert [s.state for s in stopped.containers_statuses] == [api_pb2.CONTAINER_EXITED]
+    assert events[6].pod_sandbox_status.state == api_pb2.SANDBOX_NOTREADY
