@@ -187,6 +187,17 @@ def _read_cgroups_path(bundle: str) -> str:
         return ""
 
 
+def _shares_pid_namespace(bundle: str) -> bool:
+    """True when the container has no PID namespace of its own (the pod's, or the host's): its
+    init exiting does not end the other processes, which would hold the output pipes open."""
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            namespaces = json.load(f).get("linux", {}).get("namespaces", [])
+    except (OSError, ValueError, AttributeError):
+        return False
+    return not any(ns.get("type") == "pid" and not ns.get("path") for ns in namespaces)
+
+
 def _oom_killed(cgroups_path: str) -> bool:
     if not cgroups_path:
         return False
@@ -723,6 +734,10 @@ class Monitor:
                 now = time.monotonic()
                 if not deadline:
                     deadline = now + DRAIN_SECONDS
+                    if self.streams and _shares_pid_namespace(self.spec.bundle):
+                        # As containerd's shim does: the rest of the container dies with its
+                        # init, so its output ends now rather than at the drain deadline.
+                        self._kill_all()
                 if not self.streams or now >= deadline:
                     return
                 timeout_ms = max(1, int((deadline - now) * 1000))
@@ -781,6 +796,14 @@ class Monitor:
             self.ctl = None
             with contextlib.suppress(OSError):
                 os.unlink(self.spec.ctl_socket)
+
+    def _kill_all(self) -> None:
+        """SIGKILL every process left in the container's cgroup (``runc kill --all``); not
+        waited for here (``_reap`` collects it)."""
+        spec = self.spec
+        argv = [spec.runtime_path, "--root", spec.runtime_root, "kill", "--all"]
+        with contextlib.suppress(OSError):
+            _spawn([*argv, spec.container_id, "KILL"], None)
 
     def _delete_container(self) -> None:
         spec = self.spec

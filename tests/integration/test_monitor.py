@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -212,6 +213,28 @@ def test_long_lines_are_split_and_partial_tail_flushed(env: Env) -> None:
         (True, len("no newline at the end")),
     ]
     assert log_messages(spec)[-1] == ("stdout", b"no newline at the end")
+
+
+@pytest.mark.root
+@needs_root
+def test_shared_pid_namespace_leftovers_die_with_init(env: Env) -> None:
+    # Given a container without a PID namespace of its own (as in a pod's shared one) whose
+    # init leaves a background process holding its stdout
+    spec = env.spec("shared", ["sh", "-c", "sleep 1000 & echo $!"])
+    cfg_path = Path(spec.bundle) / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"] if n["type"] != "pid"]
+    cfg_path.write_text(json.dumps(cfg))
+    # When its init exits
+    t0 = time.monotonic()
+    run(env.create_and_start(spec))
+    info = env.wait_exit(spec)
+    # Then the exit is recorded at once (not after the drain deadline), as containerd's shim
+    # does, and the leftover process was killed
+    assert time.monotonic() - t0 < monitor_main.DRAIN_SECONDS
+    assert info.exit_code == 0
+    leftover = int(log_messages(spec)[0][1])
+    wait_for(lambda: not pid_running(leftover), 5)
 
 
 @pytest.mark.root
