@@ -19,6 +19,7 @@ from crirt.api.runtime import RuntimeServicer
 from crirt.api.server import start_server
 from crirt.config import Config
 from crirt.image.service import ImageService, pinned_patterns
+from crirt.metrics import Metrics
 from crirt.monitor.client import MonitorClient
 from crirt.network.cni import CniManager
 from crirt.oci.runc import OciRuntime
@@ -87,8 +88,16 @@ async def serve(cfg: Config) -> int:
     await svc.start()
     streaming = StreamingServer(cfg.streaming, svc)
     await streaming.start()
+    metrics = Metrics()
+    metrics.watch(svc)
+    images.observer = metrics
+    if cfg.metrics.enabled:
+        metrics.serve(cfg.metrics.address, cfg.metrics.port)
     server = await start_server(
-        Path(cfg.listen), RuntimeServicer(svc, streaming), ImageServicer(images)
+        Path(cfg.listen),
+        RuntimeServicer(svc, streaming, metrics),
+        ImageServicer(images),
+        observer=metrics,
     )
     log.info("crirt serving", listen=cfg.listen, pid=os.getpid())
     stop = asyncio.Event()
@@ -100,5 +109,6 @@ async def serve(cfg: Config) -> int:
     log.info("crirt stopping; containers keep running")
     await server.stop(grace=5)
     await streaming.stop()
+    metrics.stop()
     svc.close()
     return 0

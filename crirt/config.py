@@ -97,6 +97,15 @@ class StreamingConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus endpoint (HTTP, ``/metrics``), never on the CRI socket."""
+
+    enabled: bool = True
+    address: str = "127.0.0.1"
+    port: int = 9537  # CRI-O's default metrics port; 0 picks a free one
+
+
+@dataclass(frozen=True)
 class Config:
     listen: str = "/run/crirt/crirt.sock"
     root: str = "/var/lib/crirt"
@@ -107,6 +116,7 @@ class Config:
     image: ImageConfig = field(default_factory=ImageConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def handler(self, name: str) -> tuple[str, RuntimeHandler]:
         """Resolve a RuntimeClass handler name ("" = default) to its configuration."""
@@ -126,6 +136,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "image": ImageConfig,
     "network": NetworkConfig,
     "streaming": StreamingConfig,
+    "metrics": MetricsConfig,
 }
 
 

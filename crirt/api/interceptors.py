@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import structlog
@@ -39,6 +39,12 @@ def code_for(exc: errors.CrirtError) -> grpc.StatusCode:
 
 _ids = itertools.count(1)
 
+
+class RpcObserver(Protocol):
+    """Per-RPC metrics (crirt.metrics.Metrics): the operation, its gRPC code name, seconds."""
+
+    def observe_rpc(self, operation: str, code: str, seconds: float) -> None: ...
+
 # Hot, chatty RPCs the kubelet calls every second: logged at debug only.
 _QUIET = frozenset(
     {
@@ -58,7 +64,9 @@ _QUIET = frozenset(
 
 
 def wrap(
-    name: str, fn: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+    name: str,
+    fn: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]],
+    observer: RpcObserver | None = None,
 ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
     """Bind log context, time the call, and translate CrirtError into a gRPC status."""
 
@@ -66,18 +74,23 @@ def wrap(
         rid = next(_ids)
         structlog.contextvars.bind_contextvars(rpc=name, request_id=rid)
         t0 = time.perf_counter()
+        status = "OK"
         try:
             resp = await fn(request, context)
         except errors.CrirtError as exc:
             code = code_for(exc)
+            status = code.name
             log.info("rpc failed", code=code.name, error=str(exc))
             await context.abort(code, str(exc))
         except Exception as exc:
+            status = "UNKNOWN"
             log.exception("rpc crashed")
             await context.abort(grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
         finally:
             ms = (time.perf_counter() - t0) * 1000
             structlog.contextvars.unbind_contextvars("rpc", "request_id")
+            if observer is not None:
+                observer.observe_rpc(name, status, ms / 1000)
         if name in _QUIET:
             log.debug("rpc done", rpc=name, ms=round(ms, 2))
         else:
@@ -88,7 +101,9 @@ def wrap(
 
 
 def wrap_stream(
-    name: str, fn: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+    name: str,
+    fn: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]],
+    observer: RpcObserver | None = None,
 ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]:
     """``wrap`` for server-streaming RPCs: the same error table, logged when the stream ends."""
 
@@ -96,19 +111,24 @@ def wrap_stream(
         rid = next(_ids)
         structlog.contextvars.bind_contextvars(rpc=name, request_id=rid)
         t0 = time.perf_counter()
+        status = "OK"
         try:
             async for item in fn(request, context):
                 yield item
         except errors.CrirtError as exc:
             code = code_for(exc)
+            status = code.name
             log.info("rpc failed", code=code.name, error=str(exc))
             await context.abort(code, str(exc))
         except Exception as exc:
+            status = "UNKNOWN"
             log.exception("rpc crashed")
             await context.abort(grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
         finally:
             ms = (time.perf_counter() - t0) * 1000
             structlog.contextvars.unbind_contextvars("rpc", "request_id")
+            if observer is not None:
+                observer.observe_rpc(name, status, ms / 1000)
         log.debug("stream done", rpc=name, ms=round(ms, 2))
 
     return handler

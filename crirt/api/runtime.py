@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,6 +14,8 @@ from crirt._gen import api_pb2, api_pb2_grpc
 from crirt.api import convert
 from crirt.api.chunks import chunked
 from crirt.errors import Unavailable
+from crirt.log import get_logger
+from crirt.metrics import Metrics
 from crirt.runtime import container_update
 from crirt.runtime.events import Event, EventType
 from crirt.runtime.service import RuntimeService
@@ -20,12 +23,19 @@ from crirt.stats import StatsService, descriptors
 from crirt.streaming import AttachRequest, ExecRequest, PortForwardRequest, StreamingServer
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
+log = get_logger(__name__)
 
 
 class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
-    def __init__(self, svc: RuntimeService, streaming: StreamingServer | None = None) -> None:
+    def __init__(
+        self,
+        svc: RuntimeService,
+        streaming: StreamingServer | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.svc = svc
         self.streaming = streaming
+        self.metrics = metrics
         self.stats = StatsService(svc)
 
     async def Version(self, request: api_pb2.VersionRequest, context: Ctx) -> Any:
@@ -60,9 +70,11 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         ]
         info: dict[str, str] = {}
         if request.verbose:
-            info["config"] = json.dumps(
-                {"stateDir": self.svc.config.state_dir, "root": self.svc.config.root}
-            )
+            # The effective configuration, as the merged files and flags produced it.
+            info["config"] = json.dumps(dataclasses.asdict(self.svc.config))
+            if self.metrics is not None and self.metrics.address is not None:
+                host, port = self.metrics.address
+                info["metrics"] = json.dumps({"address": host, "port": port})
             if self.streaming is not None:
                 info["streaming"] = json.dumps(self.streaming.debug_info())
         return api_pb2.StatusResponse(
@@ -83,6 +95,9 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         self, request: api_pb2.UpdateRuntimeConfigRequest, context: Ctx
     ) -> Any:
         # Like CRI-O: the pod CIDR comes from the CNI configuration, not from the kubelet.
+        cidr = request.runtime_config.network_config.pod_cidr
+        if cidr:
+            log.info("pod CIDR from the kubelet (the CNI configuration decides)", pod_cidr=cidr)
         return api_pb2.UpdateRuntimeConfigResponse()
 
     # ----- sandboxes ---------------------------------------------------------------------

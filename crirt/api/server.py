@@ -11,14 +11,14 @@ from typing import Any
 import grpc
 
 from crirt._gen import api_pb2, api_pb2_grpc
-from crirt.api.interceptors import wrap, wrap_stream
+from crirt.api.interceptors import RpcObserver, wrap, wrap_stream
 from crirt.errors import CrirtError
 
 # cri-client's default max message size is 16 MiB; allow the same each way.
 _MAX_MSG = 16 * 1024 * 1024
 
 
-def _wrapped(servicer: Any, service: str) -> Any:
+def _wrapped(servicer: Any, service: str, observer: RpcObserver | None = None) -> Any:
     """An object exposing every RPC of ``service``: implemented ones wrapped with the error
     table and log context, the rest answering UNIMPLEMENTED."""
     desc = api_pb2.DESCRIPTOR.services_by_name[service]
@@ -33,9 +33,9 @@ def _wrapped(servicer: Any, service: str) -> Any:
 
             setattr(ns, m.name, unimplemented)
         elif m.server_streaming:
-            setattr(ns, m.name, wrap_stream(m.name, getattr(servicer, m.name)))
+            setattr(ns, m.name, wrap_stream(m.name, getattr(servicer, m.name), observer))
         else:
-            setattr(ns, m.name, wrap(m.name, getattr(servicer, m.name)))
+            setattr(ns, m.name, wrap(m.name, getattr(servicer, m.name), observer))
     return ns
 
 
@@ -53,7 +53,9 @@ def prepare_socket(path: Path) -> None:
         path.unlink()
 
 
-async def start_server(listen: Path, runtime: Any, image: Any) -> grpc.aio.Server:
+async def start_server(
+    listen: Path, runtime: Any, image: Any, observer: RpcObserver | None = None
+) -> grpc.aio.Server:
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", _MAX_MSG),
@@ -62,10 +64,10 @@ async def start_server(listen: Path, runtime: Any, image: Any) -> grpc.aio.Serve
     )
     # The generated registration helpers are untyped.
     api_pb2_grpc.add_RuntimeServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        _wrapped(runtime, "RuntimeService"), server
+        _wrapped(runtime, "RuntimeService", observer), server
     )
     api_pb2_grpc.add_ImageServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        _wrapped(image, "ImageService"), server
+        _wrapped(image, "ImageService", observer), server
     )
     prepare_socket(listen)
     old = os.umask(0o117)  # socket 0660 from the start, never briefly world-accessible

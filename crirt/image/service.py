@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, Protocol, TypeVar
 
 import structlog
 
@@ -97,6 +97,16 @@ class Resolved:
     media_type: str = ""
 
 
+class PullObserver(Protocol):
+    """Pull metrics (crirt.metrics.Metrics)."""
+
+    def pull_done(
+        self, seconds: float, bytes_: int, layers_downloaded: int, layers_reused: int
+    ) -> None: ...
+
+    def pull_failed(self, error: str) -> None: ...
+
+
 class PullAborted(CrirtError):
     """A layer download stopped because its pull failed elsewhere, timed out or was cancelled."""
 
@@ -110,6 +120,8 @@ class _Progress:
     last: float = field(default_factory=time.monotonic)
     bytes: int = 0
     timed_out: bool = False
+    layers: int = 0  # of the stored image
+    layers_downloaded: int = 0  # the rest were already in the store (reused)
     listeners: list[Callable[[int], None]] = field(default_factory=list)
 
     def moved(self, n: int) -> None:
@@ -182,6 +194,8 @@ class ImageService:
         )
         self._pulls: dict[tuple[str, str], _PullOp] = {}
         self._container_fs: tuple[float, FsUsage] | None = None
+        # Told about every pull that ran (crirt.metrics.Metrics); set by the server.
+        self.observer: PullObserver | None = None
 
     @classmethod
     def from_config(
@@ -372,7 +386,9 @@ class ImageService:
         op = self._pulls.get(key)
         if op is None or op.task.done():
             op = _PullOp(_Progress(self._progress_timeout))
-            op.task = asyncio.get_running_loop().create_task(self._pull(parsed, auth, op.progress))
+            op.task = asyncio.get_running_loop().create_task(
+                self._observed_pull(parsed, auth, op.progress)
+            )
             self._pulls[key] = op
             op.task.add_done_callback(functools.partial(self._pull_done, key, op))
         if progress is not None:
@@ -435,6 +451,23 @@ class ImageService:
             blobs[inner.digest] = inner.body
             return Resolved(ref, ep, manifest, inner.digest, top.digest, blobs, inner.media_type)
         return Resolved(ref, ep, doc, top.digest, top.digest, blobs, top.media_type)
+
+    async def _observed_pull(
+        self, ref: Reference, auth: Auth | None, progress: _Progress
+    ) -> ImageRecord:
+        start = time.monotonic()
+        try:
+            record = await self._pull(ref, auth, progress)
+        except Exception as exc:
+            if self.observer is not None:
+                self.observer.pull_failed(type(exc).__name__)
+            raise
+        if self.observer is not None:
+            reused = progress.layers - progress.layers_downloaded
+            self.observer.pull_done(
+                time.monotonic() - start, progress.bytes, progress.layers_downloaded, reused
+            )
+        return record
 
     async def _pull(self, ref: Reference, auth: Auth | None, progress: _Progress) -> ImageRecord:
         start = time.monotonic()
@@ -584,6 +617,7 @@ class ImageService:
         try:
             for attempt in range(_LAYER_RETRIES + 1):
                 await job.fetch_all()
+                progress.layers, progress.layers_downloaded = len(ids), len(job.committed)
                 try:
                     return await self._run(
                         self._store.add_image,

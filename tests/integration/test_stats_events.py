@@ -1,16 +1,19 @@
 """Stats and lifecycle events through a real server: a container burning CPU and memory shows
 both moving, ListContainerStats filters, pod stats with network, and every lifecycle change
-reaching a GetContainerEvents client."""
+reaching a GetContainerEvents client, and the Prometheus endpoint scraped and parsed."""
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
+import urllib.request
 from typing import Any
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from crirt._gen import api_pb2
 from tests.helpers.crirt import Crirt
@@ -167,3 +170,45 @@ def test_every_lifecycle_change_reaches_an_events_client(crirt: Crirt) -> None:
     stopped = events[4]
     assert [s.state for s in stopped.containers_statuses] == [api_pb2.CONTAINER_EXITED]
     assert events[6].pod_sandbox_status.state == api_pb2.SANDBOX_NOTREADY
+
+
+def test_metrics_endpoint_is_scraped_and_parsed(crirt: Crirt) -> None:
+    sid, pcfg = _pod(crirt, "metrics")
+    cid = _create(crirt, sid, pcfg, "c", ["sleep", "600"])
+    crirt.rt.StartContainer(api_pb2.StartContainerRequest(container_id=cid))
+    with pytest.raises(grpc.RpcError) as info:
+        crirt.rt.ContainerStatus(api_pb2.ContainerStatusRequest(container_id="f" * 64))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    status = crirt.rt.Status(api_pb2.StatusRequest(verbose=True))
+    config = json.loads(status.info["config"])
+    assert config["state_dir"] == str(crirt.state)
+    assert config["metrics"]["port"] == 0
+    addr = json.loads(status.info["metrics"])
+    with urllib.request.urlopen(f"http://{addr['address']}:{addr['port']}/metrics") as r:
+        text = r.read().decode()
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+
+    def value(family: str, sample: str, **labels: str) -> float:
+        for s in fams[family].samples:
+            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+        raise AssertionError(f"no {sample}{labels} in {family}")
+
+    assert value(
+        "crirt_operations_latency_seconds",
+        "crirt_operations_latency_seconds_count",
+        operation="RunPodSandbox",
+    ) == 1
+    assert value("crirt_operations", "crirt_operations_total", operation="StartContainer",
+                 code="OK") == 1
+    assert value("crirt_operations_errors", "crirt_operations_errors_total",
+                 operation="ContainerStatus", code="NOT_FOUND") == 1
+    assert value("crirt_containers", "crirt_containers", state="running") == 1
+    assert value("crirt_pod_sandboxes", "crirt_pod_sandboxes", state="ready") == 1
+    assert value("crirt_image_pulls_success", "crirt_image_pulls_success_total") >= 1
+    assert value("crirt_containers_oom", "crirt_containers_oom_total") == 0
+    assert value("crirt_containers_events_dropped", "crirt_containers_events_dropped_total") == 0
+    assert value("crirt_monitor_processes", "crirt_monitor_processes") == 2  # infra + container
+    assert 0 < value("crirt_monitor_memory_pss_bytes", "crirt_monitor_memory_pss_bytes") < 64 * MiB
+    crirt.rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=sid))
+    crirt.rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sid))
