@@ -27,6 +27,8 @@ from crirt.stats.reader import (
 
 _T = TypeVar("_T")
 
+MIN_RATE_WINDOW_NS = 1_000_000_000
+
 
 def _u64(v: int | None) -> api_pb2.UInt64Value | None:
     return None if v is None else api_pb2.UInt64Value(value=max(v, 0))
@@ -51,7 +53,8 @@ class StatsCollector:
         self.storage_root = storage_root
         self.reader = reader or CgroupReader()
         self.disk = DiskUsageCache(ttl=fs_ttl)
-        self._prev_cpu: dict[str, tuple[int, int]] = {}
+        # Per object: the (usage_ns, ts_ns) the rate is measured from, and the last rate.
+        self._prev_cpu: dict[str, tuple[tuple[int, int], int | None]] = {}
 
     @staticmethod
     async def run(fn: Callable[[], _T]) -> _T:
@@ -63,10 +66,15 @@ class StatsCollector:
         return self.reader.sample(cgroup_relpath(f"{parent.rstrip('/')}/crirt-{obj_id}"))
 
     def _rate(self, key: str, usage: int | None, ts: int) -> int | None:
+        """Nano-cores since the previous sample. Callers closer than MIN_RATE_WINDOW to it
+        (crictl between two kubelet polls) get the last rate: a tiny window is all noise."""
         if usage is None:
             return None
-        rate = cg.nano_cores(self._prev_cpu.get(key), usage, ts)
-        self._prev_cpu[key] = (usage, ts)
+        prev = self._prev_cpu.get(key)
+        if prev is not None and ts - prev[0][1] < MIN_RATE_WINDOW_NS:
+            return prev[1]
+        rate = cg.nano_cores(prev[0] if prev else None, usage, ts)
+        self._prev_cpu[key] = ((usage, ts), rate)
         return rate
 
     def sample_container(self, c: Container, sb: Sandbox | None) -> ContainerSample:
