@@ -29,9 +29,27 @@ BATCH = 16
 @dataclass(frozen=True)
 class Counts:
     fds: int
-    threads: int  # OS threads minus the default executor's pool
+    threads: int  # OS threads, less gRPC core's own pool and the default executor's
     tasks: int
     sessions: int
+
+
+# gRPC core's EventEngine pool ("event_engine", its "lifeguard", the timer thread) grows and
+# shrinks with load on gRPC's own schedule; it is bounded by gRPC and not ours to count.
+GRPC_CORE_THREADS = ("event_engine", "lifeguard", "grpc_global_tim")
+
+
+def own_threads(pid: int) -> list[str]:
+    names = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+        except OSError:
+            continue  # ended while we looked
+        if not name.startswith(GRPC_CORE_THREADS):
+            names.append(name)
+    return names
 
 
 def counts(crirt: Crirt) -> Counts:
@@ -40,7 +58,7 @@ def counts(crirt: Crirt) -> Counts:
     info = json.loads(crirt.rt.Status(api_pb2.StatusRequest(verbose=True)).info["streaming"])
     return Counts(
         fds=len(os.listdir(f"/proc/{pid}/fd")),
-        threads=len(os.listdir(f"/proc/{pid}/task")) - info["executor_threads"],
+        threads=len(own_threads(pid)) - info["executor_threads"],
         tasks=info["tasks"],
         sessions=info["sessions"],
     )
