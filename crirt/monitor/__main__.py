@@ -780,6 +780,10 @@ class Monitor:
             oom_killed=_oom_killed(_read_cgroups_path(self.spec.bundle)),
             signal=sig,
         )
+        # Nothing is left to run: delete it here, before the exit is reported, so that
+        # RemoveContainer finds no runc state and spawns nothing (containerd's shim also deletes
+        # the task when it exits).
+        self._delete_container()
         write_exit_file(self.spec.exit_file, info)
 
     def _cleanup_ctl(self) -> None:

@@ -351,7 +351,13 @@ class OciRuntime:
         raise RuntimeFailure(f"failed to kill container {container_id}: {msg}")
 
     async def delete(self, container_id: str, force: bool = False) -> None:
-        """``runc delete``; a container runc does not know is already deleted (no error)."""
+        """``runc delete``; a container runc does not know is already deleted (no error).
+
+        Its monitor deletes a container once it has exited, so RemoveContainer usually finds no
+        state directory left (``<root>/<id>``) and needs no runc process at all.
+        """
+        if not os.path.lexists(os.path.join(self.root, container_id)):
+            return
         args = ["delete", *(["--force"] if force else []), container_id]
         res = await self._run("delete", args)
         if res.returncode == 0:
