@@ -13,6 +13,7 @@ from crirt import CRI_API_VERSION, RUNTIME_NAME, __version__
 from crirt._gen import api_pb2, api_pb2_grpc
 from crirt.api import convert
 from crirt.api.chunks import chunked
+from crirt.api.listcache import ListCache
 from crirt.errors import Unavailable
 from crirt.log import get_logger
 from crirt.metrics import Metrics
@@ -37,6 +38,9 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         self.streaming = streaming
         self.metrics = metrics
         self.stats = StatsService(svc)
+        # The kubelet's twice-a-second lists: converted items reused while unchanged.
+        self._pods = ListCache(convert.pod_sandbox)
+        self._ctrs = ListCache(convert.container)
 
     async def Version(self, request: api_pb2.VersionRequest, context: Ctx) -> Any:
         return api_pb2.VersionResponse(
@@ -121,7 +125,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     async def ListPodSandbox(self, request: api_pb2.ListPodSandboxRequest, context: Ctx) -> Any:
         flt = request.filter if request.HasField("filter") else None
         return api_pb2.ListPodSandboxResponse(
-            items=[convert.pod_sandbox(sb) for sb in self.svc.sandbox_ops.list(flt)]
+            items=self._pods.items(self.svc.sandbox_ops.list(flt), len(self.svc.sandboxes))
         )
 
     # ----- containers --------------------------------------------------------------------
@@ -145,7 +149,9 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     async def ListContainers(self, request: api_pb2.ListContainersRequest, context: Ctx) -> Any:
         flt = request.filter if request.HasField("filter") else None
         return api_pb2.ListContainersResponse(
-            containers=[convert.container(c) for c in self.svc.container_ops.list(flt)]
+            containers=self._ctrs.items(
+                self.svc.container_ops.list(flt), len(self.svc.containers)
+            )
         )
 
     async def ContainerStatus(self, request: api_pb2.ContainerStatusRequest, context: Ctx) -> Any:

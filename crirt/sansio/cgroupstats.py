@@ -40,10 +40,10 @@ def parse_flat_keyed(text: str) -> dict[str, int]:
     """``key value`` lines (memory.stat, cpu.stat); malformed lines are skipped."""
     out: dict[str, int] = {}
     for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2:
+        key, _, value = line.partition(" ")
+        if value:
             try:
-                out[parts[0]] = int(parts[1])
+                out[key] = int(value)
             except ValueError:
                 continue
     return out

@@ -62,8 +62,9 @@ class StatsCollector:
 
     # ----- samples -----------------------------------------------------------------------------
 
-    def _cgroup(self, parent: str, obj_id: str) -> CgroupSample:
-        return self.reader.sample(cgroup_relpath(f"{parent.rstrip('/')}/crirt-{obj_id}"))
+    def _cgroup(self, parent: str, obj_id: str, pids: bool = True) -> CgroupSample:
+        relpath = cgroup_relpath(f"{parent.rstrip('/')}/crirt-{obj_id}")
+        return self.reader.sample(relpath, pids)
 
     def _rate(self, key: str, usage: int | None, ts: int) -> int | None:
         """Nano-cores since the previous sample. Callers closer than MIN_RATE_WINDOW to it
@@ -77,10 +78,13 @@ class StatsCollector:
         self._prev_cpu[key] = ((usage, ts), rate)
         return rate
 
-    def sample_container(self, c: Container, sb: Sandbox | None) -> ContainerSample:
+    def sample_container(
+        self, c: Container, sb: Sandbox | None, pids: bool = False
+    ) -> ContainerSample:
+        """``pids``: also the process count (pods and metrics want it, ContainerStats not)."""
         ts = time.time_ns()
         if sb is not None and c.state is not ContainerState.EXITED:
-            s = self._cgroup(sb.cgroup_parent, c.id)
+            s = self._cgroup(sb.cgroup_parent, c.id, pids)
         else:
             s = CgroupSample(None, None, None)
         upper = self.storage_root / "containers" / c.id / "upper"
@@ -126,7 +130,7 @@ class StatsCollector:
         self, sb: Sandbox, containers: Iterable[Container]
     ) -> tuple[api_pb2.PodSandboxStats, list[ContainerSample]]:
         ts = time.time_ns()
-        samples = [self.sample_container(c, sb) for c in containers]
+        samples = [self.sample_container(c, sb, pids=True) for c in containers]
         infra = self._cgroup(sb.cgroup_parent, sb.id)
         parts = [infra] + [s.cgroup for s in samples]
         cpu = sum(p.cpu_ns or 0 for p in parts)
