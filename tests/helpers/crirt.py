@@ -163,6 +163,17 @@ def _cmdline_pids(needle: str) -> list[int]:
     return out
 
 
+def _cgroups_named(names: set[str]) -> list[str]:
+    """cgroup directories with one of these names, in every hierarchy. os.walk skips what
+    vanishes while it walks (other runtimes on the machine remove their cgroups concurrently;
+    Path.glob raised FileNotFoundError)."""
+    out = []
+    for top in Path("/sys/fs/cgroup").iterdir():
+        for dirpath, dirnames, _ in os.walk(top):
+            out += [os.path.join(dirpath, d) for d in dirnames if d in names]
+    return sorted(out)
+
+
 def find_leftovers(srv: Crirt, ids: list[str]) -> dict[str, list[str]]:
     """Everything a removed pod or container could leave behind, by kind (empty = clean)."""
     found: dict[str, list[str]] = {}
@@ -177,7 +188,7 @@ def find_leftovers(srv: Crirt, ids: list[str]) -> dict[str, list[str]]:
         check=False,
     )
     found["runc"] = runc.stdout.split()
-    found["cgroups"] = [str(p) for i in ids for p in Path("/sys/fs/cgroup").glob(f"*/**/crirt-{i}")]
+    found["cgroups"] = _cgroups_named({f"crirt-{i}" for i in ids})
     brif = Path("/sys/class/net") / srv.bridge / "brif"
     found["veths"] = sorted(p.name for p in brif.iterdir()) if brif.exists() else []
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=False).stdout
