@@ -51,7 +51,12 @@ IMAGE = f"{peers.REGISTRY}/library/busybox:latest"
 # Pulled and removed over and over: used by nothing else in the run.
 SMALL_IMAGE = f"{peers.REGISTRY}/k8s-staging-cri-tools/test-image-1:latest"
 CRITEST_IMAGE = "registry.k8s.io/e2e-test-images/busybox:1.29-2"
-CNI = {"crirt": ("crbench0", "10.91.0.0/24"), "containerd": ("ctdbench0", "10.92.0.0/24")}
+# A bridge and subnet per bench process (as the tests do): runs sharing the machine never meet.
+_NET = os.getpid() % 200 + 20
+CNI = {
+    "crirt": (f"crbench{_NET}", f"10.91.{_NET}.0/24"),
+    "containerd": (f"ctbench{_NET}", f"10.92.{_NET}.0/24"),
+}
 # Stops on SIGTERM (a bare sleep as PID 1 would wait for the kill after the grace period).
 SLEEPER = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
 
