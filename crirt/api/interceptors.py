@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -45,6 +46,7 @@ class RpcObserver(Protocol):
 
     def observe_rpc(self, operation: str, code: str, seconds: float) -> None: ...
 
+
 # Hot, chatty RPCs the kubelet calls every second: logged at debug only.
 _QUIET = frozenset(
     {
@@ -63,6 +65,35 @@ _QUIET = frozenset(
 )
 
 
+@contextlib.asynccontextmanager
+async def _rpc_scope(
+    name: str, context: grpc.aio.ServicerContext[Any, Any], observer: RpcObserver | None
+) -> AsyncIterator[None]:
+    """Log context, timing and the error table around one RPC (unary or streaming)."""
+    structlog.contextvars.bind_contextvars(rpc=name, request_id=next(_ids))
+    t0 = time.perf_counter()
+    status = "OK"
+    try:
+        yield
+    except errors.CrirtError as exc:
+        code = code_for(exc)
+        status = code.name
+        log.info("rpc failed", code=code.name, error=str(exc))
+        await context.abort(code, str(exc))
+    except Exception as exc:
+        status = "UNKNOWN"
+        log.exception("rpc crashed")
+        await context.abort(grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
+    finally:
+        seconds = time.perf_counter() - t0
+        structlog.contextvars.unbind_contextvars("rpc", "request_id")
+        if observer is not None:
+            observer.observe_rpc(name, status, seconds)
+        if status == "OK":
+            level = log.debug if name in _QUIET else log.info
+            level("rpc done", rpc=name, ms=round(seconds * 1000, 2))
+
+
 def wrap(
     name: str,
     fn: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]],
@@ -71,31 +102,8 @@ def wrap(
     """Bind log context, time the call, and translate CrirtError into a gRPC status."""
 
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        rid = next(_ids)
-        structlog.contextvars.bind_contextvars(rpc=name, request_id=rid)
-        t0 = time.perf_counter()
-        status = "OK"
-        try:
-            resp = await fn(request, context)
-        except errors.CrirtError as exc:
-            code = code_for(exc)
-            status = code.name
-            log.info("rpc failed", code=code.name, error=str(exc))
-            await context.abort(code, str(exc))
-        except Exception as exc:
-            status = "UNKNOWN"
-            log.exception("rpc crashed")
-            await context.abort(grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
-        finally:
-            ms = (time.perf_counter() - t0) * 1000
-            structlog.contextvars.unbind_contextvars("rpc", "request_id")
-            if observer is not None:
-                observer.observe_rpc(name, status, ms / 1000)
-        if name in _QUIET:
-            log.debug("rpc done", rpc=name, ms=round(ms, 2))
-        else:
-            log.info("rpc done", rpc=name, ms=round(ms, 2))
-        return resp
+        async with _rpc_scope(name, context, observer):
+            return await fn(request, context)
 
     return handler
 
@@ -108,27 +116,8 @@ def wrap_stream(
     """``wrap`` for server-streaming RPCs: the same error table, logged when the stream ends."""
 
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        rid = next(_ids)
-        structlog.contextvars.bind_contextvars(rpc=name, request_id=rid)
-        t0 = time.perf_counter()
-        status = "OK"
-        try:
+        async with _rpc_scope(name, context, observer):
             async for item in fn(request, context):
                 yield item
-        except errors.CrirtError as exc:
-            code = code_for(exc)
-            status = code.name
-            log.info("rpc failed", code=code.name, error=str(exc))
-            await context.abort(code, str(exc))
-        except Exception as exc:
-            status = "UNKNOWN"
-            log.exception("rpc crashed")
-            await context.abort(grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
-        finally:
-            ms = (time.perf_counter() - t0) * 1000
-            structlog.contextvars.unbind_contextvars("rpc", "request_id")
-            if observer is not None:
-                observer.observe_rpc(name, status, ms / 1000)
-        log.debug("stream done", rpc=name, ms=round(ms, 2))
 
     return handler
