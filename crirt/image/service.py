@@ -60,6 +60,7 @@ from crirt.sansio.reference import Reference
 from crirt.storage.images import ImageRecord, ImageStore, LayersMissing
 from crirt.storage.layers import LayerInfo, Readable, chain_ids
 from crirt.storage.locks import POLL_INTERVAL
+from crirt.storage.usage import walk_usage
 
 if TYPE_CHECKING:
     from crirt.config import ImageConfig
@@ -797,24 +798,7 @@ class _Tracked:
 
 def _walk_usage(path: Path) -> FsUsage:
     """Disk blocks and inodes under ``path`` (container writable layers), not following links."""
-    used = inodes = 0
-    stack = [str(path)]
-    while stack:
-        d = stack.pop()
-        try:
-            it = os.scandir(d)
-        except OSError:
-            continue
-        with it:
-            for entry in it:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                used += st.st_blocks * 512
-                inodes += 1
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
+    used, inodes = walk_usage(path)
     return FsUsage(str(path), used, inodes)
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crirt.sansio import cgroupstats as cg
+from crirt.storage.usage import walk_usage
 
 
 @dataclass(frozen=True)
@@ -120,28 +121,4 @@ class DiskUsageCache:
             del self._cache[p]
 
     def _walk(self, path: str) -> DiskUsage:
-        total, inodes = 0, 0
-        seen: set[tuple[int, int]] = set()
-        stack = [path]
-        while stack and inodes < self.max_entries:
-            d = stack.pop()
-            try:
-                it = os.scandir(d)
-            except OSError:
-                continue
-            with it:
-                for e in it:
-                    try:
-                        st = e.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    inodes += 1
-                    if st.st_nlink > 1:
-                        key = (st.st_dev, st.st_ino)
-                        if key in seen:
-                            continue
-                        seen.add(key)
-                    total += st.st_blocks * 512
-                    if e.is_dir(follow_symlinks=False):
-                        stack.append(e.path)
-        return DiskUsage(total, inodes)
+        return DiskUsage(*walk_usage(path, self.max_entries))
