@@ -26,6 +26,7 @@ from crirt.runtime import idmap, mounts, naming
 from crirt.runtime.container_extras import ContainerExtras, container_extras
 from crirt.runtime.container_info import verbose_info
 from crirt.runtime.events import EventType
+from crirt.runtime.filters import container_matches
 from crirt.runtime.model import Container, ContainerState
 from crirt.runtime.store import write_json_atomic
 
@@ -382,16 +383,4 @@ class ContainerOps:
         return c, info
 
     def list(self, flt: api_pb2.ContainerFilter | None) -> list[Container]:
-        out = []
-        for c in self.svc.containers:
-            if flt is not None:
-                if flt.id and not c.id.startswith(flt.id):
-                    continue
-                if flt.pod_sandbox_id and not c.sandbox_id.startswith(flt.pod_sandbox_id):
-                    continue
-                if flt.HasField("state") and c.state.to_pb() != flt.state.state:
-                    continue
-                if any(c.config.labels.get(k) != v for k, v in flt.label_selector.items()):
-                    continue
-            out.append(c)
-        return out
+        return [c for c in self.svc.containers if container_matches(c, flt)]

@@ -26,6 +26,7 @@ from crirt.oci.spec import SandboxSpecInput, build_sandbox_spec
 from crirt.oci.spec_userns import PodUserns, pod_userns
 from crirt.runtime import idmap, infra, mounts, naming
 from crirt.runtime.events import EventType
+from crirt.runtime.filters import sandbox_matches
 from crirt.runtime.model import Sandbox, SandboxState
 from crirt.runtime.store import write_json_atomic
 
@@ -319,17 +320,7 @@ class SandboxOps:
         return sb, info
 
     def list(self, flt: api_pb2.PodSandboxFilter | None) -> list[Sandbox]:
-        out = []
-        for sb in self.svc.sandboxes:
-            if flt is not None:
-                if flt.id and not sb.id.startswith(flt.id):
-                    continue
-                if flt.HasField("state") and sb.state.to_pb() != flt.state.state:
-                    continue
-                if any(sb.config.labels.get(k) != v for k, v in flt.label_selector.items()):
-                    continue
-            out.append(sb)
-        return out
+        return [sb for sb in self.svc.sandboxes if sandbox_matches(sb, flt)]
 
     def ensure_ready(self, sb: Sandbox) -> None:
         if sb.state is not SandboxState.READY:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from crirt._gen import api_pb2
+from crirt.runtime.filters import container_matches, sandbox_matches
 from crirt.runtime.model import Container, Sandbox
 from crirt.stats import descriptors
 from crirt.stats.collector import StatsCollector
@@ -15,38 +15,16 @@ if TYPE_CHECKING:
     from crirt.runtime.service import RuntimeService
 
 
-def _labels_match(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
-    return all(labels.get(k) == v for k, v in selector.items())
-
-
 class StatsService:
     def __init__(self, svc: RuntimeService, collector: StatsCollector | None = None) -> None:
         self.svc = svc
         self.collector = collector or StatsCollector(Path(svc.config.root) / "storage")
 
     def _containers(self, flt: api_pb2.ContainerStatsFilter | None) -> list[Container]:
-        out = []
-        for c in self.svc.containers:
-            if flt is not None:
-                if flt.id and not c.id.startswith(flt.id):
-                    continue
-                if flt.pod_sandbox_id and not c.sandbox_id.startswith(flt.pod_sandbox_id):
-                    continue
-                if not _labels_match(c.config.labels, flt.label_selector):
-                    continue
-            out.append(c)
-        return out
+        return [c for c in self.svc.containers if container_matches(c, flt)]
 
     def _sandboxes(self, flt: api_pb2.PodSandboxStatsFilter | None) -> list[Sandbox]:
-        out = []
-        for sb in self.svc.sandboxes:
-            if flt is not None:
-                if flt.id and not sb.id.startswith(flt.id):
-                    continue
-                if not _labels_match(sb.config.labels, flt.label_selector):
-                    continue
-            out.append(sb)
-        return out
+        return [sb for sb in self.svc.sandboxes if sandbox_matches(sb, flt)]
 
     def _by_pod(self) -> dict[str, list[Container]]:
         pods: dict[str, list[Container]] = {}
