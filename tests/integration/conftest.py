@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.crirt import REPO, Crirt, private_network
+from tests.helpers.registry import LocalRegistry
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -33,3 +34,14 @@ def crirt(testbed: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
         yield srv
     finally:
         srv.cleanup()
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    """A throwaway docker-registry on a free loopback port, one per test module."""
+    reg = LocalRegistry(tmp_path_factory.mktemp("registry"))
+    reg.start()
+    try:
+        yield reg
+    finally:
+        reg.stop()

@@ -58,16 +58,6 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
-    reg = LocalRegistry(tmp_path_factory.mktemp("registry"))
-    reg.start()
-    try:
-        yield reg
-    finally:
-        reg.stop()
-
-
 @pytest.fixture
 def proxy(registry: LocalRegistry) -> Iterator[RegistryProxy]:
     p = RegistryProxy(registry.host).start()
