@@ -261,8 +261,10 @@ class ImageService:
     def status(self, ref_or_id: str) -> ImageRecord | None:
         """Find an image by id (``sha256:<hex>`` or bare hex), repo tag or repo digest.
 
-        Tags are normalised first (``busybox`` finds ``docker.io/library/busybox:latest``);
-        short names are looked up under their alias or every search registry.
+        A unique prefix of the hex id (3+ digits, as ``crictl images`` shows) is tried before
+        names, as CRI-O does. Tags are normalised first (``busybox`` finds
+        ``docker.io/library/busybox:latest``); short names are looked up under their alias or
+        every search registry.
 
         Raises:
             InvalidArgument: neither an id nor a valid reference.
@@ -270,6 +272,10 @@ class ImageService:
         if reference.is_image_id(ref_or_id):
             image_id = ref_or_id if ref_or_id.startswith("sha256:") else "sha256:" + ref_or_id
             return self._store.get(image_id)
+        if reference.is_image_id_prefix(ref_or_id):
+            rec = self._store.by_id_prefix(ref_or_id)
+            if rec is not None:
+                return rec
         for ref in self._registries.candidates(ref_or_id):
             rec = (
                 self._store.by_digest(str(ref))

@@ -34,6 +34,9 @@ _DOMAIN = re.compile(
 _TAG = re.compile(r"[\w][\w.-]{0,127}")
 _DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
 _ID = re.compile(r"[a-f0-9]{64}")
+# CRI-O (containers/storage) and containerd both accept a unique prefix of an image id, at least
+# 3 hex digits, so `crictl rmi 0bfaf096967c5` (the IMAGE ID column of `crictl images`) works.
+_ID_PREFIX = re.compile(r"[a-f0-9]{3,63}")
 # Digest algorithms we can verify, with their hex length (OCI image-spec descriptor.md).
 DIGEST_ALGORITHMS = {"sha256": 64, "sha512": 128}
 
@@ -81,6 +84,11 @@ def is_image_id(s: str) -> bool:
     if s.startswith("sha256:"):
         s = s[len("sha256:") :]
     return _ID.fullmatch(s) is not None
+
+
+def is_image_id_prefix(s: str) -> bool:
+    """True for 3 to 63 lowercase hex digits: what may abbreviate an image id."""
+    return _ID_PREFIX.fullmatch(s) is not None
 
 
 def validate_digest(digest: str) -> str:

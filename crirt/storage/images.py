@@ -239,6 +239,11 @@ class ImageStore:
     def get(self, image_id: str) -> ImageRecord | None:
         return self._current().records.get(image_id)
 
+    def by_id_prefix(self, prefix: str) -> ImageRecord | None:
+        """The one image whose hex id starts with ``prefix`` (None when none or several do)."""
+        found = [r for i, r in self._current().records.items() if i.startswith("sha256:" + prefix)]
+        return found[0] if len(found) == 1 else None
+
     def by_tag(self, tag: str) -> ImageRecord | None:
         state = self._current()
         image_id = state.by_tag.get(tag)

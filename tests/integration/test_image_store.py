@@ -159,8 +159,11 @@ def test_status_by_id_tag_digest_is_identical(
         svc.status(rec.id.split(":")[1]),
         svc.status(f"example.test/{repo}:v1"),
         svc.status(rec.repo_digests[0]),
+        svc.status(rec.id[7:20]),  # the IMAGE ID column of `crictl images`
+        svc.status(rec.id[7:10]),
     ]
     assert all(r == rec for r in by)
+    assert svc.status(rec.id[7:9]) is None  # 2 digits: a (missing) name, as in CRI-O
     assert svc.list() == [rec]
     assert svc.status(f"example.test/{repo}:v2") is None
     assert svc.status("sha256:" + "0" * 64) is None
