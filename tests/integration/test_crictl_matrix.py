@@ -387,6 +387,28 @@ def test_start_runs_a_created_container(srv: Crirt, pod: Pod) -> None:
     srv.crictl("rm", "-f", cid)
 
 
+def test_runp_with_each_runtime_handler(srv: Crirt) -> None:
+    handlers = [
+        h.get("name", "") for h in crictl_json(srv, "info", "-o", "json")["runtimeHandlers"]
+    ]
+    for handler in handlers:  # "" is the default: runc
+        name = handler or "runc"
+        cfg = pod_config(srv, f"h-{name}", "mx-ns", {"app": "handler"})
+        sid = srv.crictl("runp", *(["--runtime", handler] if handler else []), str(cfg)).strip()
+        cid = Pod(srv, sid, cfg).container(f"in-{name}", ["echo", f"hi from {name}"])
+        wait_for(lambda: srv.crictl("logs", cid) == f"hi from {name}\n")  # noqa: B023
+        assert srv.crictl("pods", "--id", sid).split()[-1] == name  # the RUNTIME column
+        srv.crictl("rmp", "-f", sid)
+
+
+def test_runp_with_an_unknown_runtime_handler_fails(srv: Crirt) -> None:
+    cfg = pod_config(srv, "nohandler", "mx-ns", {"app": "nohandler"})
+    assert "unknown runtime handler 'nope'" in srv.crictl(
+        "runp", "-r", "nope", str(cfg), check=False
+    )
+    assert srv.crictl("pods", "-q", "--name", "nohandler") == ""
+
+
 def test_run_creates_a_pod_and_a_running_container(srv: Crirt) -> None:
     pcfg = pod_config(srv, "runpod", "mx-ns", {"app": "run"})
     cfg = ctr_config(srv, "runner", ["sleep", "3600"])
@@ -611,8 +633,9 @@ def cgroup_value(srv: Crirt, cid: str, v1: str, v2: str) -> str:
             "50000",
         ),
         (["--cpu-share", "512"], "cpu/cpu.shares", "cpu.weight", "512"),
+        (["--cpuset-cpus", "0"], "cpuset/cpuset.cpus", "cpuset.cpus", "0"),
     ],
-    ids=["memory", "cpu-quota", "cpu-period", "cpu-share"],
+    ids=["memory", "cpu-quota", "cpu-period", "cpu-share", "cpuset-cpus"],
 )
 def test_update_changes_the_cgroup(
     srv: Crirt, main: str, flags: list[str], v1: str, v2: str, want: str
