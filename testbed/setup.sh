@@ -10,6 +10,10 @@ ADDR="${CRIRT_REGISTRY_ADDR:-127.0.0.1:5000}"
 export CRIRT_TESTBED_DIR="$DIR" CRIRT_REGISTRY_ADDR="$ADDR"
 
 mkdir -p "$DIR"
+# Test sessions may call this at the same moment (pytest fixtures, critest.sh, bench/run): one at
+# a time, or they race on the temp files below and on starting the registry.
+exec 8>"$DIR/setup.lock"
+flock 8
 "$HERE/registry.sh" start
 python3 "$HERE/mkimage.py" --registry "$ADDR" "$@" >"$DIR/refs.txt.tmp"
 mv "$DIR/refs.txt.tmp" "$DIR/refs.txt"
