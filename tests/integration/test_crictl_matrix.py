@@ -427,13 +427,21 @@ def test_run_creates_a_pod_and_a_running_container(srv: Crirt) -> None:
 # ----- logs ------------------------------------------------------------------------------------
 
 
-def test_logs_splits_stdout_and_stderr(srv: Crirt, main: str) -> None:
-    res = run_crictl(srv, "logs", main)
-    assert (res.stdout, res.stderr) == (b"line1\nline3\n", b"line2\n")
-
-
-def test_logs_tail(srv: Crirt, main: str) -> None:
-    assert srv.crictl("logs", "--tail", "1", main) == "line3\n"
+@pytest.mark.parametrize(
+    ("flags", "out", "err"),
+    [
+        ([], b"line1\nline3\n", b"line2\n"),
+        (["--tail", "1"], b"line3\n", b""),
+        (["--stream", "stderr"], b"", b"line2\n"),
+        (["--since", "LINE3_TIME"], b"line3\n", b""),
+    ],
+    ids=["both streams", "tail", "stream", "since"],
+)
+def test_logs(srv: Crirt, main: str, flags: list[str], out: bytes, err: bytes) -> None:
+    raw = (srv.base / "logs" / "matrix" / "main.log").read_text().splitlines()
+    line3_time = next(line.split()[0] for line in raw if line.endswith(" line3"))
+    res = run_crictl(srv, "logs", *[line3_time if f == "LINE3_TIME" else f for f in flags], main)
+    assert (res.returncode, res.stdout, res.stderr) == (0, out, err)
 
 
 def test_logs_timestamps(srv: Crirt, main: str) -> None:
@@ -441,10 +449,23 @@ def test_logs_timestamps(srv: Crirt, main: str) -> None:
     assert [TS.sub("", line) for line in lines if TS.match(line)] == ["line1", "line3"]
 
 
-def test_logs_since(srv: Crirt, pod: Pod, main: str) -> None:
-    raw = (srv.base / "logs" / "matrix" / "main.log").read_text().splitlines()
-    line3_ts = next(line.split()[0] for line in raw if line.endswith(" line3"))
-    assert srv.crictl("logs", "--since", line3_ts, main) == "line3\n"
+def test_logs_previous_reads_the_former_attempt(srv: Crirt, pod: Pod) -> None:
+    # The kubelet's layout: <pod log dir>/<name>/<attempt>.log, one container per attempt
+    (srv.base / "logs" / "matrix" / "again").mkdir()
+    attempts = []
+    for attempt in (0, 1):
+        cid = pod.container(
+            f"again-{attempt}",
+            ["echo", f"attempt {attempt}"],
+            metadata={"name": "again", "attempt": attempt},
+            log_path=f"again/{attempt}.log",
+        )
+        wait_for(lambda: state_of(srv, cid) == "CONTAINER_EXITED")  # noqa: B023
+        attempts.append(cid)
+    assert (srv.crictl("logs", attempts[1]), srv.crictl("logs", "-p", attempts[1])) == (
+        "attempt 1\n",
+        "attempt 0\n",
+    )
 
 
 def test_logs_follow_streams_until_the_container_exits(srv: Crirt, pod: Pod) -> None:
