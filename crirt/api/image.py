@@ -45,7 +45,8 @@ class ImageServicer(api_pb2_grpc.ImageServiceServicer):
         # set to nil."
         if rec is None:
             return api_pb2.ImageStatusResponse()
-        return api_pb2.ImageStatusResponse(image=convert.image(rec))
+        info = {"info": self.images.verbose_info(rec)} if request.verbose else {}
+        return api_pb2.ImageStatusResponse(image=convert.image(rec), info=info)
 
     async def PullImage(self, request: api_pb2.PullImageRequest, context: Ctx) -> Any:
         if not request.image.image:

@@ -23,6 +23,7 @@ import asyncio
 import builtins
 import concurrent.futures
 import functools
+import json
 import os
 import threading
 import time
@@ -285,6 +286,17 @@ class ImageService:
             if rec is not None:
                 return rec
         return None
+
+    def verbose_info(self, record: ImageRecord) -> str:
+        """ImageStatus's verbose ``info["info"]``, as CRI-O: the image's labels and its whole
+        OCI config (``imageSpec``: Cmd, Env, history, …), which ``crictl inspecti`` shows.
+
+        Raises:
+            StorageError: the config blob cannot be read.
+        """
+        labels = dict(record.config.labels)
+        doc = {"labels": labels} if labels else {}
+        return json.dumps({**doc, "imageSpec": json.loads(self._store.read_blob(record.id))})
 
     def list(self) -> builtins.list[ImageRecord]:
         return self._store.all()

@@ -8,6 +8,7 @@ Needs root (ownership, device nodes, trusted.* xattrs, overlay mounts).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 import threading
@@ -169,6 +170,20 @@ def test_status_by_id_tag_digest_is_identical(
     assert svc.status("sha256:" + "0" * 64) is None
     with pytest.raises(InvalidArgument):
         svc.status("Not/Valid")
+
+
+def test_verbose_info_holds_the_image_config(
+    svc: ImageService, registry: LocalRegistry, repo: str
+) -> None:
+    _push_two(registry, repo)
+    rec = run(svc.pull(f"example.test/{repo}:v1"))
+    info = json.loads(svc.verbose_info(rec))
+    assert info["imageSpec"]["config"] == {
+        "User": "www-data:1004",
+        "Env": ["PATH=/bin"],
+        "Cmd": ["sh"],
+    }
+    assert "labels" not in info  # none in the config: omitted, as CRI-O's omitempty
 
 
 def test_untagged_pull_and_status_use_latest(
