@@ -239,6 +239,18 @@ def test_inspecti_by_every_kind_of_name(srv: Crirt, how: str) -> None:
     assert (status["id"], status["repoTags"]) == (image_id, [BUSYBOX])
 
 
+def test_inspecti_shows_the_image_config(srv: Crirt) -> None:
+    info = crictl_json(srv, "inspecti", "-o", "json", BUSYBOX)["info"]
+    assert (info["imageSpec"]["config"]["Cmd"], info["imageSpec"]["rootfs"]["type"]) == (
+        ["sh"],
+        "layers",
+    )
+
+
+def test_inspecti_quiet_leaves_the_config_out(srv: Crirt) -> None:
+    assert "info" not in crictl_json(srv, "inspecti", "-q", "-o", "json", BUSYBOX)
+
+
 def test_inspecti_of_a_missing_image_fails(srv: Crirt) -> None:
     assert "no such image" in srv.crictl("inspecti", "busybox:no-such-tag", check=False)
 
