@@ -512,8 +512,9 @@ def test_logs_reopen_after_rotation(srv: Crirt, pod: Pod) -> None:
     [
         (["-s"], "exited with 7: oops"),
         ([], "command terminated with exit code 7"),
+        (["--transport", "websocket"], "command terminated with exit code 7"),
     ],
-    ids=["sync", "stream"],
+    ids=["sync", "spdy", "websocket"],
 )
 def test_exec_reports_the_exit_code(srv: Crirt, main: str, flags: list[str], expected: str) -> None:
     res = run_crictl(srv, "exec", *flags, main, "sh", "-c", "echo oops >&2; exit 7")
@@ -522,12 +523,20 @@ def test_exec_reports_the_exit_code(srv: Crirt, main: str, flags: list[str], exp
 
 @pytest.mark.parametrize(
     ("flags", "tail"),
-    [(["-s"], b"\n\n"), ([], b"")],  # -s prints stdout and then stderr, each with a newline
-    ids=["sync", "stream"],
+    # -s prints stdout and then stderr, each with a newline
+    [(["-s"], b"\n\n"), ([], b""), (["--transport", "websocket"], b"")],
+    ids=["sync", "spdy", "websocket"],
 )
 def test_exec_output(srv: Crirt, main: str, flags: list[str], tail: bytes) -> None:
     res = run_crictl(srv, "exec", *flags, main, "sh", "-c", "echo $((6*7)); id -u; pwd")
     assert (res.returncode, res.stdout) == (0, b"42\n0\n/\n" + tail)
+
+
+def test_exec_selects_containers_by_filter(srv: Crirt, pod: Pod, main: str) -> None:
+    # No id: crictl lists the pod's running containers named main (one), runs it there and
+    # prints the container's id before its output
+    res = run_crictl(srv, "exec", "-s", "--pod", pod.id, "--name", "^main$", "cat", "/etc/hostname")
+    assert (res.returncode, res.stdout) == (0, main.encode() + b":\nmatrix\n\n\n")
 
 
 def test_exec_sync_timeout(srv: Crirt, main: str) -> None:
@@ -806,11 +815,25 @@ def test_rmp_refuses_a_ready_pod_without_force(srv: Crirt, pod: Pod) -> None:
     assert crictl_json(srv, "inspectp", pod.id)["status"]["state"] == "SANDBOX_READY"
 
 
-def test_rmi_by_the_image_id_column(srv: Crirt) -> None:
+@pytest.fixture(scope="module")
+def unused_digest(srv: Crirt) -> str:
+    """The repo digest of UNUSED, taken while it is still there."""
+    return str(crictl_json(srv, "inspecti", "-o", "json", UNUSED)["status"]["repoDigests"][0])
+
+
+def test_rmi_by_the_image_id_column(srv: Crirt, unused_digest: str) -> None:
     image_id = srv.crictl("images", "-q", UNUSED).strip()
     assert srv.crictl("rmi", image_id[7:20]).strip() == f"Deleted: {UNUSED}"
     assert srv.crictl("images", "-q", UNUSED) == ""
-    srv.crictl("pull", UNUSED)  # for the prune below
+
+
+def test_pull_by_digest_has_no_tag(srv: Crirt, unused_digest: str) -> None:
+    digest = unused_digest
+    srv.crictl("pull", digest)
+    (img,) = [
+        i for i in crictl_json(srv, "images", "-o", "json")["images"] if digest in i["repoDigests"]
+    ]
+    assert (img["repoTags"], img["repoDigests"]) == ([], [digest])
 
 
 def test_rmi_refuses_an_image_in_use(srv: Crirt, fresh: str) -> None:
@@ -818,9 +841,11 @@ def test_rmi_refuses_an_image_in_use(srv: Crirt, fresh: str) -> None:
     assert srv.crictl("images", "-q", FRESH_IMAGE) != ""
 
 
-def test_rmi_prune_keeps_images_in_use_and_pinned(srv: Crirt, fresh: str) -> None:
+def test_rmi_prune_keeps_images_in_use_and_pinned(
+    srv: Crirt, fresh: str, unused_digest: str
+) -> None:
     out = srv.crictl("rmi", "--prune")
-    assert out.strip() == f"Deleted: {UNUSED}"
+    assert out.strip() == f"Deleted: {unused_digest}"  # the untagged image by its digest
     tags = {t for i in crictl_json(srv, "images", "-o", "json")["images"] for t in i["repoTags"]}
     assert tags == {BUSYBOX, PINNED, FRESH_IMAGE}
 
