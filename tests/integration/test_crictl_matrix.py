@@ -608,6 +608,19 @@ def test_stats_of_a_container(srv: Crirt, main: str) -> None:
     assert int(s["memory"]["workingSetBytes"]["value"]) > 0
 
 
+def test_stats_count_the_writable_layer(srv: Crirt, pod: Pod) -> None:
+    script = "head -c 2000000 /dev/zero > /big; mkdir /d; touch /d/a /d/b; sleep 3600"
+    cid = pod.container("writer", ["sh", "-c", script])
+    wait_for(lambda: in_container(srv, cid, "test -e /d/b && echo ok") == "ok\n")
+    (s,) = crictl_json(srv, "stats", "-o", "json", "--id", cid)["stats"]
+    layer = s["writableLayer"]
+    assert (int(layer["usedBytes"]["value"]) >= 2_000_000, int(layer["inodesUsed"]["value"])) == (
+        True,
+        4,  # /big, /d, /d/a, /d/b
+    )
+    srv.crictl("rm", "-f", cid)
+
+
 @pytest.mark.parametrize(
     ("flags", "want"),
     [(["--label", "role=main"], {"main"}), (["-a", "--id", "DONE"], {"done"})],
