@@ -277,6 +277,8 @@ POD_FILTERS = [
     (["--name", "^(matrix|stopped)$"], {"pod", "stopped"}),
     (["--label", "app=matrix"], {"pod"}),
     (["--label", "app=nope"], set()),
+    (["--label", "app=matrix", "--label", "tier=backend"], {"pod"}),  # all must match
+    (["--label", "app=matrix", "--label", "tier=nope"], set()),
     (["--state", "ready"], {"pod"}),
     (["--state", "notready"], {"stopped"}),
     (["--namespace", "mx-ns"], {"pod"}),
