@@ -18,6 +18,7 @@ import signal as signal_mod
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from crirt.errors import DeadlineExceeded, InvalidArgument, RuntimeFailure
@@ -181,6 +182,22 @@ def read_min_oom_score_adj(path: str = "/proc/self/oom_score_adj") -> int:
     """crirt's own oom_score_adj, the floor for every container's (no CAP_SYS_RESOURCE)."""
     with open(path) as f:
         return int(f.read().strip())
+
+
+def hugetlb_available(cgroup_root: str = "/sys/fs/cgroup") -> bool:
+    """Whether runc can apply hugepage limits here.
+
+    On a cgroup v1 (or hybrid) host runc needs the v1 ``hugetlb`` hierarchy; some hosts enable
+    the controller only on the unified hierarchy, where runc in v1 mode cannot use it ("cannot
+    set hugetlb limit: container could not join or create cgroup"). On a pure v2 host it must
+    be among the root's controllers. The kubelet sends a limit for every page size the node has
+    (0 for those not requested), so without this check every kubelet container would fail.
+    """
+    root = Path(cgroup_root)
+    controllers = root / "cgroup.controllers"
+    if controllers.exists():
+        return "hugetlb" in controllers.read_text().split()
+    return (root / "hugetlb").is_dir()
 
 
 class OciRuntime:

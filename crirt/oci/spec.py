@@ -194,6 +194,7 @@ class ContainerSpecInput:
     userns: PodUserns | None = None
     idmap_mounts: bool = False
     rro_mounts: bool = True
+    hugetlb: bool = True
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,7 @@ def merge_env(*layers: Iterable[str]) -> list[str]:
     return list(merged.values())
 
 
-def build_linux_resources(r: api_pb2.LinuxContainerResources) -> JSON:
+def build_linux_resources(r: api_pb2.LinuxContainerResources, hugetlb: bool = True) -> JSON:
     """CRI container resources as OCI ``linux.resources`` (also the input of ``runc update``).
 
     Zero means "not specified" in the CRI and is left out. ``oom_score_adj`` is a process
@@ -273,7 +274,9 @@ def build_linux_resources(r: api_pb2.LinuxContainerResources) -> JSON:
         memory["swap"] = r.memory_swap_limit_in_bytes
     if memory:
         out["memory"] = memory
-    if len(r.hugepage_limits):
+    # Without a hugetlb controller runc refuses any hugepage limit; as CRI-O and containerd do,
+    # leave them out there (the kubelet sends one per page size, 0 when not requested).
+    if hugetlb and len(r.hugepage_limits):
         out["hugepageLimits"] = [
             {"pageSize": h.page_size, "limit": h.limit} for h in r.hugepage_limits
         ]
@@ -560,7 +563,7 @@ def build_container_spec(inp: ContainerSpecInput) -> JSON:
         defaults, cri_mounts(cfg.mounts, idmap=inp.idmap_mounts, rro=inp.rro_mounts)
     )
 
-    oci_resources = build_linux_resources(resources)
+    oci_resources = build_linux_resources(resources, hugetlb=inp.hugetlb)
     if privileged:
         oci_resources["devices"] = [{"allow": True, "access": "rwm"}]
     else:

@@ -237,6 +237,7 @@ class ContainerOps:
             userns=extras.userns,
             idmap_mounts=extras.idmap_mounts,
             rro_mounts=extras.rro_mounts,
+            hugetlb=svc.hugetlb,
         )
         return build_container_spec(inp)
 

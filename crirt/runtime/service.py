@@ -21,7 +21,7 @@ from crirt.config import Config
 from crirt.errors import CrirtError
 from crirt.log import get_logger
 from crirt.monitor.client import MonitorClient
-from crirt.oci.runc import read_host_capabilities, read_min_oom_score_adj
+from crirt.oci.runc import hugetlb_available, read_host_capabilities, read_min_oom_score_adj
 from crirt.runtime.events import EventBroadcaster, EventType
 from crirt.runtime.exits import ExitWatcher
 from crirt.runtime.handlers import HandlerFeatures
@@ -99,6 +99,7 @@ class RuntimeService:
         # Without CAP_SYS_RESOURCE nobody may go below our own score: runc would fail.
         self.min_oom_score_adj = read_min_oom_score_adj()
         self.host_capabilities = read_host_capabilities()
+        self.hugetlb = hugetlb_available()
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         # Creations in progress by reserved name: (request key, task). A retried request joins
         # the task instead of failing on the reserved name.

@@ -247,6 +247,26 @@ def test_golden_resources(golden: Golden) -> None:
     golden("container_resources", roundtrip(build_container_spec(inp)))
 
 
+def test_hugepage_limits_left_out_without_a_hugetlb_controller() -> None:
+    # Given the kubelet's resources: a limit for every page size, 0 for those not requested
+    r = api_pb2.LinuxContainerResources(memory_limit_in_bytes=32 << 20)
+    r.hugepage_limits.append(api_pb2.HugepageLimit(page_size="2MB", limit=0))
+    r.hugepage_limits.append(api_pb2.HugepageLimit(page_size="1GB", limit=0))
+    with_ctl = oci_spec.build_linux_resources(r)
+    assert with_ctl["hugepageLimits"] == [
+        {"pageSize": "2MB", "limit": 0},
+        {"pageSize": "1GB", "limit": 0},
+    ]
+    # runc cannot set them without the controller: left out, the rest kept
+    without = oci_spec.build_linux_resources(r, hugetlb=False)
+    assert without == {"memory": {"limit": 32 << 20}}
+    cfg = container_config()
+    cfg.linux.resources.CopyFrom(r)
+    res = build_container_spec(cinput(cfg, hugetlb=False))["linux"]["resources"]
+    assert "hugepageLimits" not in res
+    assert res["memory"] == {"limit": 32 << 20}
+
+
 def test_golden_host_namespaces(golden: Golden) -> None:
     # Given a hostNetwork/hostPID/hostIPC pod: the caller has no namespace files to give
     sandbox = pod_config(network=api_pb2.NODE, pid=api_pb2.NODE, ipc=api_pb2.NODE)
