@@ -15,6 +15,9 @@ GINKGO_VERSION=v2.28.1
 # hence pods with user namespaces (crirt/config.py looks for it at this path).
 RUNC_VERSION=v1.3.7
 RUNC_NEWER=/usr/local/lib/crirt/runc-1.3
+# A real kubelet for tests/e2e/kubelet.sh (standalone, static pods), built from the module proxy.
+KUBE_VERSION=v1.37.2
+KUBELET="${CRIRT_KUBELET:-/usr/local/lib/crirt/kubelet}"
 export DEBIAN_FRONTEND=noninteractive
 
 log() { printf '[install-deps] %s\n' "$*"; }
@@ -157,6 +160,42 @@ else
     mv "$RUNC_NEWER.tmp" "$RUNC_NEWER"
   )
   log "runc: $("$RUNC_NEWER" --version | head -1)"
+fi
+
+# k8s.io/kubernetes is not meant to be a dependency: its go.mod replaces every staging module
+# (k8s.io/api, client-go, ...) with ./staging/src/..., which only works inside its own tree. A
+# wrapper module replaces each of them with the published v0.x.y of the same release instead; the
+# list is read from the tag's own go.mod so a new release's staging modules are never missed.
+if "$KUBELET" --version 2>/dev/null | grep -Fx "Kubernetes $KUBE_VERSION" >/dev/null; then
+  log "kubelet: $KUBE_VERSION present at $KUBELET"
+else
+  log "kubelet: building $KUBE_VERSION into $KUBELET (5-10 minutes on 2 cores)"
+  build="$CACHE/kubelet-build"
+  rm -rf "$build" && mkdir -p "$build" "$(dirname "$KUBELET")"
+  (
+    cd "$build"
+    gomod=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" \
+      | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+    staging_v="v0.${KUBE_VERSION#v1.}"
+    {
+      echo "module local/kubelet-build"
+      echo
+      grep -m1 '^go ' "$gomod"
+      echo
+      echo "require k8s.io/kubernetes $KUBE_VERSION"
+      echo
+      echo "replace ("
+      sed -n 's|^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*|\t\1 => \1 '"$staging_v"'|p' "$gomod"
+      echo ")"
+    } >go.mod
+    printf '//go:build tools\n\npackage tools\n\nimport _ "k8s.io/kubernetes/cmd/kubelet"\n' >tools.go
+    quiet kubelet-tidy env GOFLAGS=-mod=mod go mod tidy
+    quiet kubelet-build env CGO_ENABLED=0 go build -trimpath \
+      -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${KUBE_VERSION#v1.} -X k8s.io/component-base/version.gitTreeState=clean" \
+      -o "$KUBELET.tmp" k8s.io/kubernetes/cmd/kubelet
+    mv "$KUBELET.tmp" "$KUBELET"
+  )
+  log "kubelet: $("$KUBELET" --version)"
 fi
 
 if "$BINDIR/ginkgo" version 2>/dev/null | grep -F "${GINKGO_VERSION#v}" >/dev/null; then
