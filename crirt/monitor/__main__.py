@@ -1,5 +1,5 @@
-"""The per-container monitor (conmon's job): ``runc create``, own the stdio, write the CRI log,
-reap the container, write the exit file.
+"""The per-container monitor (conmon's job): ``runc create`` (and ``runc start`` when asked), own
+the stdio, write the CRI log, reap the container, write the exit file.
 
 Invariants:
 * The monitor is never a child of ``crirt serve`` nor of the fork server: it is forked twice and
@@ -461,6 +461,33 @@ class Monitor:
         if self.stdin_w >= 0:
             os.set_blocking(self.stdin_w, False)
 
+    def _start(self) -> None:
+        """Run ``runc start``: the container's process execs its command.
+
+        Its output goes to the pipes set up by ``_create`` (not read until the loop runs: the
+        pipe buffers hold it), and an immediate exit is reaped by the loop's first ``_reap``.
+
+        Raises:
+            MonitorError: runc failed (its message for crirt); the caller deletes the container.
+        """
+        spec = self.spec
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        argv = [spec.runtime_path, "--root", spec.runtime_root, "start", spec.container_id]
+        try:
+            pid = _spawn(argv, (null, err_w, err_w))
+        except OSError as exc:
+            os.close(err_r)
+            raise MonitorError(f"exec {spec.runtime_path}: {exc.strerror}") from None
+        finally:
+            os.close(err_w)
+            os.close(null)
+        _, status = os.waitpid(pid, 0)
+        raw = _read_available(err_r) if status else b""
+        os.close(err_r)
+        if status:
+            raise MonitorError(_runc_error(raw, status))
+
     def _receive_console(self, console: socket.socket) -> int:
         ready = select.select([console], [], [], _CONSOLE_TIMEOUT)[0]
         if not ready:
@@ -836,6 +863,8 @@ class Monitor:
             _prctl(_PR_SET_CHILD_SUBREAPER, 1)
             self._setup_signals()
             self._create()
+            if self.spec.start:
+                self._start()
         except (MonitorError, OSError) as exc:
             if self.created:
                 self._delete_container()
@@ -844,7 +873,9 @@ class Monitor:
             self._report(protocol.SyncReport(-1, os.getpid(), msg))
             os._exit(1)
         if not self._report(protocol.SyncReport(self.container_pid, os.getpid())):
-            # crirt gave up waiting (timeout) and closed the pipe: nobody owns this container.
+            # crirt gave up waiting (timeout) or died and closed the pipe: nobody owns this
+            # container. Deleting it (even started) is what lets a restarted crirt roll the
+            # start back: a monitor that answers on its ctl socket has always been heard.
             self._delete_container()
             self._cleanup_ctl()
             os._exit(1)
