@@ -4,6 +4,12 @@ ListContainers, ExecSync and ReopenContainerLog.
 A container is an OCI bundle under the state dir whose rootfs is an overlay mount of the image,
 run by runc under its own monitor process (``crirt.monitor``), which holds its stdio, writes the
 CRI log and records the exit in ``<state>/exits/<id>``.
+
+CreateContainer only prepares: the rootfs, the bundle's config.json and the record (state
+CREATED, no process). StartContainer forks the monitor, which runs ``runc create`` and ``runc
+start`` and reports the pid (containerd's split: its Create writes metadata and a snapshot, its
+Start runs the shim and runc). A created container therefore has no monitor, no runc state and
+no cgroup until it starts.
 """
 
 from __future__ import annotations
@@ -93,7 +99,7 @@ class ContainerOps:
         self, cid: str, name: str, config: api_pb2.ContainerConfig, sb: Any, img: Any
     ) -> str:
         svc = self.svc
-        from crirt.runtime.service import now_ns, process_start_time
+        from crirt.runtime.service import now_ns
 
         cdir = svc.paths.containers / cid
         rootfs = cdir / "rootfs"
@@ -135,22 +141,7 @@ class ContainerOps:
                     if config.stop_signal
                     else svc.rootfs.image_config(img.id).stop_signal
                 )
-                mspec = MonitorSpec(
-                    container_id=cid,
-                    bundle=str(cdir),
-                    runtime_path=svc.config.handler(sb.handler)[1].path,
-                    runtime_root=svc.config.handler_root(sb.handler),
-                    log_path=log_path,
-                    exit_file=str(svc.exit_file(cid)),
-                    pid_file=str(cdir / "pidfile"),
-                    ctl_socket=str(cdir / "ctl"),
-                    attach_socket=str(cdir / "attach"),
-                    stdin=config.stdin,
-                    stdin_once=config.stdin_once,
-                    tty=config.tty,
-                )
-                c.pid = await svc.monitor.start_monitor(mspec)
-                c.pid_start = process_start_time(c.pid) or 0
+                # No monitor and no `runc create` here: StartContainer does both (module doc).
                 c.complete = True
                 svc.save_container(c)
                 svc.containers.add(c)
@@ -262,29 +253,140 @@ class ContainerOps:
 
     # ----- StartContainer --------------------------------------------------------------------
 
-    async def start(self, container_id: str) -> None:
+    def _monitor_spec(self, c: Container) -> MonitorSpec:
         svc = self.svc
-        c = svc.containers.get(container_id)
-        from crirt.runtime.service import now_ns
+        cdir = Path(c.dir)
+        return MonitorSpec(
+            container_id=c.id,
+            bundle=str(cdir),
+            runtime_path=svc.config.handler(c.handler)[1].path,
+            runtime_root=svc.config.handler_root(c.handler),
+            log_path=c.log_path,
+            exit_file=str(svc.exit_file(c.id)),
+            pid_file=str(cdir / "pidfile"),
+            ctl_socket=str(cdir / "ctl"),
+            attach_socket=str(cdir / "attach"),
+            stdin=c.config.stdin,
+            stdin_once=c.config.stdin_once,
+            tty=c.config.tty,
+            start=True,
+        )
+
+    async def start(self, container_id: str) -> None:
+        c = self.svc.containers.get(container_id)
+        # Shielded: a caller that goes away mid-call must not abandon a monitor half-way (its
+        # outcome is recorded either way; a retry then finds the container running or failed).
+        task = asyncio.get_running_loop().create_task(self._start(c))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        await asyncio.shield(task)
+
+    async def _start(self, c: Container) -> None:
+        svc = self.svc
+        from crirt.runtime.service import now_ns, process_start_time
 
         async with svc.locked(c.id):
+            if svc.containers.find(c.id) is not c:
+                raise NotFound(f"container {c.id} was removed")
             if not c.state.can_start():
+                # api.proto: StartContainer starts a *created* container; a second call finds
+                # it running or exited (containerd and CRI-O answer an error too).
                 raise FailedPrecondition(
                     f"container {c.id} is {c.state.value}; only a created container can start"
                 )
-            # Set before `runc start` so an exit reported during the call finds started_at set
-            # and started_at <= finished_at always holds.
+            if c.pid:
+                await self._start_legacy(c)
+                return
+            # Set before the monitor runs so an exit reported during the call finds started_at
+            # set and started_at <= finished_at always holds.
             c.started_at = now_ns()
+            c.starting = True
+            # Intent record first: a crash from here on is completed or rolled back at restart.
+            svc.save_container(c)
             try:
-                await svc.runtime(c.handler).start(c.id)
-            except BaseException:
-                c.started_at = 0
+                report = await svc.monitor.start(self._monitor_spec(c))
+            except BaseException as exc:
+                await self._start_failed(c, exc)
                 raise
-            if c.state is ContainerState.CREATED:
+            c.pid = report.pid
+            c.pid_start = process_start_time(c.pid) or 0
+            c.starting = False
+            if c.state is ContainerState.CREATED:  # else: its exit was folded in meanwhile
                 c.state = ContainerState.RUNNING
             svc.save_container(c)
             svc.emit(EventType.STARTED, c.id, c.sandbox_id)
-        log.info("container started", container_id=c.id)
+        log.info("container started", container_id=c.id, pid=c.pid)
+
+    async def _start_legacy(self, c: Container) -> None:
+        """A container created by an older crirt already has its monitor and runc's created
+        state: only ``runc start`` is left."""
+        from crirt.runtime.service import now_ns
+
+        c.started_at = now_ns()
+        try:
+            await self.svc.runtime(c.handler).start(c.id)
+        except BaseException:
+            c.started_at = 0
+            raise
+        if c.state is ContainerState.CREATED:
+            c.state = ContainerState.RUNNING
+        self.svc.save_container(c)
+        self.svc.emit(EventType.STARTED, c.id, c.sandbox_id)
+
+    async def _start_failed(self, c: Container, exc: BaseException) -> None:
+        """Record a failed start and leave nothing running or mounted behind.
+
+        The monitor has already deleted runc's state and closed its sockets when it reports a
+        failure (or finds nobody listening: crirt timed out). ``runc delete`` here covers a
+        monitor that has not got there yet; it spawns nothing when runc has no state.
+        """
+        svc = self.svc
+        message = str(exc) or type(exc).__name__
+        with contextlib.suppress(CrirtError):
+            await svc.runtime(c.handler).delete(c.id, force=True)
+        try:
+            svc.rootfs.unmount(Path(c.dir) / "rootfs")
+            c.rootfs_mounted = False
+        except CrirtError:
+            log.warning("unmount after a failed start failed", container_id=c.id, exc_info=True)
+        if c.state is ContainerState.CREATED:
+            c.mark_start_failed(message)
+        c.starting = False
+        svc.save_container(c)
+        svc.emit(EventType.STOPPED, c.id, c.sandbox_id)
+        log.warning("container start failed", container_id=c.id, error=message)
+
+    async def converge_start(self, c: Container) -> None:
+        """At restart, settle a StartContainer that the previous crirt died inside.
+
+        A monitor answers on its ctl socket only after its report reached a live crirt (one
+        that finds nobody listening deletes the container and exits: crirt.monitor), so an
+        answer means the start happened: complete it. No answer (no monitor, or one about to
+        delete what it made) means it did not: roll back to created, so the kubelet's retry of
+        StartContainer runs it.
+        """
+        svc = self.svc
+        from crirt.runtime.service import process_start_time
+
+        try:
+            reply = await svc.monitor.ping(Path(c.dir) / "ctl")
+        except CrirtError:
+            reply = None
+        pid = reply.get("container_pid") if reply else None
+        if isinstance(pid, int) and pid > 0:
+            c.pid = pid
+            c.pid_start = process_start_time(pid) or 0
+            c.starting = False
+            c.state = ContainerState.RUNNING
+            svc.save_container(c)
+            log.info("completed an interrupted container start", container_id=c.id, pid=pid)
+            return
+        with contextlib.suppress(CrirtError):
+            await svc.runtime(c.handler).delete(c.id, force=True)
+        c.starting = False
+        c.started_at = 0
+        c.pid = c.pid_start = 0
+        svc.save_container(c)
+        log.warning("rolled back an interrupted container start", container_id=c.id)
 
     # ----- StopContainer ---------------------------------------------------------------------
 
@@ -300,6 +402,17 @@ class ContainerOps:
 
     async def _stop_locked(self, c: Container, timeout: int) -> None:
         svc = self.svc
+        if c.state is ContainerState.CREATED and not c.pid:
+            # Never started (StartContainer holds this lock while it runs): no process to
+            # signal, only the state to settle. api.proto: StopContainer "is idempotent"; a
+            # second call finds it exited.
+            from crirt.runtime.service import now_ns
+
+            c.mark_stopped_unstarted(now_ns())
+            svc.save_container(c)
+            svc.emit(EventType.STOPPED, c.id, c.sandbox_id)
+            log.info("created container stopped before it started", container_id=c.id)
+            return
         if not c.state.has_process() or svc.apply_exit(c.id):
             return
         rt = svc.runtime(c.handler)

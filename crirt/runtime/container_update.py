@@ -2,9 +2,11 @@
 
 The new resources replace the old ones on the container record (ContainerStatus.resources
 shows them) and in its bundle's config.json (what verbose status shows). A container without a
-process only gets its record updated. A memory limit below what the container already uses is
-refused by the kernel (cgroup v1 answers EBUSY; runc says "current usage"): that becomes
-FailedPrecondition with runc's message, which says the usage.
+process only gets its record and bundle updated: for a created one, that config.json is what
+StartContainer's ``runc create`` reads, so the new limits apply from its start. A memory limit
+below what the container already uses is refused by the kernel (cgroup v1 answers EBUSY; runc
+says "current usage"): that becomes FailedPrecondition with runc's message, which says the
+usage.
 """
 
 from __future__ import annotations
@@ -76,7 +78,11 @@ async def update_resources(
     async with svc.locked(c.id):
         if c.state is ContainerState.RUNNING:
             svc.apply_exit(c.id)
-        if c.state in (ContainerState.CREATED, ContainerState.RUNNING):
+        # api.proto: UpdateContainerResources "updates ContainerConfig of the container
+        # synchronously". A created container has no cgroup yet (no runc state until
+        # StartContainer, which holds this lock): the bundle below carries the new limits to
+        # its start. One created by an older crirt (c.pid set) has runc state: update it.
+        if c.state is ContainerState.RUNNING or (c.state is ContainerState.CREATED and c.pid):
             try:
                 await svc.runtime(c.handler).update(c.id, oci)
             except RuntimeFailure as exc:

@@ -43,7 +43,8 @@ class ContainerState(enum.Enum):
         return self is ContainerState.CREATED
 
     def has_process(self) -> bool:
-        """The monitor may still hold a live container process."""
+        """The monitor may still hold a live container process (a created container has one
+        only while StartContainer runs, or when an older crirt created it: ``Container.pid``)."""
         return self in (ContainerState.CREATED, ContainerState.RUNNING, ContainerState.UNKNOWN)
 
 
@@ -118,6 +119,9 @@ class Container:
     rootfs_mounted: bool = False
     # False from the intent record until creation finished: a restart rolls incomplete ones back.
     complete: bool = True
+    # True from StartContainer's intent record (saved before the monitor is forked) until its
+    # outcome is saved: a restart completes the start or rolls it back (ContainerOps.converge).
+    starting: bool = False
 
     def mark_started(self, now: int) -> None:
         if not self.state.can_start():
@@ -129,6 +133,7 @@ class Container:
 
     def mark_exited(self, exit_code: int, finished_at: int, oom_killed: bool) -> None:
         self.state = ContainerState.EXITED
+        self.starting = False
         self.exit_code = exit_code
         self.finished_at = finished_at
         # Same reasons as CRI-O/containerd: the kubelet shows them to users.
@@ -138,6 +143,29 @@ class Container:
             self.reason = "Completed"
         else:
             self.reason = "Error"
+
+    def mark_start_failed(self, message: str) -> None:
+        """StartContainer failed (runc create/start): exited for good, with the error.
+
+        As CRI-O (``Container.SetStartFailed``): started and finished at the creation time, the
+        error as the message; reason and exit code as containerd's (``StartError``, 128), which
+        tell the user that the process never ran.
+        """
+        self.state = ContainerState.EXITED
+        self.starting = False
+        self.pid = 0
+        self.pid_start = 0
+        self.started_at = self.finished_at = self.created_at
+        self.exit_code = 128
+        self.reason = "StartError"
+        self.message = message
+
+    def mark_stopped_unstarted(self, finished_at: int) -> None:
+        """StopContainer of a created container: there is no process to signal. CRI-O moves it
+        to exited (it kills the runc init waiting to exec), and so does crirt, with a SIGKILL's
+        137: the kubelet never waits for a container that can no longer run."""
+        self.mark_exited(137, finished_at, False)
+        self.message = "stopped before it was started"
 
     def to_json(self) -> dict[str, Any]:
         return _encode(self)

@@ -278,8 +278,16 @@ class RuntimeService:
             if not c.state.has_process():
                 continue
             self.apply_exit(c.id)
+            if c.state is ContainerState.CREATED and c.starting:
+                # Killed inside StartContainer: finish the start or undo it.
+                await self.container_ops.converge_start(c)
+            if c.state is ContainerState.CREATED and not c.pid:
+                # Created, never started: no monitor and no process to look for (api.proto
+                # CONTAINER_CREATED: "Container has been created but not started").
+                continue
             if c.state is ContainerState.CREATED:
-                # A crash between `runc start` and saving the record: runc knows better.
+                # Created by an older crirt (runc create in CreateContainer), then a crash
+                # between `runc start` and saving the record: runc knows better.
                 st = await self.runtime(c.handler).state(c.id)
                 if st is not None and st.get("status") == "running":
                     c.state = ContainerState.RUNNING

@@ -109,9 +109,21 @@ def test_container_requests(crirt: Crirt, pod: tuple[str, api_pb2.PodSandboxConf
     assert "never/pulled" in msg
     code, msg = create(ctr("a", image="Bad Ref!"))
     assert code is grpc.StatusCode.INVALID_ARGUMENT
-    code, msg = create(ctr("a", cmd=("/no/such/binary",)))
+    # runc create runs in StartContainer (issue 8, as containerd): a command that does not
+    # exist is runc's error there, and the container is left exited with it, nothing mounted.
+    bad = rt.CreateContainer(
+        api_pb2.CreateContainerRequest(
+            pod_sandbox_id=pid, config=ctr("a", cmd=("/no/such/binary",)), sandbox_config=pcfg
+        )
+    ).container_id
+    code, msg = code_of(rt.StartContainer, api_pb2.StartContainerRequest(container_id=bad))
     assert code is grpc.StatusCode.INTERNAL
     assert "/no/such/binary" in msg
+    status = rt.ContainerStatus(api_pb2.ContainerStatusRequest(container_id=bad)).status
+    assert status.state == api_pb2.CONTAINER_EXITED
+    assert "/no/such/binary" in status.message
+    assert [m for m in mounts_under(crirt.state) if bad in m] == []
+    rt.RemoveContainer(api_pb2.RemoveContainerRequest(container_id=bad))
     assert_clean(crirt, (pid,))
 
     for rpc, req in (

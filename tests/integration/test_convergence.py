@@ -119,6 +119,40 @@ def test_kill_inside_create_container(crirt: Crirt) -> None:
     assert find_leftovers(crirt, ids) == {}
 
 
+def test_kill_inside_start_container(crirt: Crirt) -> None:
+    """StartContainer forks the monitor (runc create + start, issue 8): killed anywhere inside,
+    the restarted server has it running (the start completed) or created (rolled back: no
+    monitor, no runc state), and the kubelet's retry then runs it."""
+    crirt.img.PullImage(api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image="busybox")))
+    cfg = pod_config(crirt, "startc")
+    pod = crirt.rt.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=cfg)).pod_sandbox_id
+    rng = random.Random(2468)
+    ids = [pod]
+    for i in range(10):
+        cid = crirt.rt.CreateContainer(
+            api_pb2.CreateContainerRequest(
+                pod_sandbox_id=pod,
+                config=ctr_config(f"s{i}", "echo up; sleep 3600"),
+                sandbox_config=cfg,
+            )
+        ).container_id
+        ids.append(cid)
+        req = api_pb2.StartContainerRequest(container_id=cid)
+        call_then_kill(crirt, crirt.rt.StartContainer, req, rng.uniform(0.0, 0.08))
+        crirt.start()
+        st = crirt.rt.ContainerStatus(api_pb2.ContainerStatusRequest(container_id=cid)).status
+        assert st.state in (api_pb2.CONTAINER_CREATED, api_pb2.CONTAINER_RUNNING), st
+        if st.state == api_pb2.CONTAINER_CREATED:
+            assert st.started_at == 0
+            assert not (crirt.state / "containers" / cid / "ctl").exists()
+            crirt.rt.StartContainer(req)
+        out = crirt.rt.ExecSync(api_pb2.ExecSyncRequest(container_id=cid, cmd=["echo", "ok"]))
+        assert out.stdout == b"ok\n"
+        assert "up" in (crirt.logs / "startc" / f"s{i}.log").read_text()
+    remove_all(crirt)
+    assert find_leftovers(crirt, ids) == {}
+
+
 def test_thirty_pods_survive_sigkill_and_clean_up(crirt: Crirt) -> None:
     crirt.img.PullImage(api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image="busybox")))
     pods: dict[str, str] = {}
