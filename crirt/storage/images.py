@@ -189,7 +189,7 @@ class ImageStore:
         self.path = path
         self._pinned = tuple(pinned)
         try:
-            for sub in ("blobs/sha256", "layers", "locks", "containers", "mounts"):
+            for sub in ("blobs/sha256", "layers", "locks", "containers", "mounts", "trash"):
                 (path / sub).mkdir(parents=True, exist_ok=True)
             # Kept empty: the lower dir of images that have no layers at all.
             (path / "empty").mkdir(exist_ok=True)
@@ -207,8 +207,16 @@ class ImageStore:
             self._state = self._load(self._lock.last_write())
             garbage = self._gc_locked(orphans=True)
         _delete(garbage)
+        # Containers discarded (crirt.storage.rootfs.discard) but not yet deleted by their
+        # process when it died; deleting one twice (with a live process) is harmless.
+        _delete(self.trash_dir.iterdir())
         self.layers.prune_locks()
         overlay.prune_links(self.links_dir)
+
+    @property
+    def trash_dir(self) -> Path:
+        """Where removed container directories wait for deletion (same filesystem: renames)."""
+        return self.path / "trash"
 
     def set_pinned(self, pinned: Sequence[str]) -> None:
         """Replace the pinned patterns (configuration reload)."""

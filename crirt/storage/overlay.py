@@ -27,6 +27,8 @@ MNT_DETACH = 2
 _LINK_LEN = 20
 
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+# Cleared the first time the kernel refuses overlay's "volatile" option (Linux < 5.10).
+_volatile_ok = True
 
 
 def _check(paths: Sequence[Path]) -> None:
@@ -63,15 +65,21 @@ def mount_overlay(
     links_dir: Path,
     empty: Path,
     what: str,
+    volatile: bool = False,
 ) -> None:
     """Mount an overlay at ``target``: read-only when ``upper`` is None.
 
     ``lower`` is topmost first. A read-only overlay needs two lower dirs: ``empty`` is appended
-    when there is only one.
+    when there is only one. ``volatile`` (with ``upper``): the overlay ignores sync requests, so
+    neither the container's fsyncs nor the unmount wait for the upper filesystem's journal (the
+    unmount otherwise syncs that whole filesystem); its upper dir is not reusable after a
+    machine crash. Kernels before 5.10 refuse the option: they get a plain mount, as do the
+    rare overlays mounted through ``mount(8)``.
 
     Raises:
         StorageError: bad paths, too many layers, or the mount failed.
     """
+    global _volatile_ok
     lowers = list(lower) or [empty]
     if upper is None and len(lowers) == 1:
         lowers.append(empty)
@@ -80,6 +88,14 @@ def mount_overlay(
     flags = 0 if upper is not None else MS_RDONLY
     data = f"lowerdir={':'.join(str(p) for p in lowers)}{tail}"
     if len(data) <= MAX_MOUNT_DATA:
+        if volatile and upper is not None and _volatile_ok:
+            vdata = f"{data},volatile".encode()
+            if _LIBC.mount(b"overlay", os.fsencode(target), b"overlay", flags, vdata) == 0:
+                return
+            if ctypes.get_errno() != errno.EINVAL:
+                err = ctypes.get_errno()
+                raise StorageError(f"{what}: mount overlay at {target}: {os.strerror(err)}")
+            _volatile_ok = False  # an older kernel: plain mounts from now on
         if _LIBC.mount(b"overlay", os.fsencode(target), b"overlay", flags, data.encode()) != 0:
             err = ctypes.get_errno()
             raise StorageError(f"{what}: mount overlay at {target}: {os.strerror(err)}")

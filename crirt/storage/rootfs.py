@@ -2,13 +2,18 @@
 
 ``<storage>/containers/<cid>/`` holds ``upper/``, ``work/`` and ``rootfs.json`` (the image and
 layers it pins, so layer GC keeps them). The mount point is the caller's (usually the bundle's
-``rootfs``). Every function is idempotent where the CRI needs it (unmount, remove) and blocking:
-call from a worker thread.
+``rootfs``). Every function is idempotent where the CRI needs it (unmount, remove, discard) and
+blocking: call from a worker thread.
+
+Writable layers are mounted ``volatile``: nothing in them outlives the machine (a container is
+gone after a reboot, its state dir with it), so syncing them buys nothing, and a sync on
+unmount waits for the journal of the whole filesystem holding the store.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +91,7 @@ def mount(store: ImageStore, container_id: str, target: Path) -> None:
         links_dir=store.links_dir,
         empty=store.path / "empty",
         what=f"container {container_id}",
+        volatile=True,
     )
 
 
@@ -120,3 +126,27 @@ def remove(store: ImageStore, container_id: str, target: Path | None = None) -> 
     if rootfs is not None and store.get(rootfs.image_id) is None:
         # The image went away while this container used it: its layers are free now.
         store.gc()
+
+
+def discard(store: ImageStore, container_id: str) -> Path | None:
+    """Unpin and detach the container's directories at once: one rename into the store's trash
+    (``ImageStore.trash_dir``). Returns the path for the caller to delete when convenient (None
+    if there was nothing); a crash before that leaves it to the next opening of the store.
+    The rootfs must be unmounted first. Idempotent.
+
+    Raises:
+        StorageError: the rename failed (the container keeps its directories).
+    """
+    cdir = store.container_dir(container_id)
+    rootfs = get(store, container_id) if cdir.exists() else None
+    dest = store.trash_dir / f"{container_id}-{os.urandom(4).hex()}"
+    try:
+        os.rename(cdir, dest)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageError(f"container {container_id}: discard: {exc}") from exc
+    if rootfs is not None and store.get(rootfs.image_id) is None:
+        # The image went away while this container used it: its layers are free now.
+        store.gc()
+    return dest

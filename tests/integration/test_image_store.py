@@ -480,6 +480,44 @@ def test_rootfs_overlay(
     assert list(_layers_dir(svc).iterdir()) == []
 
 
+def test_rootfs_discard_unpins_at_once_and_the_trash_goes_at_the_next_open(
+    tmp_path: Path, conf: RegistriesConfig, registry: LocalRegistry, repo: str
+) -> None:
+    _push_two(registry, repo)
+    svc = ImageService(tmp_path / "root", conf, 3)
+    try:
+        rec = run(svc.pull(f"example.test/{repo}:v1"))
+        target = tmp_path / "rootfs"
+        target.mkdir()
+        # Given a container rootfs, mounted volatile (its syncs and unmount skip the journal)
+        rfs = rootfs.create(svc.store, "c3", rec.id)
+        rootfs.mount(svc.store, "c3", target)
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text().splitlines()
+            opts = [ln for ln in mountinfo if ln.split()[4] == os.path.realpath(target)]
+            assert "volatile" in opts[0]
+            (target / "written").write_text("w")
+        finally:
+            rootfs.unmount(target)
+        # When it is discarded
+        trash = rootfs.discard(svc.store, "c3")
+        # Then its dirs left the containers dir in one rename, so the image is free at once
+        assert trash is not None
+        assert trash.parent == svc.store.trash_dir
+        assert (trash / "upper" / "written").exists()
+        assert not rfs.dir.exists()
+        assert rootfs.discard(svc.store, "c3") is None  # idempotent
+        run(svc.remove(rec.id))
+    finally:
+        svc.close()
+    # And a trash its process never deleted (it died) goes when the store is opened again
+    svc = ImageService(tmp_path / "root", conf, 3)
+    try:
+        assert list(svc.store.trash_dir.iterdir()) == []
+    finally:
+        svc.close()
+
+
 def test_rootfs_without_layers_uses_empty_lower(
     svc: ImageService, registry: LocalRegistry, repo: str, tmp_path: Path
 ) -> None:
