@@ -45,6 +45,12 @@ log = get_logger(__name__)
 KILL_WAIT = 10.0
 
 
+def _delete_all(paths: list[Path | None]) -> None:
+    for p in paths:
+        if p is not None:
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def signal_number(name: str) -> int:
     """'SIGTERM', 'TERM', '15' → 15; unknown → SIGTERM."""
     if not name:
@@ -155,20 +161,32 @@ class ContainerOps:
         return cid
 
     async def destroy(self, cid: str, handler: str) -> None:
-        """Remove everything a container may own, whatever state it got to; idempotent."""
+        """Remove everything a container may own, whatever state it got to; idempotent.
+
+        Its directories leave by renames (the storage dir into the store's trash, the state
+        dir into ``<state>/trash``), deleted by a worker thread after the call: the two rmtrees
+        were most of RemoveContainer. A crash before that leaves them to the next start.
+        """
         svc = self.svc
         cdir = svc.paths.containers / cid
         try:
             with contextlib.suppress(CrirtError):
                 await svc.runtime(handler).delete(cid, force=True)
             svc.rootfs.unmount(cdir / "rootfs")
-            svc.rootfs.remove(cid)
+            garbage = [svc.rootfs.discard(cid)]
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(svc.exit_file(cid))
-            shutil.rmtree(cdir, ignore_errors=True)
+            # The record goes with its dir in one rename: a restart finds it whole or not at all.
+            dest = svc.paths.trash / cid
+            try:
+                os.rename(cdir, dest)
+                garbage.append(dest)
+            except FileNotFoundError:
+                pass
         except Exception:
             log.warning("container cleanup step failed", container_id=cid, exc_info=True)
             raise
+        asyncio.get_running_loop().run_in_executor(None, _delete_all, garbage)
 
     def _build_spec(
         self,

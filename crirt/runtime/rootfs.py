@@ -46,6 +46,11 @@ class ImageRootfs:
     def remove(self, container_id: str) -> None:
         store_rootfs.remove(self.images.store, container_id)
 
+    def discard(self, container_id: str) -> Path | None:
+        """Unpin the container's directories and move them to the store's trash; returns
+        what the caller deletes later (see :func:`crirt.storage.rootfs.discard`)."""
+        return store_rootfs.discard(self.images.store, container_id)
+
     def image_config(self, image_id: str) -> ImageSpecConfig:
         rec = self.images.status(image_id)
         if rec is None:

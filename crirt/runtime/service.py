@@ -58,9 +58,16 @@ class Paths:
     def netns(self) -> Path:
         return self.state / "netns"
 
+    @property
+    def trash(self) -> Path:
+        """Removed containers' state dirs until a worker thread deletes them."""
+        return self.state / "trash"
+
     def create(self) -> None:
-        for p in (self.exits, self.netns):
+        for p in (self.exits, self.netns, self.trash):
             p.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for child in self.trash.iterdir():  # left by a crirt that died before deleting them
+            shutil.rmtree(child, ignore_errors=True)
         # Traversable, not listable: a user-namespaced pod's runtime resolves its rootfs path
         # from inside the namespace. Each object's own directory is private (0700), or 0710
         # for the pod's root group (crirt.runtime.idmap.private_dir).

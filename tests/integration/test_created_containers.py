@@ -271,3 +271,23 @@ def test_a_start_whose_monitor_reported_is_completed_at_restart(crirt: Crirt) ->
     assert out.stdout == b"ok\n"
     _remove_pod(crirt, pod[0])
     assert find_leftovers(crirt, [pod[0], cid]) == {}
+
+
+def test_removed_directories_leave_by_rename_and_leftovers_go_at_restart(crirt: Crirt) -> None:
+    # Given a container that ran and was removed
+    pod = _pod(crirt)
+    cid = _create(crirt, pod, "gone")
+    _start(crirt, cid)
+    crirt.rt.RemoveContainer(api_pb2.RemoveContainerRequest(container_id=cid))
+    # Then its state and storage dirs are gone from where a restart or the store look at once
+    assert not (crirt.state / "containers" / cid).exists()
+    assert not (crirt.root / "storage" / "containers" / cid).exists()
+    # And a deletion that a dying server left in the trash is finished by the next one
+    for trash in (crirt.state / "trash", crirt.root / "storage" / "trash"):
+        (trash / "left-behind" / "upper").mkdir(parents=True)
+    crirt.stop(signal.SIGKILL)
+    crirt.start()
+    assert list((crirt.state / "trash").iterdir()) == []
+    assert list((crirt.root / "storage" / "trash").iterdir()) == []
+    _remove_pod(crirt, pod[0])
+    assert find_leftovers(crirt, [pod[0], cid]) == {}
