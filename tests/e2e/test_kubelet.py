@@ -32,6 +32,11 @@ from tests.helpers.crirt import Crirt, find_leftovers, mounts_under, private_net
 KUBELET = Path(os.environ.get("CRIRT_KUBELET", "/usr/local/lib/crirt/kubelet"))
 NODE = "crirt-e2e"
 LOGS = Path("/var/tmp/crirt-e2e-logs")
+# The kubelet's cgroup root, private to this run. A kubelet treats every pod cgroup under its
+# kubepods that it does not know as an orphan and kills its processes: two runs sharing
+# /kubepods (two test sessions on one machine) would kill each other's pods.
+CGROUP_ROOT = f"crirt-e2e-{os.getpid()}"
+CGROUPS = Path("/sys/fs/cgroup")
 IMAGE = "docker.io/library/busybox:1.36"
 # The host sysctls the kubelet sets to its liking at start (protectKernelDefaults=false): put back
 # afterwards so a test run leaves the machine as it found it.
@@ -195,6 +200,7 @@ class Node:
             "containerRuntimeEndpoint": sock,
             "imageServiceEndpoint": sock,
             "cgroupDriver": "cgroupfs",
+            "cgroupRoot": f"/{CGROUP_ROOT}",
             "failSwapOn": False,
             # kubelet >= 1.35 refuses cgroup v1 hosts unless told otherwise; this one is v1.
             "failCgroupV1": False,
@@ -299,11 +305,24 @@ def is_ready(pod: dict[str, Any]) -> bool:
 
 def cgroup_file(controller: str, container_id: str, name: str) -> Path:
     """The container's cgroup file in one v1 hierarchy (crirt names the leaf ``crirt-<id>``)."""
-    top = Path("/sys/fs/cgroup") / controller / "kubepods"
+    top = CGROUPS / controller / CGROUP_ROOT / "kubepods"
     for dirpath, dirnames, _ in os.walk(top):
         if f"crirt-{container_id}" in dirnames:
             return Path(dirpath) / f"crirt-{container_id}" / name
     raise AssertionError(f"no cgroup crirt-{container_id} under {top}")
+
+
+def make_cgroup_root() -> None:
+    """The kubelet's cgroupRoot must exist in every hierarchy before it starts."""
+    for top in CGROUPS.iterdir():
+        if top.is_symlink() or not top.is_dir():
+            continue
+        mine = top / CGROUP_ROOT
+        mine.mkdir(exist_ok=True)
+        if (top / "cpuset.cpus").exists():
+            # A new v1 cpuset starts empty, and nothing could join its children.
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                (mine / name).write_text((top / name).read_text())
 
 
 def iptables_chains() -> dict[str, set[tuple[str, str]]]:
@@ -352,10 +371,10 @@ def cleanup_host(base: Path, saved_sysctls: dict[str, str]) -> None:
         for link in logs.iterdir():
             if link.is_symlink() and os.readlink(link).startswith(str(base)):
                 link.unlink()
-    for top in Path("/sys/fs/cgroup").iterdir():
-        kubepods = top / "kubepods"
-        if kubepods.is_dir():
-            for dirpath, _, _ in sorted(os.walk(kubepods), key=lambda w: -len(w[0])):
+    for top in CGROUPS.iterdir():
+        mine = top / CGROUP_ROOT
+        if mine.is_dir():
+            for dirpath, _, _ in sorted(os.walk(mine), key=lambda w: -len(w[0])):
                 with contextlib.suppress(OSError):
                     os.rmdir(dirpath)
     for key, value in saved_sysctls.items():
@@ -383,6 +402,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     srv.start()
     n = Node(base, srv)
     try:
+        make_cgroup_root()
         n.start()
         yield n
     finally:
@@ -614,8 +634,8 @@ def test_removing_manifests_removes_everything(node: Node) -> None:
 
     def no_pod_cgroups() -> bool:
         names = {f"pod{uid}" for uid in uids}
-        for top in Path("/sys/fs/cgroup").iterdir():
-            for _, dirnames, _ in os.walk(top / "kubepods"):
+        for top in CGROUPS.iterdir():
+            for _, dirnames, _ in os.walk(top / CGROUP_ROOT / "kubepods"):
                 if names & set(dirnames):
                     return False
         return True
