@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import types
@@ -70,11 +71,19 @@ async def start_server(
         _wrapped(image, "ImageService", observer), server
     )
     prepare_socket(listen)
+    # gRPC binds at add_insecure_port but listens only in start(): a client seeing the path in
+    # between gets ECONNREFUSED and gRPC's reconnect back-off (a kubelet or test that waits for
+    # the socket to appear would fail its first calls). Bind beside it and rename the listening
+    # socket into place, so the path exists exactly when it accepts connections.
+    staging = listen.with_name(f".{os.getpid()}.s")
+    with contextlib.suppress(FileNotFoundError):
+        staging.unlink()
     old = os.umask(0o117)  # socket 0660 from the start, never briefly world-accessible
     try:
-        server.add_insecure_port(f"unix://{listen}")
+        server.add_insecure_port(f"unix://{staging}")
         await server.start()
     finally:
         os.umask(old)
-    os.chmod(listen, 0o660)
+    os.chmod(staging, 0o660)
+    os.rename(staging, listen)
     return server
