@@ -1,5 +1,5 @@
-"""The per-container monitor (conmon's job): ``runc create`` (and ``runc start`` when asked), own
-the stdio, write the CRI log, reap the container, write the exit file.
+"""The per-container monitor (conmon's job): ``runc create`` (or ``runc run --detach`` when asked
+to start it too), own the stdio, write the CRI log, reap the container, write the exit file.
 
 Invariants:
 * The monitor is never a child of ``crirt serve`` nor of the fork server: it is forked twice and
@@ -365,7 +365,8 @@ class Monitor:
         return True
 
     def _create(self) -> None:
-        """Run ``runc create``; on return the container exists and ``container_pid`` is set.
+        """Run ``runc create`` (``run --detach`` with ``spec.start``); on return the container
+        exists (and runs) and ``container_pid`` is set.
 
         Raises:
             MonitorError: the log, the socket or the runtime failed (message for crirt).
@@ -391,11 +392,15 @@ class Monitor:
         if spec.stdin and not spec.tty:
             in_r, self.stdin_w = os.pipe2(os.O_CLOEXEC)
         null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        # With ``start``, `run --detach` is `create` + `start` in one runc process (one Go
+        # start-up less than two calls); it returns once the container's process runs, which is
+        # then reparented to this subreaper as after `create`. Its output waits in the pipes
+        # (or the pty) until the loop reads it.
         argv = [
             spec.runtime_path,
             "--root",
             spec.runtime_root,
-            "create",
+            *(("run", "--detach") if spec.start else ("create",)),
             "--bundle",
             spec.bundle,
             "--pid-file",
@@ -460,33 +465,6 @@ class Monitor:
             self._add_stream(err_r, "stderr")
         if self.stdin_w >= 0:
             os.set_blocking(self.stdin_w, False)
-
-    def _start(self) -> None:
-        """Run ``runc start``: the container's process execs its command.
-
-        Its output goes to the pipes set up by ``_create`` (not read until the loop runs: the
-        pipe buffers hold it), and an immediate exit is reaped by the loop's first ``_reap``.
-
-        Raises:
-            MonitorError: runc failed (its message for crirt); the caller deletes the container.
-        """
-        spec = self.spec
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-        argv = [spec.runtime_path, "--root", spec.runtime_root, "start", spec.container_id]
-        try:
-            pid = _spawn(argv, (null, err_w, err_w))
-        except OSError as exc:
-            os.close(err_r)
-            raise MonitorError(f"exec {spec.runtime_path}: {exc.strerror}") from None
-        finally:
-            os.close(err_w)
-            os.close(null)
-        _, status = os.waitpid(pid, 0)
-        raw = _read_available(err_r) if status else b""
-        os.close(err_r)
-        if status:
-            raise MonitorError(_runc_error(raw, status))
 
     def _receive_console(self, console: socket.socket) -> int:
         ready = select.select([console], [], [], _CONSOLE_TIMEOUT)[0]
@@ -863,8 +841,6 @@ class Monitor:
             _prctl(_PR_SET_CHILD_SUBREAPER, 1)
             self._setup_signals()
             self._create()
-            if self.spec.start:
-                self._start()
         except (MonitorError, OSError) as exc:
             if self.created:
                 self._delete_container()

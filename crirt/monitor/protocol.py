@@ -4,8 +4,8 @@ Four exchanges, each a single JSON object on one line:
 
 * ``MonitorSpec``: what the monitor is asked to run (argv of ``python3 -m crirt.monitor`` or the
   fork server's ``spawn`` request).
-* the sync line the monitor writes on the pipe it was handed once ``runc create`` (and, with
-  ``MonitorSpec.start``, ``runc start``) is done:
+* the sync line the monitor writes on the pipe it was handed once ``runc create`` (with
+  ``MonitorSpec.start``: ``runc run --detach``) is done:
   ``{"pid": N, "monitor_pid": M}`` or ``{"pid": -1, "monitor_pid": M, "error": "..."}`` (conmon's
   ``_OCI_SYNCPIPE`` message, with ``error`` for conmon's ``message``).
 * ``ExitInfo``: the exit file, written atomically by the monitor when the container is gone.
@@ -79,8 +79,9 @@ class MonitorSpec:
 
     ``log_path`` empty means the output is read and discarded. ``exit_file`` is written only if
     ``runc create`` succeeded. ``log_max_line`` <= 0 disables the splitting of long lines.
-    ``start``: also ``runc start`` the container before reporting (StartContainer's single
-    round trip); without it the caller runs ``runc start`` itself (the pod's infra process).
+    ``start``: start the container too before reporting (``runc run --detach`` instead of
+    ``runc create``: StartContainer's single round trip); without it the caller runs ``runc
+    start`` itself (the pod's infra process).
     """
 
     container_id: str
