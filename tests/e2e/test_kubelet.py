@@ -107,7 +107,10 @@ def manifests(host_port: int) -> dict[str, dict[str, Any]]:
             [
                 container(
                     "talker",
-                    "i=0; while true; do echo hello from talker $i; i=$((i+1)); sleep 1; done",
+                    # ~100-byte lines, 5 a second: the kubelet rotates the log every few seconds
+                    "i=0; while true; do echo hello from talker $i $PAD; i=$((i+1)); sleep 0.2; "
+                    "done",
+                    env=[{"name": "PAD", "value": "." * 70}],
                 )
             ],
             hostNetwork=True,
@@ -197,6 +200,11 @@ class Node:
             "staticPodPath": str(self.manifest_dir),
             "fileCheckFrequency": "2s",
             "syncFrequency": "5s",
+            # Small logs and a short check interval: the kubelet's log rotation (rename, then
+            # ReopenContainerLog) runs within the test.
+            "containerLogMaxSize": "4Ki",
+            "containerLogMaxFiles": 3,
+            "containerLogMonitorInterval": "3s",
             "containerRuntimeEndpoint": sock,
             "imageServiceEndpoint": sock,
             "cgroupDriver": "cgroupfs",
@@ -577,6 +585,39 @@ def test_crash_loop_backs_off(node: Node) -> None:
         assert info["status"]["reason"] == "Error"
 
 
+def test_kubelet_rotates_logs_through_reopen(node: Node) -> None:
+    """The kubelet renames a full 0.log and calls ReopenContainerLog; crirt's monitor must go
+    on writing into a fresh 0.log, nothing lost across the switch."""
+    logdir = next(node.pod_logs.glob(f"default_talker-{NODE}_*/talker"))
+
+    def rotated() -> list[Path] | None:
+        files = sorted(logdir.glob("0.log.*"))
+        return files if len(files) >= 2 else None
+
+    wait_for("two rotations of talker's log", rotated, timeout=60)
+
+    def counters(path: Path) -> list[int]:
+        return [
+            int(line.split(" ", 3)[3].split()[3])
+            for line in path.read_text().splitlines()
+            if " hello from talker " in line
+        ]
+
+    def seamless() -> tuple[list[int], list[int]] | None:
+        # The newest rotated file (older ones are gzipped) ends where the live 0.log begins.
+        # Read again if a rotation happens between the two reads.
+        newest = sorted(f for f in logdir.glob("0.log.*") if not f.name.endswith(".gz"))[-1]
+        before, current = counters(newest), counters(logdir / "0.log")
+        ok = bool(before) and bool(current) and current[0] == before[-1] + 1
+        return (before, current) if ok else None
+
+    before, current = wait_for("the reopened 0.log to continue the rotated one", seamless, 20)
+    assert before == list(range(before[0], before[0] + len(before)))
+    assert current == list(range(current[0], current[0] + len(current)))
+    # The kubelet keeps containerLogMaxFiles files at most.
+    assert len(list(logdir.glob("0.log*"))) <= 3
+
+
 def test_crirt_restart_keeps_healthy_containers(node: Node) -> None:
     before = {n: status(p) for n, p in node.pods().items() if n in HEALTHY}
     assert all(st["ready"] for st in before.values()), before
@@ -609,6 +650,27 @@ def test_crirt_restart_keeps_healthy_containers(node: Node) -> None:
         ),
         timeout=20,
     )
+
+
+def test_kubelet_restart_adopts_running_pods(node: Node) -> None:
+    before = {n: status(p) for n, p in node.pods().items() if n in HEALTHY}
+    node.stop()
+    node.start()
+    # The new kubelet relists from crirt and syncs every pod at least once.
+    time.sleep(12)
+    pods = wait_for(
+        "all healthy pods Ready under the new kubelet",
+        lambda: (
+            (p if all(is_ready(p[n]) for n in HEALTHY) else None)
+            if all(n in (p := node.pods()) for n in HEALTHY)
+            else None
+        ),
+        timeout=60,
+    )
+    for name in HEALTHY:
+        st = status(pods[name])
+        assert st["containerID"] == before[name]["containerID"], name
+        assert st["restartCount"] == 0, (name, st)
 
 
 def test_removing_manifests_removes_everything(node: Node) -> None:
