@@ -545,7 +545,10 @@ def test_memory_and_latency_of_ten_monitors(env: Env) -> None:
     )
     # Then a forked monitor stays far below a fresh interpreter
     assert pss < fb_pss
-    assert pss < 2.5 * 1024
+    # and its own pages (what each further container costs) stay under 2 MiB. PSS also holds a
+    # share of every page it maps with other processes, which moves with whatever else runs on
+    # the machine (2.48-2.70 MB for the same code within a minute): not a bound a test can hold.
+    assert dirty < 2.0 * 1024
 
 
 def test_cgroup_paths_and_oom_counters() -> None:
