@@ -749,11 +749,11 @@ class _LayerJob:
                 with self._lock:
                     del self._held[lid]
                 os.close(fd)
-                fd = layers.lock(lid, shared=False, wait=self.progress.wait)
-                assert fd is not None
+                fd, info = self._lock_to_download(lid)
                 with self._lock:
                     self._held[lid] = fd
-                info = layers.get(lid)
+                if info is None:
+                    info = layers.get(lid)
                 if info is None:
                     while not sem.acquire(timeout=POLL_INTERVAL):
                         self.progress.check()
@@ -769,6 +769,28 @@ class _LayerJob:
         except BaseException:
             self.progress.abort.set()
             raise
+
+    def _lock_to_download(self, lid: str) -> tuple[int, LayerInfo | None]:
+        """The layer's lock: exclusive to download it, or shared once another pull has.
+
+        Waiting for the exclusive lock alone would deadlock two pulls that share two layers:
+        each downloads one, then holds it shared until its image is recorded while waiting
+        for the other's exclusively. So between polls, a shared lock on a layer that is now
+        present is taken instead (returned with its info).
+        """
+        layers = self.svc.store.layers
+        while True:
+            fd = layers.lock(lid, shared=False)
+            if fd is not None:
+                return fd, None
+            fd = layers.lock(lid, shared=True)
+            if fd is not None:
+                info = self.svc.store.layer_info(lid) if layers.exists(lid) else None
+                if info is not None:
+                    return fd, info
+                # Another pull is between its first look and its download: not present yet.
+                os.close(fd)
+            self.progress.wait()
 
     def _download(self, i: int) -> LayerInfo:
         desc = self.manifest.layers[i]
