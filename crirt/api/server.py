@@ -82,8 +82,14 @@ async def start_server(
     try:
         server.add_insecure_port(f"unix://{staging}")
         await server.start()
+        os.chmod(staging, 0o660)
+        os.rename(staging, listen)
+    except BaseException:
+        # A server that did not come up leaves no staging socket behind.
+        await server.stop(None)
+        with contextlib.suppress(FileNotFoundError):
+            staging.unlink()
+        raise
     finally:
         os.umask(old)
-    os.chmod(staging, 0o660)
-    os.rename(staging, listen)
     return server

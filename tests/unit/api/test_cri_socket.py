@@ -10,6 +10,9 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from crirt.api import server as server_mod
 from crirt.api.server import start_server
 
 
@@ -52,5 +55,23 @@ def test_socket_path_exists_only_once_listening(tmp_path: Path) -> None:
     async def main() -> None:
         for i in range(10):
             await one_start(i)
+
+    asyncio.run(main())
+
+
+def test_a_failed_start_leaves_no_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a start that fails after the staging socket is bound and listening
+    def refuse(src: object, dst: object) -> None:
+        raise OSError("rename refused")
+
+    monkeypatch.setattr(server_mod.os, "rename", refuse)
+    path = tmp_path / "crirt.sock"
+
+    async def main() -> None:
+        with pytest.raises(OSError, match="rename refused"):
+            await start_server(path, _Nothing(), _Nothing())
+        # Then, at once (not when the server object is collected), neither the socket nor its
+        # staging name is left
+        assert list(tmp_path.iterdir()) == []
 
     asyncio.run(main())
