@@ -311,6 +311,22 @@ def is_ready(pod: dict[str, Any]) -> bool:
     return pod.get("status", {}).get("phase") == "Running" and ready
 
 
+def healthy_ready(node: Node) -> dict[str, dict[str, Any]] | None:
+    """The pods by name once every HEALTHY one is Running and Ready (a wait_for probe)."""
+    pods = node.pods()
+    return pods if all(n in pods and is_ready(pods[n]) for n in HEALTHY) else None
+
+
+def assert_same_containers(node: Node, before: dict[str, dict[str, Any]], why: str) -> None:
+    """Wait for the healthy pods, then: each still runs the very container it ran before."""
+    pods = wait_for(f"all healthy pods Ready {why}", lambda: healthy_ready(node), timeout=60)
+    for name in HEALTHY:
+        st = status(pods[name])
+        assert st["containerID"] == before[name]["containerID"], name
+        assert st["restartCount"] == 0, (name, st)
+        assert st["state"]["running"]["startedAt"] == before[name]["state"]["running"]["startedAt"]
+
+
 def cgroup_file(controller: str, container_id: str, name: str) -> Path:
     """The container's cgroup file in one v1 hierarchy (crirt names the leaf ``crirt-<id>``)."""
     top = CGROUPS / controller / CGROUP_ROOT / "kubepods"
@@ -433,11 +449,9 @@ def test_static_pods_run_and_become_ready(node: Node) -> None:
     for name, pod in manifests(node.host_port).items():
         node.add(name, pod)
 
-    def all_ready() -> dict[str, dict[str, Any]] | None:
-        pods = node.pods()
-        return pods if all(n in pods and is_ready(pods[n]) for n in HEALTHY) else None
-
-    pods = wait_for("the healthy static pods to be Running and Ready", all_ready, timeout=120)
+    pods = wait_for(
+        "the healthy static pods to be Running and Ready", lambda: healthy_ready(node), timeout=120
+    )
     for name in HEALTHY:
         st = status(pods[name])
         assert st["containerID"].startswith("crirt://"), st
@@ -625,20 +639,7 @@ def test_crirt_restart_keeps_healthy_containers(node: Node) -> None:
     node.crirt.restart(signal.SIGKILL)
     # Give the kubelet several relists and sync periods (1 s and 5 s) against the new server.
     time.sleep(15)
-    pods = wait_for(
-        "all healthy pods Ready after the restart",
-        lambda: (
-            (p if all(is_ready(p[n]) for n in HEALTHY) else None)
-            if all(n in (p := node.pods()) for n in HEALTHY)
-            else None
-        ),
-        timeout=60,
-    )
-    for name in HEALTHY:
-        st = status(pods[name])
-        assert st["containerID"] == before[name]["containerID"], name
-        assert st["restartCount"] == 0, (name, st)
-        assert st["state"]["running"]["startedAt"] == before[name]["state"]["running"]["startedAt"]
+    assert_same_containers(node, before, "after the crirt restart")
     r = node.api("POST", f"/run/default/sleeper-{NODE}/sleeper?cmd=echo%20still-here")
     assert r.text.strip() == "still-here"
     # The log keeps flowing into the same file through the restart.
@@ -658,19 +659,7 @@ def test_kubelet_restart_adopts_running_pods(node: Node) -> None:
     node.start()
     # The new kubelet relists from crirt and syncs every pod at least once.
     time.sleep(12)
-    pods = wait_for(
-        "all healthy pods Ready under the new kubelet",
-        lambda: (
-            (p if all(is_ready(p[n]) for n in HEALTHY) else None)
-            if all(n in (p := node.pods()) for n in HEALTHY)
-            else None
-        ),
-        timeout=60,
-    )
-    for name in HEALTHY:
-        st = status(pods[name])
-        assert st["containerID"] == before[name]["containerID"], name
-        assert st["restartCount"] == 0, (name, st)
+    assert_same_containers(node, before, "under the new kubelet")
 
 
 def test_removing_manifests_removes_everything(node: Node) -> None:
