@@ -13,7 +13,11 @@ cd "$REPO"
 # critest's specs listen on fixed host ports (12000-12003): two runs on one machine would fail
 # each other's specs, so a second run waits for the first.
 exec 9>/run/lock/crirt-critest.lock
-flock 9
+if ! flock -w "${CRIRT_CRITEST_LOCK_WAIT:-1800}" 9; then
+  echo "critest.sh: /run/lock/crirt-critest.lock still held after ${CRIRT_CRITEST_LOCK_WAIT:-1800}s by:" >&2
+  fuser -v /run/lock/crirt-critest.lock >&2 || true
+  exit 1
+fi
 
 if [[ "${CRIRT_SKIP_INSTALL:-0}" != 1 ]]; then
   scripts/install-deps.sh

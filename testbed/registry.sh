@@ -71,8 +71,17 @@ start() {
   fi
   rm -f "$PIDFILE"
   write_config
-  # setsid: the registry must outlive this shell and not get its terminal's signals.
-  setsid "$BIN" serve "$CONF" </dev/null >>"$LOG" 2>&1 &
+  # setsid: the registry must outlive this shell and not get its terminal's signals. It must not
+  # keep any other fd of its caller either: setup.sh and critest.sh hold their flock on an fd,
+  # and a registry inheriting it would hold that lock for as long as it runs (the next setup.sh
+  # would wait forever).
+  (
+    for fd in /proc/"$BASHPID"/fd/*; do
+      fd="${fd##*/}"
+      if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
+    exec setsid "$BIN" serve "$CONF" </dev/null >>"$LOG" 2>&1
+  ) &
   echo $! >"$PIDFILE"
   for _ in $(seq 100); do
     if answers; then

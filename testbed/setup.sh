@@ -12,8 +12,13 @@ export CRIRT_TESTBED_DIR="$DIR" CRIRT_REGISTRY_ADDR="$ADDR"
 mkdir -p "$DIR"
 # Test sessions may call this at the same moment (pytest fixtures, critest.sh, bench/run): one at
 # a time, or they race on the temp files below and on starting the registry.
+# Bounded: a lock held for this long means a stuck holder, which must fail the run, not hang it.
 exec 8>"$DIR/setup.lock"
-flock 8
+if ! flock -w "${CRIRT_SETUP_LOCK_WAIT:-600}" 8; then
+  echo "[setup] $DIR/setup.lock still held after ${CRIRT_SETUP_LOCK_WAIT:-600}s by:" >&2
+  fuser -v "$DIR/setup.lock" >&2 || true
+  exit 1
+fi
 "$HERE/registry.sh" start
 python3 "$HERE/mkimage.py" --registry "$ADDR" "$@" >"$DIR/refs.txt.tmp"
 mv "$DIR/refs.txt.tmp" "$DIR/refs.txt"

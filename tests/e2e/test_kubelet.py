@@ -414,6 +414,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         [str(Path(__file__).resolve().parents[2] / "testbed" / "setup.sh")],
         check=True,
         capture_output=True,
+        timeout=900,
     )
     saved = {}
     for key in KUBELET_SYSCTLS:

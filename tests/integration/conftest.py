@@ -18,7 +18,9 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 @pytest.fixture(scope="session")
 def testbed() -> Iterator[None]:
     """The local registry with every test image (idempotent; fast when already up)."""
-    subprocess.run([str(REPO / "testbed" / "setup.sh")], check=True, capture_output=True)
+    subprocess.run(
+        [str(REPO / "testbed" / "setup.sh")], check=True, capture_output=True, timeout=900
+    )
     yield
     # The per-process test bridge goes with the session (its pods are gone by now).
     subprocess.run(["ip", "link", "del", private_network()[0]], capture_output=True, check=False)
