@@ -224,18 +224,23 @@ def mem_kb(pid: int) -> tuple[int, int]:
 
 
 def helper_pids(name: str, tmp: Path, sock: Path) -> list[int]:
-    """crirt: its fork server and monitors (same command line); containerd: its shims."""
+    """crirt: its fork server and monitors (Python monitors share the fork server's command
+    line; native ones carry their spec, with paths under this run's state dir); containerd: its
+    shims."""
     if name == "containerd":
         return peers.shim_pids(sock)
     needle = str(tmp / "state" / "monitor" / "forkserver.sock").encode()
+    state = str(tmp / "state").encode()
     out = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
-                if needle in (d / "cmdline").read_bytes():
-                    out.append(int(d.name))
+                cmdline = (d / "cmdline").read_bytes()
             except OSError:
                 continue
+            argv0 = cmdline.split(b"\0", 1)[0]
+            if needle in cmdline or (argv0.endswith(b"/crirt-monitor") and state in cmdline):
+                out.append(int(d.name))
     return out
 
 

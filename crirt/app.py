@@ -47,7 +47,11 @@ def build(cfg: Config) -> tuple[RuntimeService, ImageService]:
             log.warning("runtime handler missing; disabled", handler=name, path=h.path)
             continue
         runtimes[name] = OciRuntime(h.path, cfg.handler_root(name))
-    monitor = MonitorClient(state / "monitor")
+    monitor_path = cfg.runtime.monitor_path
+    if monitor_path and not os.access(monitor_path, os.X_OK):
+        log.warning("native monitor missing; using the Python monitor", path=monitor_path)
+        monitor_path = ""
+    monitor = MonitorClient(state / "monitor", monitor_path=monitor_path or None)
     # The attachment cache lives beside the persistent IPAM state, so a reboot (which empties
     # the state dir) cannot orphan allocated IPs; netns.create already brings lo up.
     cni = CniManager(

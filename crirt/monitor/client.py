@@ -2,8 +2,11 @@
 
 Monitors come from the fork server (``forkserver.py``), started on first use and found again
 after a crirt restart through ``<state_dir>/forkserver.sock``; if it cannot be reached or
-started, a monitor is spawned as ``python3 -I -S -m crirt.monitor`` instead. Either way the
-monitor is not a child of crirt. The caller runs ``runc start`` itself once ``start_monitor``
+started, a monitor is spawned as ``python3 -I -S -m crirt.monitor`` instead. With
+``monitor_path`` (the native monitor, ``crirt/monitor/native``) the fork server execs that
+binary in the forked monitor process instead of running the Python monitor (it stays the
+monitors' subreaper), and the fallback spawns the binary itself. Either way the monitor is not a
+child of crirt. The caller runs ``runc start`` itself once ``start_monitor``
 returned the container pid.
 
 Files in ``state_dir``: ``forkserver.sock``, ``forkserver.sock.lock`` (the server's flock),
@@ -103,11 +106,18 @@ class MonitorClient:
     """Starts and talks to monitors; one per crirt process, holding no global state."""
 
     def __init__(
-        self, state_dir: StrPath, *, python: str = sys.executable, use_fork_server: bool = True
+        self,
+        state_dir: StrPath,
+        *,
+        python: str = sys.executable,
+        use_fork_server: bool = True,
+        monitor_path: str | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.python = python
         self.use_fork_server = use_fork_server
+        # The native monitor's executable; None: the Python monitor.
+        self.monitor_path = os.path.abspath(monitor_path) if monitor_path else None
         self.fork_server_socket = self.state_dir / "forkserver.sock"
         self.log_file = self.state_dir / "monitor.log"
         self._fs_lock = asyncio.Lock()
@@ -207,19 +217,22 @@ class MonitorClient:
             return pid
 
     def _spawn_via_fork_server(self, spec: MonitorSpec, sync_w: int) -> None:
-        payload = protocol.encode_request(protocol.OP_SPAWN, spec=protocol.spec_to_dict(spec))
+        extra = {"exec": self.monitor_path} if self.monitor_path else {}
+        payload = protocol.encode_request(
+            protocol.OP_SPAWN, spec=protocol.spec_to_dict(spec), **extra
+        )
         _request_sync(str(self.fork_server_socket), payload, 10.0, socket.SOCK_SEQPACKET, [sync_w])
 
     async def _spawn_fallback(self, spec: MonitorSpec, sync_w: int) -> None:
         log_fd = self._open_log()
+        launcher = (
+            [self.monitor_path]
+            if self.monitor_path
+            else [self.python, "-I", "-S", "-c", _BOOT_MONITOR, _PKG_ROOT]
+        )
         try:
             proc = await asyncio.create_subprocess_exec(
-                self.python,
-                "-I",
-                "-S",
-                "-c",
-                _BOOT_MONITOR,
-                _PKG_ROOT,
+                *launcher,
                 "--sync-fd",
                 str(sync_w),
                 protocol.encode_spec(spec).decode().strip(),
