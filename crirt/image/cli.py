@@ -25,7 +25,7 @@ from crirt.config import Config
 from crirt.errors import CrirtError, InvalidArgument
 from crirt.image import transports
 from crirt.image.service import ImageService, pinned_patterns
-from crirt.registry.client import Auth
+from crirt.registry.credentials import Auth
 from crirt.sansio.manifest import MAX_CONFIG_SIZE, parse_image_config
 from crirt.storage.images import ImageRecord
 

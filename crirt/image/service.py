@@ -45,8 +45,8 @@ from crirt.errors import (
     RegistryError,
 )
 from crirt.registry.auth import AuthFiles
-from crirt.registry.client import Auth, AuthFields, RegistryClient
 from crirt.registry.config import Endpoint, RegistriesConfig
+from crirt.registry.credentials import Auth, AuthFields
 from crirt.sansio import reference
 from crirt.sansio.manifest import (
     MAX_CONFIG_SIZE,
@@ -65,6 +65,7 @@ from crirt.storage.usage import walk_usage
 
 if TYPE_CHECKING:
     from crirt.config import ImageConfig
+    from crirt.registry.client import RegistryClient
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +83,16 @@ class FsUsage:
     mountpoint: str
     used_bytes: int
     inodes_used: int
+
+
+def _registry_client(
+    *, timeout: float, read_timeout: float, pool_size: int, auth_files: AuthFiles | None
+) -> RegistryClient:
+    from crirt.registry.client import RegistryClient  # loads requests: not at start
+
+    return RegistryClient(
+        timeout=timeout, read_timeout=read_timeout, pool_size=pool_size, auth_files=auth_files
+    )
 
 
 @dataclass(frozen=True)
@@ -184,12 +195,17 @@ class ImageService:
         self._config = config
         self._max_parallel = max(1, max_parallel)
         self._progress_timeout = pull_progress_timeout
-        self._client = client or RegistryClient(
+        # Made at first use (``client``): the registry client loads ``requests``, which a node
+        # that pulls nothing never needs (see ``crirt.registry.credentials``).
+        self._client = client
+        self._new_client = functools.partial(
+            _registry_client,
             timeout=request_timeout,
             read_timeout=pull_progress_timeout,
             pool_size=self._max_parallel * 2 + 2,
             auth_files=auth_files,
         )
+        self._client_lock = threading.Lock()
         self._platform = platform
         self._executor = ThreadPoolExecutor(
             max_workers=self._max_parallel * 2 + 2, thread_name_prefix="crirt-pull"
@@ -226,6 +242,11 @@ class ImageService:
 
     @property
     def client(self) -> RegistryClient:
+        if self._client is None:
+            # Pull workers are threads: one client (one connection pool) for all of them.
+            with self._client_lock:
+                if self._client is None:
+                    self._client = self._new_client()
         return self._client
 
     @property
@@ -254,7 +275,8 @@ class ImageService:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
-        self._client.close()
+        if self._client is not None:
+            self._client.close()
         self._store.close()
 
     # -- queries (memory only) ----------------------------------------------------------------
@@ -458,12 +480,12 @@ class ImageService:
         raise AssertionError("the primary location comes last")  # pragma: no cover
 
     async def _resolve_at(self, ref: Reference, ep: Endpoint, auth: Auth | None) -> Resolved:
-        top = await self._run(self._client.get_manifest, ep, ref.identifier, auth)
+        top = await self._run(self.client.get_manifest, ep, ref.identifier, auth)
         doc = parse_manifest(top.body, top.media_type)
         blobs = {top.digest: top.body}
         if isinstance(doc, Index):
             desc = select_platform(doc, *self._platform)
-            inner = await self._run(self._client.get_manifest, ep, desc.digest, auth)
+            inner = await self._run(self.client.get_manifest, ep, desc.digest, auth)
             manifest = parse_manifest(inner.body, inner.media_type)
             if not isinstance(manifest, Manifest):
                 raise InvalidArgument(f"image {ref}: index entry {desc.digest} is not a manifest")
@@ -555,12 +577,12 @@ class ImageService:
     ) -> ImageRecord:
         ep, manifest = resolved.endpoint, resolved.manifest
         body = await self._run(
-            self._client.get_blob, ep, manifest.config.digest, max_size=MAX_CONFIG_SIZE, auth=auth
+            self.client.get_blob, ep, manifest.config.digest, max_size=MAX_CONFIG_SIZE, auth=auth
         )
         progress.moved(0)
 
         def opener(desc: Descriptor) -> AbstractContextManager[Readable]:
-            return self._client.open_blob(ep, desc.digest, auth)
+            return self.client.open_blob(ep, desc.digest, auth)
 
         return await self._store_image(
             resolved.reference,

@@ -26,11 +26,11 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from crirt.errors import DigestMismatch, ImageNotFound, InvalidArgument, StorageError
-from crirt.registry.client import Auth, RegistryClient
 from crirt.registry.config import Endpoint
+from crirt.registry.credentials import Auth
 from crirt.sansio import reference
 from crirt.sansio.manifest import (
     MAX_CONFIG_SIZE,
@@ -46,6 +46,9 @@ from crirt.sansio.manifest import (
     select_platform,
 )
 from crirt.sansio.tarplan import OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX
+
+if TYPE_CHECKING:
+    from crirt.registry.client import RegistryClient
 
 REF_NAME = "org.opencontainers.image.ref.name"
 _CHUNK = 1024 * 1024

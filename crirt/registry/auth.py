@@ -19,7 +19,7 @@ from pathlib import Path
 import structlog
 
 from crirt.errors import InvalidArgument
-from crirt.registry.client import Auth
+from crirt.registry.credentials import Auth
 from crirt.sansio import authfile
 
 log = structlog.get_logger(__name__)

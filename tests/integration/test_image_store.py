@@ -21,7 +21,8 @@ import pytest
 from crirt.config import ImageConfig
 from crirt.errors import DigestMismatch, ImageNotFound, InvalidArgument, RegistryError
 from crirt.image import ImageService
-from crirt.registry import RegistriesConfig, RegistryClient
+from crirt.registry import RegistriesConfig
+from crirt.registry.client import RegistryClient
 from crirt.sansio.tarplan import UnsafeTarEntry
 from crirt.storage import chain_ids, rootfs
 from crirt.storage.images import ImageInUse

@@ -16,7 +16,7 @@ from crirt.image.cli import human_size
 from crirt.image.service import pinned_patterns
 from crirt.image.transports import Location, parse_location
 from crirt.registry.auth import AuthFiles, default_auth_files
-from crirt.registry.client import Auth
+from crirt.registry.credentials import Auth
 
 
 @pytest.mark.parametrize(

@@ -27,8 +27,9 @@ from crirt.errors import (
     RegistryUnauthorized,
 )
 from crirt.registry.auth import AuthFiles
-from crirt.registry.client import Auth, RegistryClient
+from crirt.registry.client import RegistryClient
 from crirt.registry.config import Endpoint
+from crirt.registry.credentials import Auth
 from crirt.sansio.manifest import OCI_MANIFEST
 from crirt.sansio.reference import parse
 
