@@ -1,0 +1,20 @@
+"""What the server loads at start: each module here costs idle memory on every node."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_server_start_does_not_load_the_registry_client() -> None:
+    # requests with urllib3, charset_normalizer and idna is ~6 MB of the idle daemon: it is
+    # loaded at the first pull (crirt.image.service.ImageService.client), not at start.
+    code = (
+        "import sys, crirt.app, crirt.cli; "
+        "print(sorted(m for m in ('requests', 'urllib3', 'charset_normalizer', "
+        "'crirt.registry.client') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
