@@ -17,6 +17,7 @@ COPY --from=tools /out/ /usr/local/bin/
 WORKDIR /opt/crirt
 COPY . .
 RUN pip install --no-cache-dir -e '.[dev]' \
+ && scripts/build-monitor.sh /usr/local/libexec/crirt/crirt-monitor \
  && install -d /etc/crirt /etc/cni/net.d \
  && install -m 0644 deploy/crirt.conf /etc/crirt/crirt.conf \
  && install -m 0644 deploy/cni/10-crirt-bridge.conflist /etc/cni/net.d/ \

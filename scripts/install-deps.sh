@@ -102,6 +102,23 @@ else
   fi
 fi
 
+# --- the native monitor ----------------------------------------------------------------------
+# crirt's default per-container monitor (runtime.monitor_path). Rebuilt when its source changed;
+# the new binary is renamed into place, so running monitors keep theirs.
+MONITOR_SRC="$REPO/crirt/monitor/native/crirt-monitor.c"
+MONITOR_BIN="${CRIRT_MONITOR_BIN:-/usr/local/libexec/crirt/crirt-monitor}"
+if [[ -f "$MONITOR_SRC" ]]; then
+  stamp="$CACHE/monitor.stamp"
+  want="$(cat "$MONITOR_SRC" "$REPO/scripts/build-monitor.sh" | sha256sum | cut -d' ' -f1) $MONITOR_BIN"
+  if [[ -x "$MONITOR_BIN" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    log "monitor: $MONITOR_BIN up to date"
+  else
+    quiet monitor "$REPO/scripts/build-monitor.sh" "$MONITOR_BIN"
+    printf '%s\n' "$want" >"$stamp"
+    log "monitor: built $MONITOR_BIN"
+  fi
+fi
+
 # --- Go tools ------------------------------------------------------------------------------
 if [[ "${CRIRT_SKIP_GO:-0}" == 1 ]]; then
   log "go: skipped (CRIRT_SKIP_GO=1)"

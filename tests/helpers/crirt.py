@@ -163,6 +163,34 @@ def _cmdline_pids(needle: str) -> list[int]:
     return out
 
 
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def monitor_pids(srv: Crirt) -> list[int]:
+    """The live monitors (and runc calls) of this server: every process naming its state dir
+    but the server itself and the fork server. Python monitors are forked from the fork server
+    and share its command line, native ones carry their spec (paths in the state dir); the
+    fork server is the one of them whose parent is none of them (it is the monitors')."""
+    state = str(srv.state)
+    pids = set(_cmdline_pids(state))
+    if srv.proc is not None:
+        pids.discard(srv.proc.pid)
+    fs_needle = str(srv.state / "monitor" / "forkserver.sock").encode()
+    servers = set()
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if fs_needle in cmdline and _ppid(pid) not in pids:
+            servers.add(pid)
+    return sorted(pids - servers)
+
+
 def _cgroups_named(names: set[str]) -> list[str]:
     """cgroup directories with one of these names, in every hierarchy. os.walk skips what
     vanishes while it walks (other runtimes on the machine remove their cgroups concurrently;
@@ -201,9 +229,7 @@ def find_leftovers(srv: Crirt, ids: list[str]) -> dict[str, list[str]]:
     )
     cache = srv.root / "cni" / "cache"
     found["cni_cache"] = sorted(p.name for p in cache.glob("*.json")) if cache.exists() else []
-    fork_server = _cmdline_pids(str(srv.state / "monitor" / "forkserver.sock"))
-    # Monitors are forked from the fork server and share its command line; only it may remain.
-    found["processes"] = [str(p) for p in fork_server[1:]] if len(fork_server) > 1 else []
+    found["processes"] = [str(p) for p in monitor_pids(srv)]
     found["records"] = sorted(
         p.name for d in ("containers", "sandboxes") for p in (srv.state / d).glob("*")
     )
