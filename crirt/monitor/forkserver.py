@@ -64,7 +64,7 @@ def _spawn_monitor(req: dict[str, object], sync_fd: int) -> int:
     native = req.get("exec")
     if native is not None and (not isinstance(native, str) or not os.path.isabs(native)):
         raise protocol.ProtocolError("spawn: exec must be an absolute path")
-    # Encoded before the fork: a spec the native monitor cannot take is refused here.
+    # Built before the fork: the child only closes fds and execs.
     argv = [native, "--sync-fd", str(sync_fd), "--foreground", json.dumps(spec)] if native else []
     gc.freeze()
     pid = os.fork()

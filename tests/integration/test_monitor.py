@@ -447,6 +447,20 @@ def test_fallback_without_fork_server(env: Env) -> None:
 
 @pytest.mark.root
 @needs_root
+def test_a_native_monitor_that_cannot_be_executed_is_a_clear_error(env: Env) -> None:
+    # Given a client told to use a native monitor that is not there
+    env.client = MonitorClient(env.tmp / "state", monitor_path=str(env.tmp / "no-monitor"))
+    spec = env.spec("noexec", ["sh", "-c", "echo never"])
+    # When a container is started, the fork server's child cannot exec it
+    with pytest.raises(RuntimeFailure, match="no-monitor"):
+        run(env.client.start(spec))
+    # Then nothing was created
+    assert env.runc("state", "noexec", check=False).returncode != 0
+    assert not os.path.exists(spec.ctl_socket)
+
+
+@pytest.mark.root
+@needs_root
 def test_discarded_log_still_drains_output(env: Env) -> None:
     # 1 MiB of output with no log file must not block the container on a full pipe.
     spec = env.spec("discard", ["sh", "-c", "yes | head -c 1048576; exit 5"], log=False)
