@@ -6,14 +6,14 @@
  * fallback. It exists for memory: the Python monitor costs ~2.3 MB PSS per container, this one
  * well under 0.5 MB.
  *
- * Same command line (`crirt-monitor [--sync-fd N] [--foreground] SPEC_JSON`), same behaviour
- * and byte-identical outputs: the MonitorSpec it accepts and the messages it rejects one with
- * (crirt/monitor/protocol.py), the sync line, the exit file, the ctl replies, the attach
- * packets and the CRI log records (crirt/sansio/crilog.py StreamEncoder). Where a Python
- * message ends up in an output (json's decode errors, repr() of a bad value, codec errors,
- * int()'s errors), it is reproduced as CPython 3.11 words it. Where Python would crash with a
- * traceback (exit 3, or 1 before the spec is read), this program writes one line on fd 2 and
- * exits with the same status at the same point.
+ * Same command line (`crirt-monitor [--sync-fd N] [--foreground] SPEC_JSON`), same protocol
+ * (crirt/monitor/protocol.py) and, on the happy path, byte-identical outputs: the sync line, the
+ * exit file, the ctl replies, the attach packets and the CRI log records (crirt/sansio/crilog.py
+ * StreamEncoder). Malformed input is refused with a clear message of its own wording (crirt
+ * shows it, nobody parses it): a bad spec is a sync line with pid -1 and exit status 2, a
+ * failed setup a sync line with pid -1 and exit status 1, a bad ctl request an
+ * {"ok":false,"error":...} reply. JSON is read by a strict RFC 8259 parser (UTF-8 only, nesting
+ * at most 64 deep); a usage or internal error is one line on fd 2 and a nonzero exit.
  *
  * One file, libc only; scripts/build-monitor.sh builds it. Memory: one 64 KiB buffer serves
  * every read (pipes, pty, ctl and attach sockets), log records go out with writev straight
@@ -61,17 +61,12 @@
 #define READ_AVAILABLE_LIMIT (1 << 20)
 /* sun_path holds 108 bytes; longer paths go through the directory's /proc fd link. */
 #define SUN_PATH_MAX 100
-#define INT_MAX_STR_DIGITS 4300 /* CPython's int/str conversion limit (3.11+) */
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define LOG_FLAGS (O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW)
 #define CGROUP_ROOT "/sys/fs/cgroup"
-
-/* JSON nesting at which Python's json raises RecursionError: the interpreter's limit (1000)
- * minus the frames below each call site, measured with CPython 3.11 under the client's
- * launcher. Deeper input makes the Python monitor die with a traceback; so does this one. */
-#define SPEC_MAX_DEPTH 991
-#define REQUEST_MAX_DEPTH 987
-#define CONFIG_MAX_DEPTH 989
+/* Far deeper than any spec, request or OCI config.json; keeps the recursive parser's stack
+ * small and bounded. */
+#define JSON_MAX_DEPTH 64
 
 enum { ATTACH_STDIN = 0, ATTACH_STDIN_EOF = 1, ATTACH_RESIZE = 2 };
 enum { ATTACH_STDOUT = 1, ATTACH_STDERR = 2 };
@@ -82,67 +77,6 @@ static unsigned char rbuf[ATTACH_PACKET] __attribute__((aligned(4096)));
 
 /* ------------------------------------------------------------------------------------------ */
 /* Small utilities                                                                            */
-
-static void write_all_quiet(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return;
-        c += w;
-        n -= (size_t)w;
-    }
-}
-
-/* Where Python dies of an uncaught exception: a line on fd 2 (its traceback's place), no
- * cleanup, the same exit status. */
-static _Noreturn void die(int status, const char *what, int err)
-{
-    char line[512];
-    int n;
-    if (err)
-        n = snprintf(line, sizeof line, "crirt-monitor: %s: %s\n", what, strerror(err));
-    else
-        n = snprintf(line, sizeof line, "crirt-monitor: %s\n", what);
-    if (n > 0)
-        write_all_quiet(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
-    _exit(status);
-}
-
-static int crash_status = 3; /* 1 until the spec is decoded (python's own exit status) */
-
-/* A large buffer was allocated or freed since the loop last trimmed the heap (run_loop). */
-static bool heap_grew;
-#define LARGE_BUFFER 8192
-
-static void *xrealloc(void *p, size_t n)
-{
-    if (n >= LARGE_BUFFER)
-        heap_grew = true;
-    void *q = realloc(p, n ? n : 1);
-    if (!q)
-        die(crash_status, "out of memory", 0); /* Python: MemoryError */
-    return q;
-}
-
-static void *xmalloc(size_t n) { return xrealloc(NULL, n); }
-
-static void release(void *p, size_t cap)
-{
-    if (cap >= LARGE_BUFFER)
-        heap_grew = true;
-    free(p);
-}
-
-static int64_t clock_ns(clockid_t id)
-{
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 static int write_all(int fd, const void *p, size_t n)
 {
@@ -158,6 +92,54 @@ static int write_all(int fd, const void *p, size_t n)
         n -= (size_t)w;
     }
     return 0;
+}
+
+/* An internal error (where the Python monitor dies of an uncaught exception): a line on fd 2,
+ * which the client points at a log file, no cleanup, a nonzero exit. */
+static _Noreturn void die(int status, const char *what, int err)
+{
+    char line[512];
+    int n = snprintf(line, sizeof line, "crirt-monitor: %s%s%s\n", what, err ? ": " : "",
+                     err ? strerror(err) : "");
+    if (n > 0)
+        write_all(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+    _exit(status);
+}
+
+/* A large buffer was allocated or freed since the loop last trimmed the heap (run_loop). */
+static bool heap_grew;
+#define LARGE_BUFFER 8192
+
+static void *xrealloc(void *p, size_t n)
+{
+    if (n >= LARGE_BUFFER)
+        heap_grew = true;
+    void *q = realloc(p, n ? n : 1);
+    if (!q)
+        die(3, "out of memory", 0);
+    return q;
+}
+
+static void *xmalloc(size_t n) { return xrealloc(NULL, n); }
+
+static char *xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    return memcpy(xmalloc(n), s, n);
+}
+
+static void release(void *p, size_t cap)
+{
+    if (cap >= LARGE_BUFFER)
+        heap_grew = true;
+    free(p);
+}
+
+static int64_t clock_ns(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
 static void close_quiet(int fd)
@@ -176,7 +158,26 @@ static void set_nonblocking(int fd)
         fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
-/* Growable byte buffer. */
+static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+/* ASCII whitespace as Python's bytes.strip() sees it; str.strip() (text) also strips
+ * \x1c..\x1f (and non-ASCII spaces, which do not matter here). */
+static bool is_space(char c, bool text)
+{
+    return c == ' ' || (c >= '\t' && c <= '\r') || (text && c >= 0x1c && c <= 0x1f);
+}
+
+/* [*a, *b) of p without the whitespace at both ends */
+static void strip(const char *p, size_t *a, size_t *b, bool text)
+{
+    while (*a < *b && is_space(p[*a], text))
+        ++*a;
+    while (*b > *a && is_space(p[*b - 1], text))
+        --*b;
+}
+
+/* Growable byte buffer, always NUL-terminated. Text in it is UTF-8, except where a path
+ * carries undecodable bytes (see jescape). */
 typedef struct {
     char *p;
     size_t n, cap;
@@ -224,1458 +225,491 @@ static void bb_free(bbuf *b)
     b->n = b->cap = 0;
 }
 
-/* Growable text as code points: Python str semantics (lengths, repr, json escapes). */
-typedef struct {
-    uint32_t *p;
-    size_t n, cap;
-} ubuf;
+/* ------------------------------------------------------------------------------------------ */
+/* UTF-8 and JSON output                                                                     */
 
-static void ub_reserve(ubuf *b, size_t extra)
+/* The length of the well-formed UTF-8 sequence at s (its code point in *cp), 0 if there is
+ * none (overlong forms, surrogates and values above U+10FFFF are not well-formed). */
+static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
 {
-    if (b->n + extra > b->cap) {
-        size_t cap = b->cap ? b->cap : 32;
-        while (cap < b->n + extra)
-            cap *= 2;
-        b->p = xrealloc(b->p, cap * sizeof *b->p);
-        b->cap = cap;
+    static const uint32_t least[] = {0, 0, 0x80, 0x800, 0x10000};
+    size_t len = s[0] < 0x80    ? 1
+                 : s[0] > 0xF4  ? 0
+                 : s[0] >= 0xF0 ? 4
+                 : s[0] >= 0xE0 ? 3
+                 : s[0] >= 0xC2 ? 2
+                                : 0;
+    if (!len || n < len)
+        return 0;
+    uint32_t v = len == 1 ? s[0] : s[0] & (0x3Fu >> (len - 1));
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        v = v << 6 | (s[i] & 0x3F);
     }
+    if (v < least[len] || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
+        return 0;
+    *cp = v;
+    return len;
 }
 
-static void ub_put(ubuf *b, uint32_t c)
+static void utf8_put(bbuf *o, uint32_t c)
 {
-    ub_reserve(b, 1);
-    b->p[b->n++] = c;
+    static const unsigned char lead[] = {0, 0, 0xC0, 0xE0, 0xF0};
+    char u[4];
+    int n = c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
+    for (int k = n - 1; k > 0; k--, c >>= 6)
+        u[k] = (char)(0x80 | (c & 0x3F));
+    u[0] = (char)(lead[n] | c);
+    bb_putn(o, u, (size_t)n);
 }
 
-static void ub_putn(ubuf *b, const uint32_t *s, size_t n)
+/* A JSON string as json.dumps writes it (ensure_ascii): all but printable ASCII escaped, astral
+ * characters as surrogate pairs. A byte that is not UTF-8 (a path's, see jescape) is written as
+ * Python holds it: U+DC80..U+DCFF (os.fsdecode's surrogateescape). */
+static void json_str(bbuf *o, const char *str, size_t n)
 {
-    ub_reserve(b, n);
-    if (n)
-        memcpy(b->p + b->n, s, n * sizeof *s);
-    b->n += n;
-}
-
-/* ASCII text (every message template here is ASCII). */
-static void ub_puts(ubuf *b, const char *s)
-{
-    while (*s)
-        ub_put(b, (unsigned char)*s++);
-}
-
-static void ub_printf(ubuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void ub_printf(ubuf *b, const char *fmt, ...)
-{
-    char tmp[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        ub_puts(b, tmp);
-}
-
-static void ub_free(ubuf *b)
-{
-    release(b->p, b->cap * sizeof *b->p);
-    b->p = NULL;
-    b->n = b->cap = 0;
-}
-
-static bool is_surrogate(uint32_t c) { return c >= 0xD800 && c <= 0xDFFF; }
-
-/* UTF-8 with surrogateescape (os.fsencode); false if a surrogate cannot be encoded. */
-static bool fsencode(bbuf *o, const uint32_t *s, size_t n)
-{
-    bool ok = true;
-    for (size_t i = 0; i < n; i++) {
+    static const char named[] = "\\\"\b\f\n\r\t", as[] = "\\\"bfnrt";
+    const unsigned char *s = (const unsigned char *)str;
+    bb_put(o, '"');
+    for (size_t i = 0, k; i < n; i += k) {
         uint32_t c = s[i];
-        char u[4];
-        if (c < 0x80) {
+        const char *e = c ? strchr(named, (int)c) : NULL;
+        k = 1;
+        if (e) {
+            bb_put(o, '\\');
+            bb_put(o, as[e - named]);
+        } else if (c >= ' ' && c <= '~') {
             bb_put(o, (char)c);
-        } else if (c < 0x800) {
-            u[0] = (char)(0xC0 | (c >> 6));
-            u[1] = (char)(0x80 | (c & 0x3F));
-            bb_putn(o, u, 2);
-        } else if (is_surrogate(c)) {
-            if (c >= 0xDC80 && c <= 0xDCFF)
-                bb_put(o, (char)(c - 0xDC00));
+        } else {
+            if (!(k = utf8_decode(s + i, n - i, &c))) {
+                c = 0xDC00 + s[i];
+                k = 1;
+            }
+            if (c >= 0x10000)
+                bb_printf(o, "\\u%04x\\u%04x", 0xD800 | ((c - 0x10000) >> 10),
+                          0xDC00 | ((c - 0x10000) & 0x3FF));
             else
-                ok = false;
-        } else if (c < 0x10000) {
-            u[0] = (char)(0xE0 | (c >> 12));
-            u[1] = (char)(0x80 | ((c >> 6) & 0x3F));
-            u[2] = (char)(0x80 | (c & 0x3F));
-            bb_putn(o, u, 3);
-        } else {
-            u[0] = (char)(0xF0 | (c >> 18));
-            u[1] = (char)(0x80 | ((c >> 12) & 0x3F));
-            u[2] = (char)(0x80 | ((c >> 6) & 0x3F));
-            u[3] = (char)(0x80 | (c & 0x3F));
-            bb_putn(o, u, 4);
+                bb_printf(o, "\\u%04x", c);
         }
     }
-    bb_reserve(o, 0);
-    o->p[o->n] = 0;
-    return ok;
+    bb_put(o, '"');
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Decoding bytes as CPython's codecs do (bytes.decode), with their error messages            */
+/* JSON input: a strict RFC 8259 parser over UTF-8 bytes (the spec, requests, config.json)   */
 
-enum { ERR_STRICT, ERR_REPLACE, ERR_SURROGATEPASS, ERR_SURROGATEESCAPE };
-
-static void codec_error(ubuf *err, const char *codec, const uint8_t *s, size_t n, size_t start,
-                        size_t end, const char *why)
-{
-    if (!err)
-        return;
-    if (start < n && end == start + 1)
-        ub_printf(err, "'%s' codec can't decode byte 0x%02x in position %zu: %s", codec, s[start],
-                  start, why);
-    else
-        ub_printf(err, "'%s' codec can't decode bytes in position %zu-%zu: %s", codec, start,
-                  end - 1, why);
-}
-
-static bool is_cont(uint8_t c) { return c >= 0x80 && c < 0xC0; }
-
-/* One step of CPython's UTF-8 decoder at s[i]: the sequence length (cp set), or 0 with the
- * error range's end and reason as unicode_decode_utf8 reports them. */
-static size_t utf8_step(const uint8_t *s, size_t n, size_t i, uint32_t *cp, size_t *eend,
-                        const char **why)
-{
-    uint8_t c = s[i];
-    size_t left = n - i;
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    }
-    if (c < 0xE0) {
-        if (c < 0xC2)
-            goto invalid_start;
-        if (left < 2)
-            goto unexpected_end;
-        if (!is_cont(s[i + 1]))
-            goto cont1;
-        *cp = ((uint32_t)(c & 0x1F) << 6) | (s[i + 1] & 0x3F);
-        return 2;
-    }
-    if (c < 0xF0) {
-        if (left < 3) {
-            if (left < 2)
-                goto unexpected_end;
-            uint8_t c2 = s[i + 1];
-            if (!is_cont(c2) || (c2 < 0xA0 ? c == 0xE0 : c == 0xED))
-                goto cont1;
-            goto unexpected_end;
-        }
-        uint8_t c2 = s[i + 1], c3 = s[i + 2];
-        if (!is_cont(c2) || (c == 0xE0 && c2 < 0xA0) || (c == 0xED && c2 >= 0xA0))
-            goto cont1;
-        if (!is_cont(c3))
-            goto cont2;
-        *cp = ((uint32_t)(c & 0x0F) << 12) | ((uint32_t)(c2 & 0x3F) << 6) | (c3 & 0x3F);
-        return 3;
-    }
-    if (c < 0xF5) {
-        if (left < 4) {
-            if (left < 2)
-                goto unexpected_end;
-            uint8_t c2 = s[i + 1];
-            if (!is_cont(c2) || (c2 < 0x90 ? c == 0xF0 : c == 0xF4))
-                goto cont1;
-            if (left < 3)
-                goto unexpected_end;
-            if (!is_cont(s[i + 2]))
-                goto cont2;
-            goto unexpected_end;
-        }
-        uint8_t c2 = s[i + 1], c3 = s[i + 2], c4 = s[i + 3];
-        if (!is_cont(c2) || (c == 0xF0 && c2 < 0x90) || (c == 0xF4 && c2 >= 0x90))
-            goto cont1;
-        if (!is_cont(c3))
-            goto cont2;
-        if (!is_cont(c4))
-            goto cont3;
-        *cp = ((uint32_t)(c & 0x07) << 18) | ((uint32_t)(c2 & 0x3F) << 12) |
-              ((uint32_t)(c3 & 0x3F) << 6) | (c4 & 0x3F);
-        return 4;
-    }
-invalid_start:
-    *why = "invalid start byte";
-    *eend = i + 1;
-    return 0;
-unexpected_end:
-    *why = "unexpected end of data";
-    *eend = n;
-    return 0;
-cont1:
-    *why = "invalid continuation byte";
-    *eend = i + 1;
-    return 0;
-cont2:
-    *why = "invalid continuation byte";
-    *eend = i + 2;
-    return 0;
-cont3:
-    *why = "invalid continuation byte";
-    *eend = i + 3;
-    return 0;
-}
-
-/* bytes.decode("utf-8", errors); -1 (message in err) where Python raises. */
-static int decode_utf8(const uint8_t *s, size_t n, int errors, ubuf *out, ubuf *err)
-{
-    size_t i = 0;
-    while (i < n) {
-        uint32_t cp;
-        size_t eend;
-        const char *why;
-        size_t k = utf8_step(s, n, i, &cp, &eend, &why);
-        if (k) {
-            ub_put(out, cp);
-            i += k;
-            continue;
-        }
-        switch (errors) {
-        case ERR_REPLACE:
-            ub_put(out, 0xFFFD);
-            i = eend;
-            continue;
-        case ERR_SURROGATEESCAPE:
-            for (; i < eend; i++)
-                ub_put(out, 0xDC00 + s[i]);
-            continue;
-        case ERR_SURROGATEPASS:
-            if (n - i >= 3 && (s[i] & 0xF0) == 0xE0 && is_cont(s[i + 1]) && is_cont(s[i + 2])) {
-                cp = ((uint32_t)(s[i] & 0x0F) << 12) | ((uint32_t)(s[i + 1] & 0x3F) << 6) |
-                     (s[i + 2] & 0x3F);
-                if (is_surrogate(cp)) {
-                    ub_put(out, cp);
-                    i += 3;
-                    continue;
-                }
-            }
-            break;
-        }
-        codec_error(err, "utf-8", s, n, i, eend, why);
-        return -1;
-    }
-    return 0;
-}
-
-static uint32_t rd16(const uint8_t *p, bool be) { return be ? (uint32_t)p[0] << 8 | p[1] : (uint32_t)p[1] << 8 | p[0]; }
-
-static uint32_t rd32(const uint8_t *p, bool be)
-{
-    return be ? (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]
-              : (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
-}
-
-/* utf-16-le/-be with surrogatepass (json.loads on bytes), from position q (after a BOM). */
-static int decode_utf16(const uint8_t *s, size_t n, size_t q, bool be, ubuf *out, ubuf *err)
-{
-    const char *codec = be ? "utf-16-be" : "utf-16-le";
-    for (;;) {
-        size_t start, end;
-        const char *why;
-        if (n - q >= 2) {
-            uint32_t u = rd16(s + q, be);
-            q += 2;
-            if (!is_surrogate(u)) {
-                ub_put(out, u);
-                continue;
-            }
-            if (u >= 0xDC00) {
-                why = "illegal encoding";
-                start = q - 2;
-                end = q;
-            } else if (n - q < 2) {
-                q -= 2;
-                why = "unexpected end of data";
-                start = q;
-                end = n;
-            } else {
-                uint32_t u2 = rd16(s + q, be);
-                q += 2;
-                if (u2 >= 0xDC00 && u2 <= 0xDFFF) {
-                    ub_put(out, 0x10000 + ((u - 0xD800) << 10) + (u2 - 0xDC00));
-                    continue;
-                }
-                why = "illegal UTF-16 surrogate";
-                start = q - 4;
-                end = start + 2;
-            }
-        } else {
-            if (q == n)
-                return 0;
-            why = "truncated data";
-            start = q;
-            end = n;
-        }
-        /* surrogatepass: a lone surrogate passes through */
-        if (n - start >= 2 && is_surrogate(rd16(s + start, be))) {
-            ub_put(out, rd16(s + start, be));
-            q = start + 2;
-            continue;
-        }
-        codec_error(err, codec, s, n, start, end, why);
-        return -1;
-    }
-}
-
-static int decode_utf32(const uint8_t *s, size_t n, size_t q, bool be, ubuf *out, ubuf *err)
-{
-    const char *codec = be ? "utf-32-be" : "utf-32-le";
-    while (q < n) {
-        size_t start = q, end;
-        const char *why;
-        if (n - q >= 4) {
-            uint32_t c = rd32(s + q, be);
-            if (is_surrogate(c)) {
-                ub_put(out, c); /* surrogatepass */
-                q += 4;
-                continue;
-            }
-            if (c < 0x110000) {
-                ub_put(out, c);
-                q += 4;
-                continue;
-            }
-            why = "code point not in range(0x110000)";
-            end = q + 4;
-        } else {
-            why = "truncated data";
-            end = n;
-        }
-        codec_error(err, codec, s, n, start, end, why);
-        return -1;
-    }
-    return 0;
-}
-
-/* json.loads(bytes): json.detect_encoding, then decode(encoding, "surrogatepass"). */
-static int json_bytes_to_text(const uint8_t *b, size_t n, ubuf *out, ubuf *err)
-{
-    if (n >= 4 && ((b[0] == 0xFF && b[1] == 0xFE && b[2] == 0 && b[3] == 0) ||
-                   (b[0] == 0 && b[1] == 0 && b[2] == 0xFE && b[3] == 0xFF)))
-        return decode_utf32(b, n, 4, b[0] == 0, out, err);
-    if (n >= 2 && ((b[0] == 0xFE && b[1] == 0xFF) || (b[0] == 0xFF && b[1] == 0xFE)))
-        return decode_utf16(b, n, 2, b[0] == 0xFE, out, err);
-    if (n >= 3 && b[0] == 0xEF && b[1] == 0xBB && b[2] == 0xBF)
-        return decode_utf8(b + 3, n - 3, ERR_SURROGATEPASS, out, err); /* positions after it */
-    if (n >= 4) {
-        if (!b[0])
-            return b[1] ? decode_utf16(b, n, 0, true, out, err)
-                        : decode_utf32(b, n, 0, true, out, err);
-        if (!b[1])
-            return (b[2] || b[3]) ? decode_utf16(b, n, 0, false, out, err)
-                                  : decode_utf32(b, n, 0, false, out, err);
-    } else if (n == 2) {
-        if (!b[0])
-            return decode_utf16(b, n, 0, true, out, err);
-        if (!b[1])
-            return decode_utf16(b, n, 0, false, out, err);
-    }
-    return decode_utf8(b, n, ERR_SURROGATEPASS, out, err);
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* Python's str.isprintable / str.isspace                                                     */
-
-/* Code points above U+007F that Python 3.11's str.isprintable() refuses (Unicode 14.0:
- * categories Cc Cf Cs Co Cn Zl Zp Zs), as inclusive ranges; repr() escapes them. */
-static const uint32_t nonprintable[] = {
-    0x80,0xa0,0xad,0xad,0x378,0x379,0x380,0x383,0x38b,0x38b,0x38d,0x38d,0x3a2,0x3a2,0x530,0x530,
-    0x557,0x558,0x58b,0x58c,0x590,0x590,0x5c8,0x5cf,0x5eb,0x5ee,0x5f5,0x605,0x61c,0x61c,0x6dd,0x6dd,
-    0x70e,0x70f,0x74b,0x74c,0x7b2,0x7bf,0x7fb,0x7fc,0x82e,0x82f,0x83f,0x83f,0x85c,0x85d,0x85f,0x85f,
-    0x86b,0x86f,0x88f,0x897,0x8e2,0x8e2,0x984,0x984,0x98d,0x98e,0x991,0x992,0x9a9,0x9a9,0x9b1,0x9b1,
-    0x9b3,0x9b5,0x9ba,0x9bb,0x9c5,0x9c6,0x9c9,0x9ca,0x9cf,0x9d6,0x9d8,0x9db,0x9de,0x9de,0x9e4,0x9e5,
-    0x9ff,0xa00,0xa04,0xa04,0xa0b,0xa0e,0xa11,0xa12,0xa29,0xa29,0xa31,0xa31,0xa34,0xa34,0xa37,0xa37,
-    0xa3a,0xa3b,0xa3d,0xa3d,0xa43,0xa46,0xa49,0xa4a,0xa4e,0xa50,0xa52,0xa58,0xa5d,0xa5d,0xa5f,0xa65,
-    0xa77,0xa80,0xa84,0xa84,0xa8e,0xa8e,0xa92,0xa92,0xaa9,0xaa9,0xab1,0xab1,0xab4,0xab4,0xaba,0xabb,
-    0xac6,0xac6,0xaca,0xaca,0xace,0xacf,0xad1,0xadf,0xae4,0xae5,0xaf2,0xaf8,0xb00,0xb00,0xb04,0xb04,
-    0xb0d,0xb0e,0xb11,0xb12,0xb29,0xb29,0xb31,0xb31,0xb34,0xb34,0xb3a,0xb3b,0xb45,0xb46,0xb49,0xb4a,
-    0xb4e,0xb54,0xb58,0xb5b,0xb5e,0xb5e,0xb64,0xb65,0xb78,0xb81,0xb84,0xb84,0xb8b,0xb8d,0xb91,0xb91,
-    0xb96,0xb98,0xb9b,0xb9b,0xb9d,0xb9d,0xba0,0xba2,0xba5,0xba7,0xbab,0xbad,0xbba,0xbbd,0xbc3,0xbc5,
-    0xbc9,0xbc9,0xbce,0xbcf,0xbd1,0xbd6,0xbd8,0xbe5,0xbfb,0xbff,0xc0d,0xc0d,0xc11,0xc11,0xc29,0xc29,
-    0xc3a,0xc3b,0xc45,0xc45,0xc49,0xc49,0xc4e,0xc54,0xc57,0xc57,0xc5b,0xc5c,0xc5e,0xc5f,0xc64,0xc65,
-    0xc70,0xc76,0xc8d,0xc8d,0xc91,0xc91,0xca9,0xca9,0xcb4,0xcb4,0xcba,0xcbb,0xcc5,0xcc5,0xcc9,0xcc9,
-    0xcce,0xcd4,0xcd7,0xcdc,0xcdf,0xcdf,0xce4,0xce5,0xcf0,0xcf0,0xcf3,0xcff,0xd0d,0xd0d,0xd11,0xd11,
-    0xd45,0xd45,0xd49,0xd49,0xd50,0xd53,0xd64,0xd65,0xd80,0xd80,0xd84,0xd84,0xd97,0xd99,0xdb2,0xdb2,
-    0xdbc,0xdbc,0xdbe,0xdbf,0xdc7,0xdc9,0xdcb,0xdce,0xdd5,0xdd5,0xdd7,0xdd7,0xde0,0xde5,0xdf0,0xdf1,
-    0xdf5,0xe00,0xe3b,0xe3e,0xe5c,0xe80,0xe83,0xe83,0xe85,0xe85,0xe8b,0xe8b,0xea4,0xea4,0xea6,0xea6,
-    0xebe,0xebf,0xec5,0xec5,0xec7,0xec7,0xece,0xecf,0xeda,0xedb,0xee0,0xeff,0xf48,0xf48,0xf6d,0xf70,
-    0xf98,0xf98,0xfbd,0xfbd,0xfcd,0xfcd,0xfdb,0xfff,0x10c6,0x10c6,0x10c8,0x10cc,0x10ce,0x10cf,
-    0x1249,0x1249,0x124e,0x124f,0x1257,0x1257,0x1259,0x1259,0x125e,0x125f,0x1289,0x1289,
-    0x128e,0x128f,0x12b1,0x12b1,0x12b6,0x12b7,0x12bf,0x12bf,0x12c1,0x12c1,0x12c6,0x12c7,
-    0x12d7,0x12d7,0x1311,0x1311,0x1316,0x1317,0x135b,0x135c,0x137d,0x137f,0x139a,0x139f,
-    0x13f6,0x13f7,0x13fe,0x13ff,0x1680,0x1680,0x169d,0x169f,0x16f9,0x16ff,0x1716,0x171e,
-    0x1737,0x173f,0x1754,0x175f,0x176d,0x176d,0x1771,0x1771,0x1774,0x177f,0x17de,0x17df,
-    0x17ea,0x17ef,0x17fa,0x17ff,0x180e,0x180e,0x181a,0x181f,0x1879,0x187f,0x18ab,0x18af,
-    0x18f6,0x18ff,0x191f,0x191f,0x192c,0x192f,0x193c,0x193f,0x1941,0x1943,0x196e,0x196f,
-    0x1975,0x197f,0x19ac,0x19af,0x19ca,0x19cf,0x19db,0x19dd,0x1a1c,0x1a1d,0x1a5f,0x1a5f,
-    0x1a7d,0x1a7e,0x1a8a,0x1a8f,0x1a9a,0x1a9f,0x1aae,0x1aaf,0x1acf,0x1aff,0x1b4d,0x1b4f,
-    0x1b7f,0x1b7f,0x1bf4,0x1bfb,0x1c38,0x1c3a,0x1c4a,0x1c4c,0x1c89,0x1c8f,0x1cbb,0x1cbc,
-    0x1cc8,0x1ccf,0x1cfb,0x1cff,0x1f16,0x1f17,0x1f1e,0x1f1f,0x1f46,0x1f47,0x1f4e,0x1f4f,
-    0x1f58,0x1f58,0x1f5a,0x1f5a,0x1f5c,0x1f5c,0x1f5e,0x1f5e,0x1f7e,0x1f7f,0x1fb5,0x1fb5,
-    0x1fc5,0x1fc5,0x1fd4,0x1fd5,0x1fdc,0x1fdc,0x1ff0,0x1ff1,0x1ff5,0x1ff5,0x1fff,0x200f,
-    0x2028,0x202f,0x205f,0x206f,0x2072,0x2073,0x208f,0x208f,0x209d,0x209f,0x20c1,0x20cf,
-    0x20f1,0x20ff,0x218c,0x218f,0x2427,0x243f,0x244b,0x245f,0x2b74,0x2b75,0x2b96,0x2b96,
-    0x2cf4,0x2cf8,0x2d26,0x2d26,0x2d28,0x2d2c,0x2d2e,0x2d2f,0x2d68,0x2d6e,0x2d71,0x2d7e,
-    0x2d97,0x2d9f,0x2da7,0x2da7,0x2daf,0x2daf,0x2db7,0x2db7,0x2dbf,0x2dbf,0x2dc7,0x2dc7,
-    0x2dcf,0x2dcf,0x2dd7,0x2dd7,0x2ddf,0x2ddf,0x2e5e,0x2e7f,0x2e9a,0x2e9a,0x2ef4,0x2eff,
-    0x2fd6,0x2fef,0x2ffc,0x3000,0x3040,0x3040,0x3097,0x3098,0x3100,0x3104,0x3130,0x3130,
-    0x318f,0x318f,0x31e4,0x31ef,0x321f,0x321f,0xa48d,0xa48f,0xa4c7,0xa4cf,0xa62c,0xa63f,
-    0xa6f8,0xa6ff,0xa7cb,0xa7cf,0xa7d2,0xa7d2,0xa7d4,0xa7d4,0xa7da,0xa7f1,0xa82d,0xa82f,
-    0xa83a,0xa83f,0xa878,0xa87f,0xa8c6,0xa8cd,0xa8da,0xa8df,0xa954,0xa95e,0xa97d,0xa97f,
-    0xa9ce,0xa9ce,0xa9da,0xa9dd,0xa9ff,0xa9ff,0xaa37,0xaa3f,0xaa4e,0xaa4f,0xaa5a,0xaa5b,
-    0xaac3,0xaada,0xaaf7,0xab00,0xab07,0xab08,0xab0f,0xab10,0xab17,0xab1f,0xab27,0xab27,
-    0xab2f,0xab2f,0xab6c,0xab6f,0xabee,0xabef,0xabfa,0xabff,0xd7a4,0xd7af,0xd7c7,0xd7ca,
-    0xd7fc,0xf8ff,0xfa6e,0xfa6f,0xfada,0xfaff,0xfb07,0xfb12,0xfb18,0xfb1c,0xfb37,0xfb37,
-    0xfb3d,0xfb3d,0xfb3f,0xfb3f,0xfb42,0xfb42,0xfb45,0xfb45,0xfbc3,0xfbd2,0xfd90,0xfd91,
-    0xfdc8,0xfdce,0xfdd0,0xfdef,0xfe1a,0xfe1f,0xfe53,0xfe53,0xfe67,0xfe67,0xfe6c,0xfe6f,
-    0xfe75,0xfe75,0xfefd,0xff00,0xffbf,0xffc1,0xffc8,0xffc9,0xffd0,0xffd1,0xffd8,0xffd9,
-    0xffdd,0xffdf,0xffe7,0xffe7,0xffef,0xfffb,0xfffe,0xffff,0x1000c,0x1000c,0x10027,0x10027,
-    0x1003b,0x1003b,0x1003e,0x1003e,0x1004e,0x1004f,0x1005e,0x1007f,0x100fb,0x100ff,0x10103,0x10106,
-    0x10134,0x10136,0x1018f,0x1018f,0x1019d,0x1019f,0x101a1,0x101cf,0x101fe,0x1027f,0x1029d,0x1029f,
-    0x102d1,0x102df,0x102fc,0x102ff,0x10324,0x1032c,0x1034b,0x1034f,0x1037b,0x1037f,0x1039e,0x1039e,
-    0x103c4,0x103c7,0x103d6,0x103ff,0x1049e,0x1049f,0x104aa,0x104af,0x104d4,0x104d7,0x104fc,0x104ff,
-    0x10528,0x1052f,0x10564,0x1056e,0x1057b,0x1057b,0x1058b,0x1058b,0x10593,0x10593,0x10596,0x10596,
-    0x105a2,0x105a2,0x105b2,0x105b2,0x105ba,0x105ba,0x105bd,0x105ff,0x10737,0x1073f,0x10756,0x1075f,
-    0x10768,0x1077f,0x10786,0x10786,0x107b1,0x107b1,0x107bb,0x107ff,0x10806,0x10807,0x10809,0x10809,
-    0x10836,0x10836,0x10839,0x1083b,0x1083d,0x1083e,0x10856,0x10856,0x1089f,0x108a6,0x108b0,0x108df,
-    0x108f3,0x108f3,0x108f6,0x108fa,0x1091c,0x1091e,0x1093a,0x1093e,0x10940,0x1097f,0x109b8,0x109bb,
-    0x109d0,0x109d1,0x10a04,0x10a04,0x10a07,0x10a0b,0x10a14,0x10a14,0x10a18,0x10a18,0x10a36,0x10a37,
-    0x10a3b,0x10a3e,0x10a49,0x10a4f,0x10a59,0x10a5f,0x10aa0,0x10abf,0x10ae7,0x10aea,0x10af7,0x10aff,
-    0x10b36,0x10b38,0x10b56,0x10b57,0x10b73,0x10b77,0x10b92,0x10b98,0x10b9d,0x10ba8,0x10bb0,0x10bff,
-    0x10c49,0x10c7f,0x10cb3,0x10cbf,0x10cf3,0x10cf9,0x10d28,0x10d2f,0x10d3a,0x10e5f,0x10e7f,0x10e7f,
-    0x10eaa,0x10eaa,0x10eae,0x10eaf,0x10eb2,0x10eff,0x10f28,0x10f2f,0x10f5a,0x10f6f,0x10f8a,0x10faf,
-    0x10fcc,0x10fdf,0x10ff7,0x10fff,0x1104e,0x11051,0x11076,0x1107e,0x110bd,0x110bd,0x110c3,0x110cf,
-    0x110e9,0x110ef,0x110fa,0x110ff,0x11135,0x11135,0x11148,0x1114f,0x11177,0x1117f,0x111e0,0x111e0,
-    0x111f5,0x111ff,0x11212,0x11212,0x1123f,0x1127f,0x11287,0x11287,0x11289,0x11289,0x1128e,0x1128e,
-    0x1129e,0x1129e,0x112aa,0x112af,0x112eb,0x112ef,0x112fa,0x112ff,0x11304,0x11304,0x1130d,0x1130e,
-    0x11311,0x11312,0x11329,0x11329,0x11331,0x11331,0x11334,0x11334,0x1133a,0x1133a,0x11345,0x11346,
-    0x11349,0x1134a,0x1134e,0x1134f,0x11351,0x11356,0x11358,0x1135c,0x11364,0x11365,0x1136d,0x1136f,
-    0x11375,0x113ff,0x1145c,0x1145c,0x11462,0x1147f,0x114c8,0x114cf,0x114da,0x1157f,0x115b6,0x115b7,
-    0x115de,0x115ff,0x11645,0x1164f,0x1165a,0x1165f,0x1166d,0x1167f,0x116ba,0x116bf,0x116ca,0x116ff,
-    0x1171b,0x1171c,0x1172c,0x1172f,0x11747,0x117ff,0x1183c,0x1189f,0x118f3,0x118fe,0x11907,0x11908,
-    0x1190a,0x1190b,0x11914,0x11914,0x11917,0x11917,0x11936,0x11936,0x11939,0x1193a,0x11947,0x1194f,
-    0x1195a,0x1199f,0x119a8,0x119a9,0x119d8,0x119d9,0x119e5,0x119ff,0x11a48,0x11a4f,0x11aa3,0x11aaf,
-    0x11af9,0x11bff,0x11c09,0x11c09,0x11c37,0x11c37,0x11c46,0x11c4f,0x11c6d,0x11c6f,0x11c90,0x11c91,
-    0x11ca8,0x11ca8,0x11cb7,0x11cff,0x11d07,0x11d07,0x11d0a,0x11d0a,0x11d37,0x11d39,0x11d3b,0x11d3b,
-    0x11d3e,0x11d3e,0x11d48,0x11d4f,0x11d5a,0x11d5f,0x11d66,0x11d66,0x11d69,0x11d69,0x11d8f,0x11d8f,
-    0x11d92,0x11d92,0x11d99,0x11d9f,0x11daa,0x11edf,0x11ef9,0x11faf,0x11fb1,0x11fbf,0x11ff2,0x11ffe,
-    0x1239a,0x123ff,0x1246f,0x1246f,0x12475,0x1247f,0x12544,0x12f8f,0x12ff3,0x12fff,0x1342f,0x143ff,
-    0x14647,0x167ff,0x16a39,0x16a3f,0x16a5f,0x16a5f,0x16a6a,0x16a6d,0x16abf,0x16abf,0x16aca,0x16acf,
-    0x16aee,0x16aef,0x16af6,0x16aff,0x16b46,0x16b4f,0x16b5a,0x16b5a,0x16b62,0x16b62,0x16b78,0x16b7c,
-    0x16b90,0x16e3f,0x16e9b,0x16eff,0x16f4b,0x16f4e,0x16f88,0x16f8e,0x16fa0,0x16fdf,0x16fe5,0x16fef,
-    0x16ff2,0x16fff,0x187f8,0x187ff,0x18cd6,0x18cff,0x18d09,0x1afef,0x1aff4,0x1aff4,0x1affc,0x1affc,
-    0x1afff,0x1afff,0x1b123,0x1b14f,0x1b153,0x1b163,0x1b168,0x1b16f,0x1b2fc,0x1bbff,0x1bc6b,0x1bc6f,
-    0x1bc7d,0x1bc7f,0x1bc89,0x1bc8f,0x1bc9a,0x1bc9b,0x1bca0,0x1ceff,0x1cf2e,0x1cf2f,0x1cf47,0x1cf4f,
-    0x1cfc4,0x1cfff,0x1d0f6,0x1d0ff,0x1d127,0x1d128,0x1d173,0x1d17a,0x1d1eb,0x1d1ff,0x1d246,0x1d2df,
-    0x1d2f4,0x1d2ff,0x1d357,0x1d35f,0x1d379,0x1d3ff,0x1d455,0x1d455,0x1d49d,0x1d49d,0x1d4a0,0x1d4a1,
-    0x1d4a3,0x1d4a4,0x1d4a7,0x1d4a8,0x1d4ad,0x1d4ad,0x1d4ba,0x1d4ba,0x1d4bc,0x1d4bc,0x1d4c4,0x1d4c4,
-    0x1d506,0x1d506,0x1d50b,0x1d50c,0x1d515,0x1d515,0x1d51d,0x1d51d,0x1d53a,0x1d53a,0x1d53f,0x1d53f,
-    0x1d545,0x1d545,0x1d547,0x1d549,0x1d551,0x1d551,0x1d6a6,0x1d6a7,0x1d7cc,0x1d7cd,0x1da8c,0x1da9a,
-    0x1daa0,0x1daa0,0x1dab0,0x1deff,0x1df1f,0x1dfff,0x1e007,0x1e007,0x1e019,0x1e01a,0x1e022,0x1e022,
-    0x1e025,0x1e025,0x1e02b,0x1e0ff,0x1e12d,0x1e12f,0x1e13e,0x1e13f,0x1e14a,0x1e14d,0x1e150,0x1e28f,
-    0x1e2af,0x1e2bf,0x1e2fa,0x1e2fe,0x1e300,0x1e7df,0x1e7e7,0x1e7e7,0x1e7ec,0x1e7ec,0x1e7ef,0x1e7ef,
-    0x1e7ff,0x1e7ff,0x1e8c5,0x1e8c6,0x1e8d7,0x1e8ff,0x1e94c,0x1e94f,0x1e95a,0x1e95d,0x1e960,0x1ec70,
-    0x1ecb5,0x1ed00,0x1ed3e,0x1edff,0x1ee04,0x1ee04,0x1ee20,0x1ee20,0x1ee23,0x1ee23,0x1ee25,0x1ee26,
-    0x1ee28,0x1ee28,0x1ee33,0x1ee33,0x1ee38,0x1ee38,0x1ee3a,0x1ee3a,0x1ee3c,0x1ee41,0x1ee43,0x1ee46,
-    0x1ee48,0x1ee48,0x1ee4a,0x1ee4a,0x1ee4c,0x1ee4c,0x1ee50,0x1ee50,0x1ee53,0x1ee53,0x1ee55,0x1ee56,
-    0x1ee58,0x1ee58,0x1ee5a,0x1ee5a,0x1ee5c,0x1ee5c,0x1ee5e,0x1ee5e,0x1ee60,0x1ee60,0x1ee63,0x1ee63,
-    0x1ee65,0x1ee66,0x1ee6b,0x1ee6b,0x1ee73,0x1ee73,0x1ee78,0x1ee78,0x1ee7d,0x1ee7d,0x1ee7f,0x1ee7f,
-    0x1ee8a,0x1ee8a,0x1ee9c,0x1eea0,0x1eea4,0x1eea4,0x1eeaa,0x1eeaa,0x1eebc,0x1eeef,0x1eef2,0x1efff,
-    0x1f02c,0x1f02f,0x1f094,0x1f09f,0x1f0af,0x1f0b0,0x1f0c0,0x1f0c0,0x1f0d0,0x1f0d0,0x1f0f6,0x1f0ff,
-    0x1f1ae,0x1f1e5,0x1f203,0x1f20f,0x1f23c,0x1f23f,0x1f249,0x1f24f,0x1f252,0x1f25f,0x1f266,0x1f2ff,
-    0x1f6d8,0x1f6dc,0x1f6ed,0x1f6ef,0x1f6fd,0x1f6ff,0x1f774,0x1f77f,0x1f7d9,0x1f7df,0x1f7ec,0x1f7ef,
-    0x1f7f1,0x1f7ff,0x1f80c,0x1f80f,0x1f848,0x1f84f,0x1f85a,0x1f85f,0x1f888,0x1f88f,0x1f8ae,0x1f8af,
-    0x1f8b2,0x1f8ff,0x1fa54,0x1fa5f,0x1fa6e,0x1fa6f,0x1fa75,0x1fa77,0x1fa7d,0x1fa7f,0x1fa87,0x1fa8f,
-    0x1faad,0x1faaf,0x1fabb,0x1fabf,0x1fac6,0x1facf,0x1fada,0x1fadf,0x1fae8,0x1faef,0x1faf7,0x1faff,
-    0x1fb93,0x1fb93,0x1fbcb,0x1fbef,0x1fbfa,0x1ffff,0x2a6e0,0x2a6ff,0x2b739,0x2b73f,0x2b81e,0x2b81f,
-    0x2cea2,0x2ceaf,0x2ebe1,0x2f7ff,0x2fa1e,0x2ffff,0x3134b,0xe00ff,0xe01f0,0x10ffff,
-};
-static const size_t n_nonprintable = sizeof nonprintable / sizeof nonprintable[0];
-
-static bool py_isprintable(uint32_t c)
-{
-    if (c < 0x80)
-        return c >= 0x20 && c < 0x7F;
-    size_t lo = 0, hi = n_nonprintable / 2;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (c < nonprintable[2 * mid])
-            hi = mid;
-        else if (c > nonprintable[2 * mid + 1])
-            lo = mid + 1;
-        else
-            return false;
-    }
-    return true;
-}
-
-static bool py_isspace(uint32_t c)
-{
-    switch (c) {
-    case 0x09: case 0x0A: case 0x0B: case 0x0C: case 0x0D: case 0x1C: case 0x1D: case 0x1E:
-    case 0x1F: case 0x20: case 0x85: case 0xA0: case 0x1680: case 0x2028: case 0x2029:
-    case 0x202F: case 0x205F: case 0x3000:
-        return true;
-    }
-    return c >= 0x2000 && c <= 0x200A;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* JSON: a port of CPython 3.11's json scanner (Modules/_json.c) over code points, so that    */
-/* what it accepts and every error message (with its position) match json.loads.              */
-
-enum { J_NULL, J_FALSE, J_TRUE, J_INT, J_FLOAT, J_STR, J_ARR, J_OBJ };
+/* Integers are int64 (beyond: an error). A number with a fraction or an exponent is J_NUM,
+ * which no field accepts: only whether it is zero is kept (b). */
+enum { J_NULL, J_BOOL, J_INT, J_NUM, J_STR, J_ARR, J_OBJ };
+static const char *const jkind[] = {"null",     "a boolean", "an integer", "a number",
+                                    "a string", "an array",  "an object"};
 
 typedef struct jv jv;
 struct jv {
     uint8_t t;
-    jv *next;            /* next element of the array / member of the object */
-    const uint32_t *k;   /* member key */
-    size_t kn;
-    const uint32_t *s;   /* J_STR text, J_INT digits as written */
-    size_t n;            /* length of s; element count of J_ARR / J_OBJ */
-    jv *first, *last;
-    double f;
-    int64_t i;           /* J_INT, saturated (Python's are unbounded) */
+    bool b;           /* its truth value, as Python's bool() sees it */
+    int64_t i;        /* J_INT */
+    char *s, *k;      /* J_STR: the text; a member's key (NUL-terminated, may hold more NULs) */
+    size_t n, kn;     /* their lengths */
+    jv *first, *next; /* J_ARR / J_OBJ: the elements or members in order; the next sibling */
 };
 
-/* Parse results live in an arena freed at once. */
-typedef struct ablk {
-    struct ablk *next;
-    size_t used, cap;
-    max_align_t data[];
+/* A parse result's allocations are chained (behind each one, aligned) and freed at once. */
+typedef union ablk {
+    union ablk *next;
+    max_align_t align;
 } ablk;
 
-typedef struct {
-    ablk *head;
-} arena;
-
-static void *aalloc(arena *a, size_t n)
+static void *aalloc(ablk **a, size_t n)
 {
-    n = (n + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
-    if (!a->head || a->head->cap - a->head->used < n) {
-        size_t cap = n > 8192 ? n : 8192;
-        ablk *b = xmalloc(sizeof *b + cap);
-        b->next = a->head;
-        b->used = 0;
-        b->cap = cap;
-        a->head = b;
-    }
-    void *p = (char *)a->head->data + a->head->used;
-    a->head->used += n;
-    return p;
+    ablk *b = xmalloc(sizeof *b + n);
+    b->next = *a;
+    *a = b;
+    return memset(b + 1, 0, n);
 }
 
-static void afree(arena *a)
+static void afree(ablk **a)
 {
-    while (a->head) {
-        ablk *b = a->head;
-        a->head = b->next;
-        release(b, sizeof *b + b->cap);
+    for (ablk *b; (b = *a);) {
+        *a = b->next;
+        free(b);
     }
 }
 
-enum { JE_NONE, JE_DECODE, JE_STOP, JE_RECURSION, JE_VALUE };
-
 typedef struct {
-    const uint32_t *s;
-    ssize_t len;
-    arena *a;
-    int depth, maxdepth;
-    int err;
-    const char *msg; /* JE_DECODE */
-    ssize_t pos;     /* JE_DECODE, JE_STOP */
-    size_t ndigits;  /* JE_VALUE: the int conversion limit */
-    ubuf tmp;
+    const unsigned char *s;
+    size_t n, i; /* the input, its length, the position (where an error is reported) */
+    int depth;
+    ablk **a;
+    const char *err;
+    bbuf tmp; /* the string being decoded */
 } jparser;
+
+static void *jfail(jparser *p, const char *msg)
+{
+    p->err = msg;
+    return NULL;
+}
+
+static bool jat(const jparser *p, char c) { return p->i < p->n && p->s[p->i] == c; }
+static bool jdigit(const jparser *p) { return p->i < p->n && is_digit((char)p->s[p->i]); }
+
+static void jws(jparser *p)
+{
+    while (jat(p, ' ') || jat(p, '\t') || jat(p, '\n') || jat(p, '\r'))
+        p->i++;
+}
 
 static jv *jnew(jparser *p, int t)
 {
     jv *v = aalloc(p->a, sizeof *v);
-    memset(v, 0, sizeof *v);
     v->t = (uint8_t)t;
     return v;
 }
 
-static void *jfail(jparser *p, const char *msg, ssize_t pos)
+static bool hex4(const jparser *p, size_t at, uint32_t *out)
 {
-    p->err = JE_DECODE;
-    p->msg = msg;
-    p->pos = pos;
-    return NULL;
-}
-
-static void *jstop(jparser *p, ssize_t pos)
-{
-    p->err = JE_STOP;
-    p->pos = pos;
-    return NULL;
-}
-
-static bool is_ws(uint32_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
-
-static int hexval(uint32_t d)
-{
-    if (d >= '0' && d <= '9')
-        return (int)(d - '0');
-    if (d >= 'a' && d <= 'f')
-        return (int)(d - 'a' + 10);
-    if (d >= 'A' && d <= 'F')
-        return (int)(d - 'A' + 10);
-    return -1;
-}
-
-/* scanstring_unicode: end is the index after the opening quote. */
-static jv *jstring(jparser *p, ssize_t end, ssize_t *next_end)
-{
-    const uint32_t *buf = p->s;
-    ssize_t len = p->len, begin = end - 1, next;
-    bool writer = false;
-    p->tmp.n = 0;
-    for (;;) {
-        uint32_t c = 0;
-        for (next = end; next < len; next++) {
-            c = buf[next];
-            if (c == '"' || c == '\\')
-                break;
-            if (c <= 0x1f)
-                return jfail(p, "Invalid control character at", next);
-        }
-        if (c == '"') {
-            if (!writer) {
-                jv *v = jnew(p, J_STR);
-                v->s = buf + end;
-                v->n = (size_t)(next - end);
-                *next_end = next + 1;
-                return v;
-            }
-        } else if (c != '\\') {
-            return jfail(p, "Unterminated string starting at", begin);
-        }
-        if (next != end) {
-            ub_putn(&p->tmp, buf + end, (size_t)(next - end));
-            writer = true;
-        }
-        next++;
-        if (c == '"') {
-            end = next;
-            break;
-        }
-        if (next == len)
-            return jfail(p, "Unterminated string starting at", begin);
-        c = buf[next];
-        if (c != 'u') {
-            end = next + 1;
-            switch (c) {
-            case '"': case '\\': case '/': break;
-            case 'b': c = '\b'; break;
-            case 'f': c = '\f'; break;
-            case 'n': c = '\n'; break;
-            case 'r': c = '\r'; break;
-            case 't': c = '\t'; break;
-            default: c = 0;
-            }
-            if (c == 0)
-                return jfail(p, "Invalid \\escape", end - 2);
-        } else {
-            c = 0;
-            next++;
-            end = next + 4;
-            if (end >= len)
-                return jfail(p, "Invalid \\uXXXX escape", next - 1);
-            for (; next < end; next++) {
-                int h = hexval(buf[next]);
-                if (h < 0)
-                    return jfail(p, "Invalid \\uXXXX escape", end - 5);
-                c = (c << 4) | (uint32_t)h;
-            }
-            /* A surrogate pair spelled as two escapes is joined; note the side effects on
-             * next, as in the C original (harmless: next is reset below). */
-            if (c >= 0xD800 && c <= 0xDBFF && end + 6 < len && buf[next++] == '\\' &&
-                buf[next++] == 'u') {
-                uint32_t c2 = 0;
-                end += 6;
-                for (; next < end; next++) {
-                    int h = hexval(buf[next]);
-                    if (h < 0)
-                        return jfail(p, "Invalid \\uXXXX escape", end - 5);
-                    c2 = (c2 << 4) | (uint32_t)h;
-                }
-                if (c2 >= 0xDC00 && c2 <= 0xDFFF)
-                    c = 0x10000 + ((c - 0xD800) << 10) + (c2 - 0xDC00);
-                else
-                    end -= 6;
-            }
-        }
-        ub_put(&p->tmp, c);
-        writer = true;
-    }
-    jv *v = jnew(p, J_STR);
-    uint32_t *copy = aalloc(p->a, (p->tmp.n ? p->tmp.n : 1) * sizeof *copy);
-    memcpy(copy, p->tmp.p, p->tmp.n * sizeof *copy);
-    v->s = copy;
-    v->n = p->tmp.n;
-    *next_end = end;
-    return v;
-}
-
-static bool ueq(const uint32_t *a, size_t an, const uint32_t *b, size_t bn)
-{
-    return an == bn && (an == 0 || memcmp(a, b, an * sizeof *a) == 0);
-}
-
-static void jappend(jv *c, jv *v)
-{
-    if (c->last)
-        c->last->next = v;
-    else
-        c->first = v;
-    c->last = v;
-    c->n++;
-}
-
-/* dict[key] = value: a repeated key keeps its first position and takes the last value. */
-static void jobj_set(jv *o, const uint32_t *k, size_t kn, jv *v)
-{
-    for (jv *m = o->first; m; m = m->next) {
-        if (ueq(m->k, m->kn, k, kn)) {
-            jv *next = m->next;
-            const uint32_t *mk = m->k;
-            size_t mkn = m->kn;
-            *m = *v;
-            m->next = next;
-            m->k = mk;
-            m->kn = mkn;
-            return;
-        }
-    }
-    v->k = k;
-    v->kn = kn;
-    jappend(o, v);
-}
-
-static jv *jscan(jparser *p, ssize_t idx, ssize_t *next);
-
-static ssize_t jskip(jparser *p, ssize_t idx)
-{
-    while (idx < p->len && is_ws(p->s[idx]))
-        idx++;
-    return idx;
-}
-
-static jv *jobject(jparser *p, ssize_t idx, ssize_t *next)
-{
-    const uint32_t *s = p->s;
-    jv *o = jnew(p, J_OBJ);
-    ssize_t nidx;
-    idx = jskip(p, idx);
-    if (idx >= p->len || s[idx] != '}') {
-        for (;;) {
-            if (idx >= p->len || s[idx] != '"')
-                return jfail(p, "Expecting property name enclosed in double quotes", idx);
-            jv *key = jstring(p, idx + 1, &nidx);
-            if (!key)
-                return NULL;
-            idx = jskip(p, nidx);
-            if (idx >= p->len || s[idx] != ':')
-                return jfail(p, "Expecting ':' delimiter", idx);
-            idx = jskip(p, idx + 1);
-            jv *val = jscan(p, idx, &nidx);
-            if (!val)
-                return NULL;
-            jobj_set(o, key->s, key->n, val);
-            idx = jskip(p, nidx);
-            if (idx < p->len && s[idx] == '}')
-                break;
-            if (idx >= p->len || s[idx] != ',')
-                return jfail(p, "Expecting ',' delimiter", idx);
-            idx = jskip(p, idx + 1);
-        }
-    }
-    *next = idx + 1;
-    return o;
-}
-
-static jv *jarray(jparser *p, ssize_t idx, ssize_t *next)
-{
-    const uint32_t *s = p->s;
-    jv *a = jnew(p, J_ARR);
-    ssize_t nidx;
-    idx = jskip(p, idx);
-    if (idx >= p->len || s[idx] != ']') {
-        for (;;) {
-            jv *val = jscan(p, idx, &nidx);
-            if (!val)
-                return NULL;
-            jappend(a, val);
-            idx = jskip(p, nidx);
-            if (idx < p->len && s[idx] == ']')
-                break;
-            if (idx >= p->len || s[idx] != ',')
-                return jfail(p, "Expecting ',' delimiter", idx);
-            idx = jskip(p, idx + 1);
-        }
-    }
-    *next = idx + 1;
-    return a;
-}
-
-static bool jdigit(uint32_t c) { return c >= '0' && c <= '9'; }
-
-/* _match_number_unicode, including its backtracking on a bad fraction or exponent. */
-static jv *jnumber(jparser *p, ssize_t start, ssize_t *next)
-{
-    const uint32_t *s = p->s;
-    ssize_t end_idx = p->len - 1, idx = start;
-    bool is_float = false;
-    if (s[idx] == '-') {
-        idx++;
-        if (idx > end_idx)
-            return jstop(p, start);
-    }
-    if (s[idx] >= '1' && s[idx] <= '9') {
-        idx++;
-        while (idx <= end_idx && jdigit(s[idx]))
-            idx++;
-    } else if (s[idx] == '0') {
-        idx++;
-    } else {
-        return jstop(p, start);
-    }
-    if (idx < end_idx && s[idx] == '.' && jdigit(s[idx + 1])) {
-        is_float = true;
-        idx += 2;
-        while (idx <= end_idx && jdigit(s[idx]))
-            idx++;
-    }
-    if (idx < end_idx && (s[idx] == 'e' || s[idx] == 'E')) {
-        ssize_t e_start = idx;
-        idx++;
-        if (idx < end_idx && (s[idx] == '-' || s[idx] == '+'))
-            idx++;
-        while (idx <= end_idx && jdigit(s[idx]))
-            idx++;
-        if (jdigit(s[idx - 1]))
-            is_float = true;
-        else
-            idx = e_start;
-    }
-    size_t n = (size_t)(idx - start);
-    jv *v;
-    if (is_float) {
-        char *tmp = xmalloc(n + 1);
-        for (size_t i = 0; i < n; i++)
-            tmp[i] = (char)s[start + (ssize_t)i];
-        tmp[n] = 0;
-        v = jnew(p, J_FLOAT);
-        v->f = strtod(tmp, NULL);
-        free(tmp);
-    } else {
-        size_t digits = n - (s[start] == '-');
-        if (digits > INT_MAX_STR_DIGITS) {
-            p->err = JE_VALUE;
-            p->ndigits = digits;
-            return NULL;
-        }
-        v = jnew(p, J_INT);
-        v->s = s + start;
-        v->n = n;
-        bool neg = s[start] == '-';
-        uint64_t acc = 0;
-        bool over = false;
-        for (size_t i = neg; i < n; i++) {
-            uint32_t d = s[start + (ssize_t)i] - '0';
-            if (acc > (UINT64_MAX - d) / 10)
-                over = true;
-            else
-                acc = acc * 10 + d;
-        }
-        if (neg)
-            v->i = (over || acc > (uint64_t)INT64_MAX + 1) ? INT64_MIN : (int64_t)(0 - acc);
-        else
-            v->i = (over || acc > (uint64_t)INT64_MAX) ? INT64_MAX : (int64_t)acc;
-    }
-    *next = idx;
-    return v;
-}
-
-static bool jmatch(jparser *p, ssize_t idx, const char *word)
-{
-    size_t n = strlen(word);
-    if (idx + (ssize_t)n - 1 >= p->len)
-        return false;
-    for (size_t i = 1; i < n; i++)
-        if (p->s[idx + (ssize_t)i] != (unsigned char)word[i])
+    *out = 0;
+    for (size_t k = at; k < at + 4; k++) {
+        char c = k < p->n ? (char)p->s[k] : 0, l = (char)(c | 0x20);
+        if (!is_digit(c) && !(l >= 'a' && l <= 'f'))
             return false;
+        *out = *out << 4 | (uint32_t)(is_digit(c) ? c - '0' : l - 'a' + 10);
+    }
     return true;
 }
 
-/* scan_once_unicode */
-static jv *jscan(jparser *p, ssize_t idx, ssize_t *next)
+/* The escape at p->i (a backslash) into p->tmp. */
+static bool jescape(jparser *p)
 {
-    if (idx >= p->len)
-        return jstop(p, idx);
-    jv *v;
-    switch (p->s[idx]) {
-    case '"':
-        return jstring(p, idx + 1, next);
-    case '{':
-    case '[':
-        if (++p->depth > p->maxdepth) {
-            p->err = JE_RECURSION;
+    static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+    unsigned char c = p->i + 1 < p->n ? p->s[p->i + 1] : 0;
+    const char *e = c ? strchr(from, c) : NULL;
+    uint32_t u, lo;
+    if (e) {
+        bb_put(&p->tmp, to[e - from]);
+        p->i += 2;
+        return true;
+    }
+    if (c != 'u' || !hex4(p, p->i + 2, &u))
+        return jfail(p, c == 'u' ? "invalid \\u escape" : "invalid escape");
+    if (u >= 0xD800 && u <= 0xDBFF && p->i + 12 <= p->n && p->s[p->i + 6] == '\\' &&
+        p->s[p->i + 7] == 'u' && hex4(p, p->i + 8, &lo) && lo >= 0xDC00 && lo <= 0xDFFF) {
+        u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
+        p->i += 6;
+    } else if (u >= 0xDC80 && u <= 0xDCFF) {
+        /* A path byte that is not UTF-8, as crirt's json.dumps writes an os.fsdecode()d path:
+         * the byte itself, as os.fsencode() gives it back to the Python monitor. */
+        bb_put(&p->tmp, (char)(u - 0xDC00));
+        p->i += 6;
+        return true;
+    } else if (u >= 0xD800 && u <= 0xDFFF) {
+        return jfail(p, "lone surrogate in a \\u escape");
+    }
+    utf8_put(&p->tmp, u);
+    p->i += 6;
+    return true;
+}
+
+/* The string at p->i (a quote), copied into the arena. */
+static char *jstring(jparser *p, size_t *len)
+{
+    p->tmp.n = 0;
+    for (p->i++; !jat(p, '"');) {
+        uint32_t cp;
+        size_t k;
+        if (p->i >= p->n)
+            return jfail(p, "unterminated string");
+        if (p->s[p->i] == '\\') {
+            if (!jescape(p))
+                return NULL;
+        } else if (p->s[p->i] < 0x20) {
+            return jfail(p, "control character in a string");
+        } else if (!(k = utf8_decode(p->s + p->i, p->n - p->i, &cp))) {
+            return jfail(p, "invalid UTF-8");
+        } else {
+            bb_putn(&p->tmp, p->s + p->i, k);
+            p->i += k;
+        }
+    }
+    p->i++;
+    *len = p->tmp.n;
+    char *out = aalloc(p->a, *len + 1);
+    return *len ? memcpy(out, p->tmp.p, *len) : out;
+}
+
+/* -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
+static jv *jnumber(jparser *p)
+{
+    size_t start = p->i;
+    bool neg = jat(p, '-'), over = false, nonzero = false, integer = true;
+    uint64_t acc = 0, limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+    p->i += neg;
+    if (!jdigit(p))
+        return jfail(p, "invalid number");
+    if (jat(p, '0'))
+        p->i++;
+    else for (; jdigit(p); p->i++) {
+        unsigned d = p->s[p->i] - '0';
+        over |= acc > (limit - d) / 10;
+        acc = acc * 10 + d;
+        nonzero |= d;
+    }
+    if (jat(p, '.')) {
+        p->i++;
+        if (!jdigit(p))
+            return jfail(p, "invalid number");
+        for (integer = false; jdigit(p); p->i++)
+            nonzero |= p->s[p->i] != '0';
+    }
+    if (jat(p, 'e') || jat(p, 'E')) {
+        p->i += 1 + (p->i + 1 < p->n && (p->s[p->i + 1] == '+' || p->s[p->i + 1] == '-'));
+        if (!jdigit(p))
+            return jfail(p, "invalid number");
+        for (integer = false; jdigit(p);)
+            p->i++;
+    }
+    if (integer && over) {
+        p->i = start;
+        return jfail(p, "integer out of range");
+    }
+    jv *v = jnew(p, integer ? J_INT : J_NUM);
+    v->i = neg ? (int64_t)(0 - acc) : (int64_t)acc;
+    v->b = nonzero;
+    return v;
+}
+
+static jv *jvalue(jparser *p)
+{
+    static const char *const words[] = {"null", "false", "true"};
+    jws(p);
+    if (p->i >= p->n)
+        return jfail(p, "unexpected end of input");
+    char c = (char)p->s[p->i];
+    if (c == '-' || is_digit(c))
+        return jnumber(p);
+    if (c == '"') {
+        jv *v = jnew(p, J_STR);
+        v->s = jstring(p, &v->n);
+        v->b = v->n != 0;
+        return v->s ? v : NULL;
+    }
+    if (c != '[' && c != '{') {
+        for (int w = 0; w < 3; w++) {
+            size_t len = strlen(words[w]);
+            if (p->n - p->i >= len && memcmp(p->s + p->i, words[w], len) == 0) {
+                jv *v = jnew(p, w ? J_BOOL : J_NULL);
+                v->b = w == 2;
+                p->i += len;
+                return v;
+            }
+        }
+        return jfail(p, "expected a value");
+    }
+    /* an array or an object */
+    char close = c == '{' ? '}' : ']';
+    if (++p->depth > JSON_MAX_DEPTH)
+        return jfail(p, "too deeply nested (over 64 levels)");
+    jv *o = jnew(p, c == '{' ? J_OBJ : J_ARR), **tail = &o->first;
+    p->i++;
+    jws(p);
+    for (bool more = !jat(p, close); more;) {
+        char *k = NULL;
+        size_t kn = 0;
+        if (c == '{') {
+            jws(p);
+            if (!jat(p, '"'))
+                return jfail(p, "expected a string key");
+            if (!(k = jstring(p, &kn)))
+                return NULL;
+            jws(p);
+            if (!jat(p, ':'))
+                return jfail(p, "expected ':'");
+            p->i++;
+        }
+        jv *v = jvalue(p);
+        if (!v)
             return NULL;
-        }
-        v = p->s[idx] == '{' ? jobject(p, idx + 1, next) : jarray(p, idx + 1, next);
-        p->depth--;
-        return v;
-    case 'n':
-        if (jmatch(p, idx, "null")) {
-            *next = idx + 4;
-            return jnew(p, J_NULL);
-        }
-        break;
-    case 't':
-        if (jmatch(p, idx, "true")) {
-            *next = idx + 4;
-            return jnew(p, J_TRUE);
-        }
-        break;
-    case 'f':
-        if (jmatch(p, idx, "false")) {
-            *next = idx + 5;
-            return jnew(p, J_FALSE);
-        }
-        break;
-    case 'N':
-        if (jmatch(p, idx, "NaN")) {
-            *next = idx + 3;
-            v = jnew(p, J_FLOAT);
-            v->f = __builtin_nan("");
-            return v;
-        }
-        break;
-    case 'I':
-        if (jmatch(p, idx, "Infinity")) {
-            *next = idx + 8;
-            v = jnew(p, J_FLOAT);
-            v->f = __builtin_inf();
-            return v;
-        }
-        break;
-    case '-':
-        if (jmatch(p, idx, "-Infinity")) {
-            *next = idx + 9;
-            v = jnew(p, J_FLOAT);
-            v->f = -__builtin_inf();
-            return v;
-        }
-        break;
+        v->k = k;
+        v->kn = kn;
+        *tail = v;
+        tail = &v->next;
+        jws(p);
+        if ((more = jat(p, ',')))
+            p->i++;
+        else if (!jat(p, close))
+            return jfail(p, c == '{' ? "expected ',' or '}'" : "expected ',' or ']'");
     }
-    return jnumber(p, idx, next);
+    p->i++;
+    p->depth--;
+    o->b = o->first != NULL;
+    return o;
 }
 
-/* json.loads(text). On failure: err is set; for JE_DECODE/JE_STOP/JE_VALUE *msg gets the
- * exception's text (what "not JSON: {exc}" shows). JE_RECURSION is a RecursionError. */
-static jv *json_loads(const uint32_t *s, size_t len, arena *a, int maxdepth, bool str_input,
-                      int *err, ubuf *msg)
+/* One JSON text; NULL with "not JSON: <why> at byte <n>" appended to err (if given). */
+static jv *json_parse(const void *s, size_t n, ablk **a, bbuf *err)
 {
-    jparser p = {.s = s, .len = (ssize_t)len, .a = a, .maxdepth = maxdepth};
-    ssize_t end = 0;
-    jv *v = NULL;
-    if (str_input && len && s[0] == 0xFEFF) {
-        jfail(&p, "Unexpected UTF-8 BOM (decode using utf-8-sig)", 0);
-    } else {
-        v = jscan(&p, jskip(&p, 0), &end);
-        if (v) {
-            end = jskip(&p, end);
-            if (end != p.len) {
-                v = NULL;
-                jfail(&p, "Extra data", end);
-            }
-        }
+    jparser p = {.s = s, .n = n, .a = a};
+    jv *v = jvalue(&p);
+    if (v) {
+        jws(&p);
+        if (p.i < p.n)
+            v = jfail(&p, "unexpected data after the value");
     }
-    ub_free(&p.tmp);
-    *err = p.err;
-    if (v)
-        return v;
-    if (p.err == JE_STOP) {
-        p.msg = "Expecting value";
-        p.err = JE_DECODE;
-    }
-    if (p.err == JE_DECODE) {
-        /* JSONDecodeError: lineno = count('\n', 0, pos) + 1, colno = pos - rfind('\n') */
-        size_t line = 1;
-        ssize_t last_nl = -1;
-        for (ssize_t i = 0; i < p.pos && i < p.len; i++) {
-            if (s[i] == '\n') {
-                line++;
-                last_nl = i;
-            }
-        }
-        ub_printf(msg, "%s: line %zu column %zd (char %zd)", p.msg, line, p.pos - last_nl,
-                  p.pos);
-    } else if (p.err == JE_VALUE) {
-        ub_printf(msg,
-                  "Exceeds the limit (%d digits) for integer string conversion: value has %zu "
-                  "digits; use sys.set_int_max_str_digits() to increase the limit",
-                  INT_MAX_STR_DIGITS, p.ndigits);
-    }
-    return NULL;
+    bb_free(&p.tmp);
+    if (!v && err)
+        bb_printf(err, "not JSON: %s at byte %zu", p.err, p.i);
+    return v;
 }
 
+static bool key_is(const jv *m, const char *key)
+{
+    return m->kn == strlen(key) && memcmp(m->k, key, m->kn) == 0;
+}
+
+/* obj[key] of a J_OBJ; of a repeated key the last one, as in Python's dict. */
 static jv *jget(const jv *o, const char *key)
 {
-    size_t kn = strlen(key);
-    for (jv *m = o->first; m; m = m->next) {
-        if (m->kn != kn)
-            continue;
-        size_t i = 0;
-        while (i < kn && m->k[i] == (unsigned char)key[i])
-            i++;
-        if (i == kn)
-            return m;
-    }
-    return NULL;
+    jv *found = NULL;
+    for (jv *m = o->first; m; m = m->next)
+        if (key_is(m, key))
+            found = m;
+    return found;
 }
 
 static bool jis_str(const jv *v, const char *text)
 {
-    if (!v || v->t != J_STR || v->n != strlen(text))
-        return false;
-    for (size_t i = 0; i < v->n; i++)
-        if (v->s[i] != (unsigned char)text[i])
-            return false;
-    return true;
+    return v && v->t == J_STR && v->n == strlen(text) && memcmp(v->s, text, v->n) == 0;
 }
 
-/* Python truthiness of a decoded value. */
-static bool jtruthy(const jv *v)
+/* _check(): the field's JSON type (bool is not an int here, nor 1.0); else false and the
+ * message in err. */
+static bool check(const jv *v, const char *what, const char *name, int type, bbuf *err)
 {
-    switch (v->t) {
-    case J_NULL: case J_FALSE: return false;
-    case J_TRUE: return true;
-    case J_INT: return v->i != 0;
-    case J_FLOAT: return !(v->f == 0.0);
-    default: return v->n != 0;
-    }
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* repr() of decoded values, for the messages that quote a bad value                          */
-
-static void hexesc(ubuf *o, char kind, uint32_t c, int width)
-{
-    ub_printf(o, "\\%c%0*x", kind, width, c);
-}
-
-static void repr_str(ubuf *o, const uint32_t *s, size_t n)
-{
-    bool sq = false, dq = false;
-    for (size_t i = 0; i < n; i++) {
-        sq |= s[i] == '\'';
-        dq |= s[i] == '"';
-    }
-    uint32_t quote = (sq && !dq) ? '"' : '\'';
-    ub_put(o, quote);
-    for (size_t i = 0; i < n; i++) {
-        uint32_t c = s[i];
-        if (c == quote || c == '\\') {
-            ub_put(o, '\\');
-            ub_put(o, c);
-        } else if (c == '\t') {
-            ub_puts(o, "\\t");
-        } else if (c == '\n') {
-            ub_puts(o, "\\n");
-        } else if (c == '\r') {
-            ub_puts(o, "\\r");
-        } else if (c < ' ' || c == 0x7F) {
-            hexesc(o, 'x', c, 2);
-        } else if (c < 0x7F || py_isprintable(c)) {
-            ub_put(o, c);
-        } else if (c <= 0xFF) {
-            hexesc(o, 'x', c, 2);
-        } else if (c <= 0xFFFF) {
-            hexesc(o, 'u', c, 4);
-        } else {
-            hexesc(o, 'U', c, 8);
-        }
-    }
-    ub_put(o, quote);
-}
-
-static void repr_bytes(ubuf *o, const uint8_t *s, size_t n)
-{
-    bool sq = memchr(s, '\'', n) != NULL, dq = memchr(s, '"', n) != NULL;
-    uint32_t quote = (sq && !dq) ? '"' : '\'';
-    ub_put(o, 'b');
-    ub_put(o, quote);
-    for (size_t i = 0; i < n; i++) {
-        uint8_t c = s[i];
-        if (c == quote || c == '\\') {
-            ub_put(o, '\\');
-            ub_put(o, c);
-        } else if (c == '\t') {
-            ub_puts(o, "\\t");
-        } else if (c == '\n') {
-            ub_puts(o, "\\n");
-        } else if (c == '\r') {
-            ub_puts(o, "\\r");
-        } else if (c < ' ' || c >= 0x7F) {
-            hexesc(o, 'x', c, 2);
-        } else {
-            ub_put(o, c);
-        }
-    }
-    ub_put(o, quote);
-}
-
-/* float.__repr__: the shortest round-tripping digits, laid out as Python's 'r' format. */
-static void repr_float(ubuf *o, double x)
-{
-    if (x != x) {
-        ub_puts(o, "nan");
-        return;
-    }
-    if (x == __builtin_inf() || x == -__builtin_inf()) {
-        ub_puts(o, x < 0 ? "-inf" : "inf");
-        return;
-    }
-    char buf[40];
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(buf, sizeof buf, "%.*e", prec - 1, x);
-        if (strtod(buf, NULL) == x)
-            break;
-    }
-    /* buf: [-]d[.ddd]e[+-]XX */
-    char digits[24];
-    size_t nd = 0;
-    const char *c = buf;
-    bool neg = *c == '-';
-    if (neg)
-        c++;
-    for (; *c && *c != 'e'; c++)
-        if (*c != '.')
-            digits[nd++] = *c;
-    int exp10 = atoi(c + 1);
-    while (nd > 1 && digits[nd - 1] == '0')
-        nd--;
-    int decpt = exp10 + 1;
-    if (neg)
-        ub_put(o, '-');
-    if (decpt <= -4 || decpt > 16) {
-        ub_put(o, (unsigned char)digits[0]);
-        if (nd > 1) {
-            ub_put(o, '.');
-            for (size_t i = 1; i < nd; i++)
-                ub_put(o, (unsigned char)digits[i]);
-        }
-        ub_printf(o, "e%c%02d", decpt - 1 < 0 ? '-' : '+', abs(decpt - 1));
-    } else if (decpt <= 0) {
-        ub_puts(o, "0.");
-        for (int i = 0; i < -decpt; i++)
-            ub_put(o, '0');
-        for (size_t i = 0; i < nd; i++)
-            ub_put(o, (unsigned char)digits[i]);
-    } else if ((size_t)decpt >= nd) {
-        for (size_t i = 0; i < nd; i++)
-            ub_put(o, (unsigned char)digits[i]);
-        for (size_t i = nd; i < (size_t)decpt; i++)
-            ub_put(o, '0');
-        ub_puts(o, ".0");
-    } else {
-        for (size_t i = 0; i < nd; i++) {
-            if (i == (size_t)decpt)
-                ub_put(o, '.');
-            ub_put(o, (unsigned char)digits[i]);
-        }
-    }
-}
-
-static void repr_value(ubuf *o, const jv *v)
-{
-    switch (v->t) {
-    case J_NULL: ub_puts(o, "None"); break;
-    case J_FALSE: ub_puts(o, "False"); break;
-    case J_TRUE: ub_puts(o, "True"); break;
-    case J_INT:
-        if (v->n == 2 && v->s[0] == '-' && v->s[1] == '0')
-            ub_put(o, '0');
-        else
-            ub_putn(o, v->s, v->n);
-        break;
-    case J_FLOAT: repr_float(o, v->f); break;
-    case J_STR: repr_str(o, v->s, v->n); break;
-    case J_ARR:
-        ub_put(o, '[');
-        for (jv *e = v->first; e; e = e->next) {
-            repr_value(o, e);
-            if (e->next)
-                ub_puts(o, ", ");
-        }
-        ub_put(o, ']');
-        break;
-    case J_OBJ:
-        ub_put(o, '{');
-        for (jv *m = v->first; m; m = m->next) {
-            repr_str(o, m->k, m->kn);
-            ub_puts(o, ": ");
-            repr_value(o, m);
-            if (m->next)
-                ub_puts(o, ", ");
-        }
-        ub_put(o, '}');
-        break;
-    }
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* JSON output: json.dumps(obj, separators=(",", ":")) with ensure_ascii                      */
-
-static void json_str(bbuf *o, const uint32_t *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    bb_put(o, '"');
-    for (size_t i = 0; i < n; i++) {
-        uint32_t c = s[i];
-        if (c >= ' ' && c <= '~' && c != '\\' && c != '"') {
-            bb_put(o, (char)c);
-            continue;
-        }
-        switch (c) {
-        case '\\': bb_puts(o, "\\\\"); continue;
-        case '"': bb_puts(o, "\\\""); continue;
-        case '\b': bb_puts(o, "\\b"); continue;
-        case '\f': bb_puts(o, "\\f"); continue;
-        case '\n': bb_puts(o, "\\n"); continue;
-        case '\r': bb_puts(o, "\\r"); continue;
-        case '\t': bb_puts(o, "\\t"); continue;
-        }
-        uint32_t units[2] = {c, 0};
-        int nu = 1;
-        if (c >= 0x10000) {
-            units[0] = 0xD800 | ((c - 0x10000) >> 10);
-            units[1] = 0xDC00 | ((c - 0x10000) & 0x3FF);
-            nu = 2;
-        }
-        for (int u = 0; u < nu; u++) {
-            char e[6] = {'\\', 'u', hex[(units[u] >> 12) & 15], hex[(units[u] >> 8) & 15],
-                         hex[(units[u] >> 4) & 15], hex[units[u] & 15]};
-            bb_putn(o, e, 6);
-        }
-    }
-    bb_put(o, '"');
+    if (v && v->t == type)
+        return true;
+    bb_printf(err, "%s: field '%s' has a wrong or missing value (expected %s, got %s)", what,
+              name, jkind[type], v ? jkind[v->t] : "no value");
+    return false;
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* The spec (protocol.MonitorSpec / spec_from_dict)                                           */
 
-/* A str field: its code points (for messages) and its os.fsencode() bytes (for syscalls). */
-typedef struct {
-    uint32_t *cp;
-    size_t n;
-    char *b; /* NUL-terminated */
-    size_t bn;
-    bool bad; /* not encodable: Python raises UnicodeEncodeError where it is used */
-} pstr;
-
-static void pstr_set(pstr *p, const uint32_t *cp, size_t n)
-{
-    bbuf b = {0};
-    p->cp = xmalloc((n ? n : 1) * sizeof *cp);
-    if (n)
-        memcpy(p->cp, cp, n * sizeof *cp);
-    p->n = n;
-    p->bad = !fsencode(&b, cp, n);
-    p->b = b.p;
-    p->bn = b.n;
-}
-
-static void pstr_ascii(pstr *p, const char *s)
-{
-    ubuf u = {0};
-    ub_puts(&u, s);
-    pstr_set(p, u.p, u.n);
-    ub_free(&u);
-}
-
-/* What os.* functions do with a str path: a NUL or an unencodable surrogate raises a
- * ValueError that no caller catches, i.e. the monitor dies (exit 3 past the spec). */
-static const char *need_path(const pstr *p)
-{
-    if (p->bad)
-        die(crash_status, "UnicodeEncodeError: a path holds a lone surrogate", 0);
-    if (memchr(p->b, 0, p->bn))
-        die(crash_status, "ValueError: embedded null byte", 0);
-    return p->b;
-}
-
-static struct {
-    pstr container_id, bundle, runtime_path, runtime_root, log_path, exit_file, pid_file,
-        ctl_socket, attach_socket;
+/* The strings hold no NUL (refused): they go to syscalls as they are. */
+static struct monitor_spec {
+    char *container_id, *bundle, *runtime_path, *runtime_root, *log_path, *exit_file, *pid_file,
+        *ctl_socket, *attach_socket;
     bool stdin_, stdin_once, tty, start;
     int64_t log_max_line;
-} spec;
+} spec = {.log_max_line = DEFAULT_LOG_MAX_LINE};
 
-enum { T_STR, T_BOOL, T_INT };
-
+/* In MonitorSpec's order, the required ones (no default) first. */
 static const struct field {
     const char *name;
-    int type;
-    bool required;
+    uint8_t type; /* J_STR, J_BOOL or J_INT */
+    size_t off;
 } fields[] = {
-    {"container_id", T_STR, true},  {"bundle", T_STR, true},      {"runtime_path", T_STR, true},
-    {"runtime_root", T_STR, true},  {"log_path", T_STR, true},    {"exit_file", T_STR, true},
-    {"pid_file", T_STR, true},      {"ctl_socket", T_STR, true},  {"stdin", T_BOOL, false},
-    {"stdin_once", T_BOOL, false},  {"tty", T_BOOL, false},       {"log_max_line", T_INT, false},
-    {"attach_socket", T_STR, false}, {"start", T_BOOL, false},
+#define F(name, member, type) {name, type, offsetof(struct monitor_spec, member)}
+    F("container_id", container_id, J_STR),   F("bundle", bundle, J_STR),
+    F("runtime_path", runtime_path, J_STR),   F("runtime_root", runtime_root, J_STR),
+    F("log_path", log_path, J_STR),           F("exit_file", exit_file, J_STR),
+    F("pid_file", pid_file, J_STR),           F("ctl_socket", ctl_socket, J_STR),
+    F("stdin", stdin_, J_BOOL),               F("stdin_once", stdin_once, J_BOOL),
+    F("tty", tty, J_BOOL),                    F("log_max_line", log_max_line, J_INT),
+    F("attach_socket", attach_socket, J_STR), F("start", start, J_BOOL),
+#undef F
 };
 #define NFIELDS (sizeof fields / sizeof fields[0])
+#define NREQUIRED 8
 
-static bool key_is(const jv *m, const char *name)
+static int keycmp(const void *a, const void *b)
 {
-    size_t n = strlen(name);
-    if (m->kn != n)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (m->k[i] != (unsigned char)name[i])
-            return false;
-    return true;
+    const jv *x = *(const jv *const *)a, *y = *(const jv *const *)b;
+    int c = memcmp(x->k, y->k, x->kn < y->kn ? x->kn : y->kn);
+    return c ? c : (x->kn > y->kn) - (x->kn < y->kn);
 }
 
-static int ucmp(const uint32_t *a, size_t an, const uint32_t *b, size_t bn)
+/* protocol.spec_from_dict: 0, or -1 with the message in err. */
+static int spec_from_obj(const jv *o, bbuf *err)
 {
-    for (size_t i = 0; i < an && i < bn; i++)
-        if (a[i] != b[i])
-            return a[i] < b[i] ? -1 : 1;
-    return an < bn ? -1 : an > bn;
-}
-
-/* _check(): a wrong type is "field 'x' has a wrong or missing value <repr>" (bool is not an
- * int here, nor an int a bool). */
-static bool type_ok(const jv *v, int type)
-{
-    switch (type) {
-    case T_STR: return v->t == J_STR;
-    case T_BOOL: return v->t == J_TRUE || v->t == J_FALSE;
-    default: return v->t == J_INT;
-    }
-}
-
-static void check_failed(ubuf *err, const char *what, const char *name, const jv *v)
-{
-    ub_printf(err, "%s: field '%s' has a wrong or missing value ", what, name);
-    if (v)
-        repr_value(err, v);
-    else
-        ub_puts(err, "None");
-}
-
-/* protocol.spec_from_dict; -1 with the ProtocolError's message in err. */
-static int spec_from_obj(const jv *o, ubuf *err)
-{
-    /* unknown field(s), sorted */
-    const jv **unknown = NULL;
+    const jv **unknown = NULL, *vals[NFIELDS];
     size_t nunknown = 0;
     for (const jv *m = o->first; m; m = m->next) {
-        bool known = false;
-        for (size_t f = 0; f < NFIELDS && !known; f++)
-            known = key_is(m, fields[f].name);
-        if (!known) {
+        size_t f = 0;
+        while (f < NFIELDS && !key_is(m, fields[f].name))
+            f++;
+        if (f == NFIELDS) {
             unknown = xrealloc(unknown, (nunknown + 1) * sizeof *unknown);
-            size_t at = nunknown++;
-            while (at > 0 && ucmp(m->k, m->kn, unknown[at - 1]->k, unknown[at - 1]->kn) < 0) {
-                unknown[at] = unknown[at - 1];
-                at--;
-            }
-            unknown[at] = m;
+            unknown[nunknown++] = m;
         }
     }
     if (nunknown) {
-        ub_puts(err, "spec: unknown field(s) [");
+        qsort(unknown, nunknown, sizeof *unknown, keycmp);
+        bb_puts(err, "spec: unknown field(s) [");
         for (size_t i = 0; i < nunknown; i++) {
-            if (i)
-                ub_puts(err, ", ");
-            repr_str(err, unknown[i]->k, unknown[i]->kn);
+            if (i && keycmp(&unknown[i - 1], &unknown[i]) == 0)
+                continue; /* a repeated key */
+            bb_puts(err, i ? ", '" : "'");
+            bb_putn(err, unknown[i]->k, unknown[i]->kn);
+            bb_put(err, '\'');
         }
-        ub_put(err, ']');
+        bb_put(err, ']');
         free(unknown);
         return -1;
     }
-    const jv *vals[NFIELDS];
     for (size_t f = 0; f < NFIELDS; f++) {
-        vals[f] = jget(o, fields[f].name);
-        if (vals[f] && !type_ok(vals[f], fields[f].type)) {
-            check_failed(err, "spec", fields[f].name, vals[f]);
+        const jv *v = vals[f] = jget(o, fields[f].name);
+        if (v && !check(v, "spec", fields[f].name, fields[f].type, err))
+            return -1;
+        if (v && v->t == J_STR && memchr(v->s, 0, v->n)) {
+            bb_printf(err, "spec: field '%s' holds a NUL character", fields[f].name);
             return -1;
         }
     }
-    /* MonitorSpec(**kwargs) without a required argument: the dataclass __init__'s TypeError */
-    size_t missing[NFIELDS], nmissing = 0;
-    for (size_t f = 0; f < NFIELDS; f++)
-        if (fields[f].required && !vals[f])
-            missing[nmissing++] = f;
-    if (nmissing) {
-        ub_printf(err, "spec: MonitorSpec.__init__() missing %zu required positional argument%s: ",
-                  nmissing, nmissing > 1 ? "s" : "");
-        for (size_t i = 0; i < nmissing; i++) {
-            if (i)
-                ub_puts(err, nmissing == 2 ? " and " : i == nmissing - 1 ? ", and " : ", ");
-            ub_printf(err, "'%s'", fields[missing[i]].name);
-        }
+    for (size_t f = 0; f < NREQUIRED; f++)
+        if (!vals[f])
+            bb_printf(err, "%s'%s'", err->n ? ", " : "spec: missing required field(s) [",
+                      fields[f].name);
+    if (err->n) {
+        bb_put(err, ']');
         return -1;
     }
-    if (vals[0]->n == 0) {
-        ub_puts(err, "spec: empty container_id");
+    if (!vals[0]->n) {
+        bb_puts(err, "spec: empty container_id");
         return -1;
     }
-    pstr *strs[] = {&spec.container_id, &spec.bundle,   &spec.runtime_path,
-                    &spec.runtime_root, &spec.log_path, &spec.exit_file,
-                    &spec.pid_file,     &spec.ctl_socket};
-    for (size_t f = 0; f < 8; f++)
-        pstr_set(strs[f], vals[f]->s, vals[f]->n);
-    spec.stdin_ = vals[8] && vals[8]->t == J_TRUE;
-    spec.stdin_once = vals[9] && vals[9]->t == J_TRUE;
-    spec.tty = vals[10] && vals[10]->t == J_TRUE;
-    spec.log_max_line = vals[11] ? vals[11]->i : DEFAULT_LOG_MAX_LINE;
-    if (vals[12])
-        pstr_set(&spec.attach_socket, vals[12]->s, vals[12]->n);
-    else
-        pstr_set(&spec.attach_socket, NULL, 0);
-    spec.start = vals[13] && vals[13]->t == J_TRUE;
+    for (size_t f = 0; f < NFIELDS; f++) {
+        void *dst = (char *)&spec + fields[f].off;
+        if (fields[f].type == J_STR)
+            *(char **)dst = xstrdup(vals[f] ? vals[f]->s : "");
+        else if (vals[f] && fields[f].type == J_BOOL)
+            *(bool *)dst = vals[f]->b;
+        else if (vals[f])
+            *(int64_t *)dst = vals[f]->i;
+    }
     return 0;
 }
 
-/* protocol.decode_spec on the str from argv; 0, -1 (ProtocolError text in err) or dies of a
- * RecursionError as Python would (exit 1, before the monitor exists). */
-static int decode_spec(const uint32_t *text, size_t n, ubuf *err)
+/* protocol.decode_spec on the argument: 0, or -1 with the message in err. */
+static int decode_spec(const char *text, bbuf *err)
 {
+    size_t n = strlen(text); /* crirt's specs are ASCII (json.dumps): bytes are characters */
     if (n > MAX_MESSAGE) {
-        ub_printf(err, "spec: message too long (%zu bytes)", n);
+        bb_printf(err, "spec: message too long (%zu bytes)", n);
         return -1;
     }
-    arena a = {0};
-    int jerr;
-    ubuf jmsg = {0};
-    jv *o = json_loads(text, n, &a, SPEC_MAX_DEPTH, true, &jerr, &jmsg);
+    ablk *a = NULL;
+    bb_puts(err, "spec: ");
+    jv *o = json_parse(text, n, &a, err);
     int rc = -1;
-    if (!o) {
-        if (jerr == JE_RECURSION)
-            die(1, "RecursionError: maximum recursion depth exceeded while decoding JSON", 0);
-        ub_puts(err, "spec: not JSON: ");
-        ub_putn(err, jmsg.p, jmsg.n);
-    } else if (o->t != J_OBJ) {
-        ub_puts(err, "spec: expected a JSON object");
-    } else {
+    if (o && o->t != J_OBJ) {
+        bb_puts(err, "expected a JSON object");
+    } else if (o) {
+        err->n = 0;
         rc = spec_from_obj(o, err);
     }
-    ub_free(&jmsg);
     afree(&a);
     return rc;
 }
@@ -1734,16 +768,11 @@ static void format_timestamp(char *out, size_t cap, int64_t ns)
                      (long long)m, (long long)d, (long long)(rem / 3600),
                      (long long)(rem / 60 % 60), (long long)(rem % 60));
     if (frac) {
-        char f[16];
-        snprintf(f, sizeof f, "%09lld", (long long)frac);
-        size_t fl = 9;
-        while (fl && f[fl - 1] == '0')
-            fl--;
-        f[fl] = 0;
-        snprintf(out + n, cap - (size_t)n, ".%sZ", f);
-    } else {
-        snprintf(out + n, cap - (size_t)n, "Z");
+        n += snprintf(out + n, cap - (size_t)n, ".%09lld", (long long)frac);
+        while (out[n - 1] == '0')
+            n--;
     }
+    snprintf(out + n, cap - (size_t)n, "Z");
 }
 
 static void lw_init(logw *w, int fd, const char *stream, int64_t now)
@@ -1945,8 +974,7 @@ static bool exited;
 static int exit_status;
 static int64_t finished_at;
 static bool created; /* runc create succeeded: a failure from here on must delete it */
-static pstr console_path;
-static bool have_console_path;
+static char *console_path; /* the tty console socket, while it exists */
 static int console_fd = -1;
 
 static stream streams[2];
@@ -2012,52 +1040,45 @@ static conn *find_conn(int fd)
 /* Messages: the sync line, the exit file, ctl replies                                       */
 
 /* The error of a failed setup (MonitorError text, or "monitor: <OSError>"). */
-static ubuf failure;
+static bbuf failure;
 
 static int fail_msg(const char *msg)
 {
-    ub_puts(&failure, msg);
+    bb_puts(&failure, msg);
     return -1;
 }
 
 /* str(OSError(errno)) behind "monitor: ", optionally with its filename. */
-static int fail_os(int err, const pstr *filename)
+static int fail_os(int err, const char *filename)
 {
-    ub_printf(&failure, "monitor: [Errno %d] %s", err, strerror(err));
+    bb_printf(&failure, "monitor: [Errno %d] %s", err, strerror(err));
     if (filename) {
-        ub_puts(&failure, ": ");
-        repr_str(&failure, filename->cp, filename->n);
+        bb_puts(&failure, ": '");
+        bb_puts(&failure, filename);
+        bb_put(&failure, '\'');
     }
     return -1;
 }
 
 /* "<what> <path>: <strerror>" */
-static int fail_path(const char *what, const pstr *path, int err)
+static int fail_path(const char *what, const char *path, int err)
 {
-    ub_puts(&failure, what);
-    ub_put(&failure, ' ');
-    ub_putn(&failure, path->cp, path->n);
-    ub_puts(&failure, ": ");
-    /* Python's "AF_UNIX path too long" OSError has no errno: its strerror is None */
-    ub_puts(&failure, err ? strerror(err) : "None");
+    bb_printf(&failure, "%s ", what);
+    bb_puts(&failure, path);
+    bb_printf(&failure, ": %s", strerror(err));
     return -1;
 }
 
-static void encode_sync(bbuf *o, int64_t pid, const ubuf *error)
-{
-    bb_printf(o, "{\"pid\":%lld,\"monitor_pid\":%d", (long long)pid, (int)getpid());
-    if ((error && error->n) || pid <= 0) {
-        bb_puts(o, ",\"error\":");
-        json_str(o, error ? error->p : NULL, error ? error->n : 0);
-    }
-    bb_puts(o, "}\n");
-}
-
-/* Write the sync line; false if crirt is no longer listening. */
-static bool report(int64_t pid, const ubuf *error)
+/* Write the sync line (protocol.encode_sync); false if crirt is no longer listening. */
+static bool report(int64_t pid, const bbuf *error)
 {
     bbuf line = {0};
-    encode_sync(&line, pid, error);
+    bb_printf(&line, "{\"pid\":%lld,\"monitor_pid\":%d", (long long)pid, (int)getpid());
+    if (error->n || pid <= 0) {
+        bb_puts(&line, ",\"error\":");
+        json_str(&line, error->p ? error->p : "", error->n);
+    }
+    bb_puts(&line, "}\n");
     bool ok = write_all(sync_fd, line.p, line.n) == 0;
     bb_free(&line);
     close(sync_fd);
@@ -2065,20 +1086,17 @@ static bool report(int64_t pid, const ubuf *error)
     return ok;
 }
 
-static void reply_error(bbuf *o, const ubuf *error)
+static void reply_error(bbuf *o, const bbuf *error)
 {
     bb_puts(o, "{\"ok\":false,\"error\":");
-    if (error->n)
-        json_str(o, error->p, error->n);
-    else
-        bb_puts(o, "\"failed\"");
+    json_str(o, error->p, error->n);
     bb_puts(o, "}\n");
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Paths and unix sockets                                                                     */
 
-/* os.path.split on bytes */
+/* os.path.split */
 static void path_split(const char *p, size_t n, size_t *head_len, size_t *tail_off)
 {
     size_t i = n;
@@ -2095,68 +1113,64 @@ static void path_split(const char *p, size_t n, size_t *head_len, size_t *tail_o
     *head_len = h;
 }
 
+/* The directory of path (os.path.split's head, or "."), in a new buffer. */
+static void path_dir(bbuf *dir, const char *path)
+{
+    size_t hl, to;
+    path_split(path, strlen(path), &hl, &to);
+    if (hl)
+        bb_putn(dir, path, hl);
+    else
+        bb_puts(dir, ".");
+}
+
 /* sock_address: the address for path and an fd to close after bind/connect (-1 if none).
  * Paths too long for sun_path are reached through /proc/<pid>/fd/<dirfd>/<name>, which any
  * root process (runc included) can resolve while the fd is open. -1 with errno on failure. */
-static int sock_address(const pstr *path, bbuf *addr, int *dfd)
+static int sock_address(const char *path, bbuf *addr, int *dfd)
 {
-    if (path->bad)
-        die(crash_status, "UnicodeEncodeError: a socket path holds a lone surrogate", 0);
+    size_t n = strlen(path), hl, to;
     *dfd = -1;
     addr->n = 0;
-    if (path->bn <= SUN_PATH_MAX) {
-        bb_putn(addr, path->b, path->bn);
+    if (n <= SUN_PATH_MAX) {
+        bb_putn(addr, path, n);
         return 0;
     }
-    size_t hl, to;
-    path_split(path->b, path->bn, &hl, &to);
     bbuf dir = {0};
-    if (hl)
-        bb_putn(&dir, path->b, hl);
-    else
-        bb_puts(&dir, ".");
-    if (memchr(dir.p, 0, dir.n))
-        die(crash_status, "ValueError: embedded null byte", 0);
+    path_dir(&dir, path);
     int fd = open(dir.p, O_PATH | O_DIRECTORY | O_CLOEXEC);
     bb_free(&dir);
     if (fd < 0)
         return -1;
     *dfd = fd;
+    path_split(path, n, &hl, &to);
     bb_printf(addr, "/proc/%d/fd/%d/", (int)getpid(), fd);
-    bb_putn(addr, path->b + to, path->bn - to);
+    bb_puts(addr, path + to);
     return 0;
 }
 
-/* Python's AF_UNIX address conversion: -1 for its "AF_UNIX path too long" (errno 0). */
+/* -1 with ENAMETOOLONG if the address does not fit sun_path. */
 static int make_sockaddr(const bbuf *addr, struct sockaddr_un *sa, socklen_t *len)
 {
     memset(sa, 0, sizeof *sa);
     sa->sun_family = AF_UNIX;
-    bool abstract = addr->n > 0 && addr->p[0] == 0;
-    if (abstract ? addr->n > sizeof sa->sun_path : addr->n >= sizeof sa->sun_path)
+    if (addr->n >= sizeof sa->sun_path) {
+        errno = ENAMETOOLONG;
         return -1;
+    }
     memcpy(sa->sun_path, addr->p, addr->n);
     *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + addr->n);
     return 0;
 }
 
-static bool path_lexists(const pstr *path)
-{
-    struct stat st;
-    if (path->bad || memchr(path->b, 0, path->bn))
-        return false; /* os.path.lexists swallows the ValueError */
-    return lstat(path->b, &st) == 0;
-}
-
-enum { LISTEN_OK = 0, LISTEN_OSERROR = -1, LISTEN_RUNNING = -2 };
-
-/* _listen_unix: bind a 0600 socket at path, replacing a stale one. Returns the fd, or
- * LISTEN_RUNNING (a live process listens there) or LISTEN_OSERROR with *err (0: the address
- * is too long). */
-static int listen_unix(const pstr *path, int backlog, int type, int *err)
+/* _listen_unix: bind a 0600 socket at path, replacing a stale one. The fd, or -1 with the
+ * message in failure: a live process listens there (a second monitor for one container), or
+ * "<what> <path>: <strerror>". */
+static int listen_unix(const char *path, int backlog, int type, const char *what)
 {
     struct sockaddr_un sa;
     socklen_t salen = 0;
+    struct stat st;
     bbuf addr = {0};
     int dfd = -1;
     int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
@@ -2164,15 +1178,16 @@ static int listen_unix(const pstr *path, int backlog, int type, int *err)
         goto oserror;
     if (sock_address(path, &addr, &dfd) < 0)
         goto oserror;
-    if (path_lexists(path)) {
+    if (lstat(path, &st) == 0) {
         if (make_sockaddr(&addr, &sa, &salen) == 0 &&
             connect(fd, (struct sockaddr *)&sa, salen) == 0) {
             close(fd);
             close_quiet(dfd);
             bb_free(&addr);
-            return LISTEN_RUNNING;
+            bb_puts(&failure, path);
+            return fail_msg(": a monitor is already running for this container");
         }
-        if (unlink(path->b) < 0) /* stale: nobody accepts */
+        if (unlink(path) < 0) /* stale: nobody accepts */
             goto oserror;
         close(fd);
         fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
@@ -2180,20 +1195,14 @@ static int listen_unix(const pstr *path, int backlog, int type, int *err)
             goto oserror;
     }
     mode_t old = umask(0177);
-    int rc;
-    if (make_sockaddr(&addr, &sa, &salen) < 0) {
-        errno = 0;
-        rc = -1;
-    } else {
+    int rc = make_sockaddr(&addr, &sa, &salen);
+    if (rc == 0)
         rc = bind(fd, (struct sockaddr *)&sa, salen);
-    }
     int e = errno;
     umask(old);
     close_quiet(dfd);
     dfd = -1;
     if (rc < 0) {
-        close(fd);
-        fd = -1;
         errno = e;
         goto oserror;
     }
@@ -2203,17 +1212,10 @@ static int listen_unix(const pstr *path, int backlog, int type, int *err)
     bb_free(&addr);
     return fd;
 oserror:
-    *err = errno;
     close_quiet(fd);
     close_quiet(dfd);
     bb_free(&addr);
-    return LISTEN_OSERROR;
-}
-
-/* os.unlink with errors ignored (but a NUL still raises, as in Python). */
-static void unlink_quiet(const pstr *p)
-{
-    unlink(need_path(p));
+    return fail_path(what, path, errno);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -2265,22 +1267,10 @@ static pid_t wait_for(pid_t pid, int *status)
     return r;
 }
 
-static void runc_argv(const char **argv, int *n, const char *verb)
-{
-    argv[(*n)++] = need_path(&spec.runtime_path);
-    argv[(*n)++] = "--root";
-    argv[(*n)++] = need_path(&spec.runtime_root);
-    argv[(*n)++] = verb;
-}
-
 static void delete_container(void)
 {
-    const char *argv[8];
-    int n = 0;
-    runc_argv(argv, &n, "delete");
-    argv[n++] = "--force";
-    argv[n++] = need_path(&spec.container_id);
-    argv[n] = NULL;
+    const char *argv[] = {spec.runtime_path, "--root", spec.runtime_root, "delete", "--force",
+                          spec.container_id, NULL};
     pid_t pid;
     int status;
     if (spawn((char *const *)argv, NULL, &pid) == 0)
@@ -2291,13 +1281,8 @@ static void delete_container(void)
  * here (reap collects it). */
 static void kill_all(void)
 {
-    const char *argv[9];
-    int n = 0;
-    runc_argv(argv, &n, "kill");
-    argv[n++] = "--all";
-    argv[n++] = need_path(&spec.container_id);
-    argv[n++] = "KILL";
-    argv[n] = NULL;
+    const char *argv[] = {spec.runtime_path, "--root", spec.runtime_root, "kill", "--all",
+                          spec.container_id, "KILL", NULL};
     pid_t pid;
     spawn((char *const *)argv, NULL, &pid);
 }
@@ -2334,19 +1319,27 @@ static void read_available(int fd, chunk_fn fn, void *ctx)
 
 static void collect_chunk(void *ctx, const char *p, size_t n) { bb_putn(ctx, p, n); }
 
-/* _runc_error: runc's words, stripped, at most the last 4096 characters, and how it ended. */
+/* _runc_error: runc's words (undecodable bytes replaced), stripped, at most the last 4096
+ * characters, and how it ended. */
 static void runc_error(const bbuf *raw, int status)
 {
-    ubuf text = {0};
-    decode_utf8((const uint8_t *)raw->p, raw->n, ERR_REPLACE, &text, NULL);
-    size_t a = 0, b = text.n;
-    while (a < b && py_isspace(text.p[a]))
-        a++;
-    while (b > a && py_isspace(text.p[b - 1]))
-        b--;
-    if (b - a > ERROR_TAIL) {
-        a = b - ERROR_TAIL;
-        ub_put(&failure, 0x2026); /* "…" */
+    bbuf text = {0};
+    for (size_t i = 0; i < raw->n;) {
+        uint32_t cp;
+        size_t k = utf8_decode((const unsigned char *)raw->p + i, raw->n - i, &cp);
+        if (k)
+            bb_putn(&text, raw->p + i, k);
+        else
+            bb_puts(&text, "\xEF\xBF\xBD"); /* U+FFFD */
+        i += k ? k : 1;
+    }
+    size_t a = 0, b = text.n, t, chars = 0;
+    strip(text.p, &a, &b, true);
+    for (t = b; t > a && chars < ERROR_TAIL; t--)
+        chars += ((unsigned char)text.p[t - 1] & 0xC0) != 0x80;
+    if (t > a) {
+        a = t;
+        bb_puts(&failure, "\xE2\x80\xA6"); /* "…" */
     }
     int code, sig;
     exit_from_status(status, &code, &sig);
@@ -2356,12 +1349,12 @@ static void runc_error(const bbuf *raw, int status)
     else
         snprintf(how, sizeof how, "exit status %d", code);
     if (b > a) {
-        ub_putn(&failure, text.p + a, b - a);
-        ub_printf(&failure, " (%s)", how);
+        bb_putn(&failure, text.p + a, b - a);
+        bb_printf(&failure, " (%s)", how);
     } else {
-        ub_printf(&failure, "runtime create failed: %s", how);
+        bb_printf(&failure, "runtime create failed: %s", how);
     }
-    ub_free(&text);
+    bb_free(&text);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -2369,7 +1362,7 @@ static void runc_error(const bbuf *raw, int status)
 
 static int open_log(void)
 {
-    return open(need_path(&spec.log_path), LOG_FLAGS, 0640);
+    return open(spec.log_path, LOG_FLAGS, 0640);
 }
 
 /* One chunk of runc's output through the encoder; flushed at once, since the records point
@@ -2390,32 +1383,30 @@ static void add_stream(int fd, const char *name)
     poll_register(fd, POLLIN);
 }
 
+/* poll() for readability, up to the console timeout: >0, 0 (timed out) or -1 (errno) */
+static int wait_readable(int fd)
+{
+    struct pollfd p = {fd, POLLIN, 0};
+    int r;
+    while ((r = poll(&p, 1, CONSOLE_TIMEOUT_MS)) < 0 && errno == EINTR)
+        ;
+    return r;
+}
+
 /* _receive_console: the pty master runc sends on the console socket. */
 static int receive_console(int lfd, int *master)
 {
-    struct pollfd p = {lfd, POLLIN, 0};
-    int r;
-    do
-        r = poll(&p, 1, CONSOLE_TIMEOUT_MS);
-    while (r < 0 && errno == EINTR);
-    if (r < 0)
-        return fail_os(errno, NULL);
-    if (r == 0)
-        return fail_msg("runtime did not send the console");
+    int r = wait_readable(lfd);
+    if (r <= 0)
+        return r ? fail_os(errno, NULL) : fail_msg("runtime did not send the console");
     int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
     if (c < 0)
         return fail_os(errno, NULL);
     /* a 5 s socket timeout: wait for readability, then receive */
-    p = (struct pollfd){c, POLLIN, 0};
-    do
-        r = poll(&p, 1, CONSOLE_TIMEOUT_MS);
-    while (r < 0 && errno == EINTR);
-    if (r <= 0) {
+    if ((r = wait_readable(c)) <= 0) {
         int e = errno;
         close(c);
-        if (r == 0)
-            return fail_msg("monitor: timed out");
-        return fail_os(e, NULL);
+        return r ? fail_os(e, NULL) : fail_msg("monitor: timed out");
     }
     union {
         char buf[CMSG_SPACE(sizeof(int))];
@@ -2443,220 +1434,106 @@ static int receive_console(int lfd, int *master)
     return fail_msg("runtime sent no console fd");
 }
 
-/* Python's int() of a stripped text: [+-]digits with single underscores between digits.
- * 0, -1 (invalid literal) or -2 (over the digit limit, *ndigits set); values beyond int64
- * saturate. */
-static int parse_pyint(const char *s, size_t n, int64_t *out, size_t *ndigits)
+/* The whole file at path into out: 0 or an errno. */
+static int read_file(const char *path, bbuf *out)
 {
-    size_t i = 0, digits = 0;
-    bool neg = false;
-    if (i < n && (s[i] == '+' || s[i] == '-'))
-        neg = s[i++] == '-';
-    uint64_t acc = 0;
-    bool over = false;
-    if (i >= n || !jdigit((unsigned char)s[i]))
-        return -1;
-    for (; i < n; i++) {
-        if (s[i] == '_' && i + 1 < n && jdigit((unsigned char)s[i + 1]) &&
-            jdigit((unsigned char)s[i - 1]))
-            continue;
-        if (!jdigit((unsigned char)s[i]))
-            return -1;
-        digits++;
-        uint32_t d = (uint32_t)(s[i] - '0');
-        if (acc > (UINT64_MAX - d) / 10)
-            over = true;
-        else
-            acc = acc * 10 + d;
+    int fd = open(path, O_RDONLY | O_CLOEXEC), err = 0;
+    if (fd < 0)
+        return errno;
+    for (ssize_t r; (r = read(fd, rbuf, READ_SIZE)) != 0;) {
+        if (r < 0 && errno != EINTR) {
+            err = errno;
+            break;
+        }
+        if (r > 0)
+            bb_putn(out, rbuf, (size_t)r);
     }
-    if (digits > INT_MAX_STR_DIGITS) {
-        *ndigits = digits;
-        return -2;
-    }
-    if (over || acc > (uint64_t)INT64_MAX)
-        *out = neg ? INT64_MIN : INT64_MAX;
-    else
-        *out = neg ? -(int64_t)acc : (int64_t)acc;
-    return 0;
+    close(fd);
+    return err;
 }
 
-static bool is_ascii_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
-}
-
+/* The pid runc wrote (int(f.read().strip()) in Python); -1 with the message in failure. */
 static int read_pid_file(void)
 {
-    const char *path = need_path(&spec.pid_file);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    int err = 0;
-    bool with_name = true;
     bbuf data = {0};
-    if (fd < 0) {
-        err = errno;
-    } else if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
-        err = EISDIR; /* Python's open() refuses a directory */
-    } else {
-        for (;;) {
-            ssize_t r = read(fd, rbuf, READ_SIZE);
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r < 0) {
-                err = errno;
-                with_name = false;
-            }
-            if (r <= 0)
-                break;
-            bb_putn(&data, rbuf, (size_t)r);
-        }
-    }
-    close_quiet(fd);
-    ub_puts(&failure, "read pid file ");
-    ub_putn(&failure, spec.pid_file.cp, spec.pid_file.n);
-    ub_puts(&failure, ": ");
-    if (err) {
-        bb_free(&data);
-        ub_printf(&failure, "[Errno %d] %s", err, strerror(err));
-        if (with_name) {
-            ub_puts(&failure, ": ");
-            repr_str(&failure, spec.pid_file.cp, spec.pid_file.n);
-        }
-        return -1;
-    }
+    int err = read_file(spec.pid_file, &data);
     size_t a = 0, b = data.n;
-    while (a < b && is_ascii_space(data.p[a]))
-        a++;
-    while (b > a && is_ascii_space(data.p[b - 1]))
-        b--;
-    size_t ndigits = 0;
-    int rc = parse_pyint(data.p ? data.p + a : "", b - a, &container_pid, &ndigits);
-    if (rc == -1) {
-        /* "%.200R": the repr cut at 200 characters */
-        ubuf r = {0};
-        repr_bytes(&r, (const uint8_t *)(data.p ? data.p + a : ""), b - a);
-        ub_puts(&failure, "invalid literal for int() with base 10: ");
-        ub_putn(&failure, r.p, r.n > 200 ? 200 : r.n);
-        ub_free(&r);
-    } else if (rc == -2) {
-        ub_printf(&failure,
-                  "Exceeds the limit (%d digits) for integer string conversion: value has %zu "
-                  "digits; use sys.set_int_max_str_digits() to increase the limit",
-                  INT_MAX_STR_DIGITS, ndigits);
+    char *end = NULL;
+    strip(data.p, &a, &b, false);
+    if (!err && b > a) {
+        data.p[b] = 0;
+        errno = 0;
+        container_pid = strtoll(data.p + a, &end, 10);
+        if (errno || end != data.p + b)
+            end = NULL;
     }
     bb_free(&data);
-    if (rc)
-        return -1;
-    failure.n = 0;
-    return 0;
+    if (end)
+        return 0;
+    bb_puts(&failure, "read pid file ");
+    bb_puts(&failure, spec.pid_file);
+    bb_printf(&failure, ": %s", err ? strerror(err) : "not a process id");
+    return -1;
 }
 
 /* _create: runc create (run --detach with spec.start); on success the container exists (and
  * runs) and container_pid is set; -1 with the message in `failure` otherwise. */
 static int create(void)
 {
-    int err = 0, fd;
-    if (spec.log_path.n) {
-        log_fd = open_log();
-        if (log_fd < 0)
-            return fail_path("open log file", &spec.log_path, errno);
-    }
-    fd = listen_unix(&spec.ctl_socket, 8, SOCK_STREAM, &err);
-    if (fd == LISTEN_RUNNING)
-        goto running_ctl;
-    if (fd < 0)
-        return fail_path("listen on", &spec.ctl_socket, err);
-    ctl_fd = fd;
-    if (spec.attach_socket.n) {
-        fd = listen_unix(&spec.attach_socket, 8, SOCK_SEQPACKET, &err);
-        if (fd == LISTEN_RUNNING) {
-            ub_putn(&failure, spec.attach_socket.cp, spec.attach_socket.n);
-            return fail_msg(": a monitor is already running for this container");
-        }
-        if (fd < 0)
-            return fail_path("listen on", &spec.attach_socket, err);
-        attach_fd = fd;
-    }
+    if (*spec.log_path && (log_fd = open_log()) < 0)
+        return fail_path("open log file", spec.log_path, errno);
+    if ((ctl_fd = listen_unix(spec.ctl_socket, 8, SOCK_STREAM, "listen on")) < 0)
+        return -1;
+    if (*spec.attach_socket &&
+        (attach_fd = listen_unix(spec.attach_socket, 8, SOCK_SEQPACKET, "listen on")) < 0)
+        return -1;
     int out_p[2], err_p[2], in_p[2] = {-1, -1};
-    if (pipe2(out_p, O_CLOEXEC) < 0)
+    if (pipe2(out_p, O_CLOEXEC) < 0 || pipe2(err_p, O_CLOEXEC) < 0 ||
+        (spec.stdin_ && !spec.tty && pipe2(in_p, O_CLOEXEC) < 0))
         return fail_os(errno, NULL);
-    if (pipe2(err_p, O_CLOEXEC) < 0)
-        return fail_os(errno, NULL);
-    if (spec.stdin_ && !spec.tty) {
-        if (pipe2(in_p, O_CLOEXEC) < 0)
-            return fail_os(errno, NULL);
-        stdin_w = in_p[1];
-    }
+    stdin_w = in_p[1];
     int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (null < 0) {
-        pstr devnull;
-        pstr_ascii(&devnull, "/dev/null");
-        return fail_os(errno, &devnull);
-    }
+    if (null < 0)
+        return fail_os(errno, "/dev/null");
     /* With start, `run --detach` is create + start in one runc process (one Go start-up less
      * than two calls); it returns once the container's process runs, which is then
      * reparented to this subreaper as after create. Its output waits in the pipes (or the
      * pty) until the loop reads it. */
     const char *argv[16];
     int n = 0;
-    argv[n++] = spec.runtime_path.b;
+    argv[n++] = spec.runtime_path;
     argv[n++] = "--root";
-    argv[n++] = spec.runtime_root.b;
+    argv[n++] = spec.runtime_root;
     argv[n++] = spec.start ? "run" : "create";
     if (spec.start)
         argv[n++] = "--detach";
     argv[n++] = "--bundle";
-    argv[n++] = spec.bundle.b;
+    argv[n++] = spec.bundle;
     argv[n++] = "--pid-file";
-    argv[n++] = spec.pid_file.b;
+    argv[n++] = spec.pid_file;
     int console_dfd = -1;
     bbuf console_addr = {0};
     if (spec.tty) {
-        ubuf cp = {0};
-        ub_putn(&cp, spec.ctl_socket.cp, spec.ctl_socket.n);
-        ub_puts(&cp, ".console");
-        pstr_set(&console_path, cp.p, cp.n);
-        ub_free(&cp);
-        have_console_path = true;
-        fd = listen_unix(&console_path, 1, SOCK_STREAM, &err);
-        if (fd == LISTEN_RUNNING) {
-            ub_putn(&failure, console_path.cp, console_path.n);
-            return fail_msg(": a monitor is already running for this container");
-        }
-        if (fd < 0)
-            return fail_path("console socket", &console_path, err);
-        console_fd = fd;
-        if (sock_address(&console_path, &console_addr, &console_dfd) < 0) {
+        bbuf cp = {0};
+        bb_puts(&cp, spec.ctl_socket);
+        bb_puts(&cp, ".console");
+        console_path = cp.p;
+        if ((console_fd = listen_unix(console_path, 1, SOCK_STREAM, "console socket")) < 0)
+            return -1;
+        if (sock_address(console_path, &console_addr, &console_dfd) < 0) {
             /* OSError of os.open(dirname or "."), which names that directory */
             int e = errno;
-            size_t i = console_path.n;
-            while (i > 0 && console_path.cp[i - 1] != '/')
-                i--;
-            size_t h = i;
-            while (h > 1 && console_path.cp[h - 1] == '/')
-                h--;
-            if (h == 1 && console_path.cp[0] == '/')
-                h = i; /* all slashes: kept as they are */
-            pstr dir;
-            if (h)
-                pstr_set(&dir, console_path.cp, h);
-            else
-                pstr_ascii(&dir, ".");
-            return fail_os(e, &dir);
+            bbuf dir = {0};
+            path_dir(&dir, console_path);
+            fail_os(e, dir.p);
+            bb_free(&dir);
+            return -1;
         }
         argv[n++] = "--console-socket";
         argv[n++] = console_addr.p;
     }
-    argv[n++] = spec.container_id.b;
+    argv[n++] = spec.container_id;
     argv[n] = NULL;
-    /* os.posix_spawn encodes its arguments here: a NUL or a lone surrogate kills the monitor */
-    need_path(&spec.runtime_path);
-    need_path(&spec.runtime_root);
-    need_path(&spec.bundle);
-    need_path(&spec.pid_file);
-    if (console_addr.p && memchr(console_addr.p, 0, console_addr.n))
-        die(crash_status, "ValueError: embedded null byte", 0);
-    need_path(&spec.container_id);
     int stdio[3] = {in_p[0] >= 0 ? in_p[0] : null, out_p[1], err_p[1]};
     pid_t pid;
     int rc = spawn((char *const *)argv, stdio, &pid);
@@ -2666,7 +1543,7 @@ static int create(void)
     close(null);
     if (rc) {
         close_quiet(console_dfd);
-        return fail_path("exec", &spec.runtime_path, rc);
+        return fail_path("exec", spec.runtime_path, rc);
     }
     int status = 0;
     if (wait_for(pid, &status) < 0) {
@@ -2694,7 +1571,7 @@ static int create(void)
         rc = receive_console(console_fd, &master);
         close(console_fd);
         console_fd = -1;
-        unlink_quiet(&console_path);
+        unlink(console_path);
         if (rc < 0)
             return -1;
         /* runc's own stdio carries only its warnings once the pty exists */
@@ -2723,121 +1600,55 @@ static int create(void)
     if (stdin_w >= 0)
         set_nonblocking(stdin_w);
     return 0;
-running_ctl:
-    ub_putn(&failure, spec.ctl_socket.cp, spec.ctl_socket.n);
-    return fail_msg(": a monitor is already running for this container");
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* config.json: cgroupsPath (OOM counters) and the pid namespace                             */
 
-/* json.load of <bundle>/config.json; NULL if Python's reader would swallow the failure (the
- * RecursionError it would not swallow kills the monitor, as there). */
-static jv *load_config(arena *a)
-{
-    if (spec.bundle.bad || memchr(spec.bundle.b, 0, spec.bundle.bn))
-        return NULL;
-    bbuf path = {0};
-    bb_putn(&path, spec.bundle.b, spec.bundle.bn);
-    if (path.n && path.p[path.n - 1] != '/')
-        bb_put(&path, '/');
-    bb_puts(&path, "config.json");
-    int fd = open(path.p, O_RDONLY | O_CLOEXEC);
-    bb_free(&path);
-    if (fd < 0)
-        return NULL;
-    bbuf data = {0};
-    struct stat st;
-    bool ok = fstat(fd, &st) == 0 && !S_ISDIR(st.st_mode);
-    while (ok) {
-        ssize_t r = read(fd, rbuf, READ_SIZE);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            ok = false;
-        if (r <= 0)
-            break;
-        bb_putn(&data, rbuf, (size_t)r);
-    }
-    close(fd);
-    jv *v = NULL;
-    if (ok) {
-        ubuf text = {0};
-        if (json_bytes_to_text((const uint8_t *)data.p, data.n, &text, NULL) == 0) {
-            /* the tree points into the text: keep it in the arena with the tree */
-            uint32_t *copy = aalloc(a, (text.n ? text.n : 1) * sizeof *copy);
-            memcpy(copy, text.p, text.n * sizeof *copy);
-            int jerr;
-            ubuf msg = {0};
-            v = json_loads(copy, text.n, a, CONFIG_MAX_DEPTH, false, &jerr, &msg);
-            ub_free(&msg);
-            if (!v && jerr == JE_RECURSION)
-                die(3, "RecursionError: maximum recursion depth exceeded while decoding "
-                       "config.json", 0);
-        }
-        ub_free(&text);
-    }
-    bb_free(&data);
-    return v;
-}
-
-/* cfg.get("linux", {}): the linux object, NULL if absent, (jv *)-1 if .get() would fail */
+/* cfg["linux"] of <bundle>/config.json: NULL if absent, (jv *)-1 if the file cannot be read or
+ * parsed or the value is no object (where Python's reader gives up: no cgroups path, no
+ * shared pid namespace). */
 #define JBAD ((jv *)-1)
 
-static jv *config_linux(jv *cfg)
+static jv *config_linux(ablk **a)
 {
+    bbuf path = {0}, data = {0};
+    bb_puts(&path, spec.bundle);
+    bb_puts(&path, path.n && path.p[path.n - 1] != '/' ? "/config.json" : "config.json");
+    int err = read_file(path.p, &data);
+    jv *cfg = err ? NULL : json_parse(data.p, data.n, a, NULL);
+    bb_free(&path);
+    bb_free(&data);
     if (!cfg || cfg->t != J_OBJ)
         return JBAD;
     jv *lx = jget(cfg, "linux");
-    if (lx && lx->t != J_OBJ)
-        return JBAD;
-    return lx;
+    return lx && lx->t != J_OBJ ? JBAD : lx;
 }
 
-/* _read_cgroups_path: linux.cgroupsPath if it is a str, else "". */
-static void read_cgroups_path(bbuf *out, bool *bad)
+/* _read_cgroups_path: linux.cgroupsPath if it is a string (and a path), else "". */
+static void read_cgroups_path(bbuf *out)
 {
-    arena a = {0};
-    jv *lx = config_linux(load_config(&a));
-    *bad = false;
-    if (lx && lx != JBAD) {
-        jv *p = jget(lx, "cgroupsPath");
-        if (p && p->t == J_STR) {
-            *bad = !fsencode(out, p->s, p->n);
-        }
-    }
+    ablk *a = NULL;
+    jv *lx = config_linux(&a);
+    jv *p = lx && lx != JBAD ? jget(lx, "cgroupsPath") : NULL;
+    if (p && p->t == J_STR && !memchr(p->s, 0, p->n))
+        bb_putn(out, p->s, p->n);
     afree(&a);
 }
 
 /* _shares_pid_namespace: no PID namespace of its own (the pod's, or the host's): its init
- * exiting does not end the other processes, which would hold the output pipes open. */
+ * exiting does not end the other processes, which would hold the output pipes open. An
+ * ill-formed linux.namespaces counts as not sharing. */
 static bool shares_pid_namespace(void)
 {
-    arena a = {0};
-    jv *lx = config_linux(load_config(&a));
-    bool shares = false;
-    if (lx == JBAD) {
-        afree(&a);
-        return false;
-    }
-    jv *ns = lx ? jget(lx, "namespaces") : NULL;
-    if (!ns) {
-        shares = true; /* not any([]) */
-    } else if (ns->t == J_ARR) {
-        shares = true;
-        for (jv *e = ns->first; e; e = e->next) {
-            if (e->t != J_OBJ)
-                die(3, "AttributeError: a linux.namespaces entry is not an object", 0);
-            jv *path = jget(e, "path");
-            if (jis_str(jget(e, "type"), "pid") && !(path && jtruthy(path))) {
-                shares = false;
-                break;
-            }
-        }
-    } else if ((ns->t == J_STR || ns->t == J_OBJ) && ns->n == 0) {
-        shares = true; /* iterating an empty str or dict */
-    } else {
-        die(3, "TypeError/AttributeError: linux.namespaces is not a list", 0);
+    ablk *a = NULL;
+    jv *lx = config_linux(&a);
+    jv *ns = lx && lx != JBAD ? jget(lx, "namespaces") : NULL;
+    bool shares = lx != JBAD && (!ns || ns->t == J_ARR);
+    for (jv *e = shares && ns ? ns->first : NULL; e && shares; e = e->next) {
+        jv *path = e->t == J_OBJ ? jget(e, "path") : NULL;
+        if (e->t != J_OBJ || (jis_str(jget(e, "type"), "pid") && !(path && path->b)))
+            shares = false;
     }
     afree(&a);
     return shares;
@@ -2861,7 +1672,6 @@ static void cgroup_relpath(bbuf *o, const char *p, size_t n)
         }
         const char *parent = part[0], *prefix = part[1], *name = part[2];
         size_t parent_n = plen[0], prefix_n = plen[1], name_n = plen[2];
-        bool first = true;
         if (parent_n && !(parent_n == 7 && memcmp(parent, "-.slice", 7) == 0)) {
             size_t stem_n = parent_n;
             if (stem_n >= 6 && memcmp(parent + stem_n - 6, ".slice", 6) == 0)
@@ -2874,9 +1684,8 @@ static void cgroup_relpath(bbuf *o, const char *p, size_t n)
                 if (acc.n)
                     bb_put(&acc, '-');
                 bb_putn(&acc, parent + start, i - start);
-                bb_puts(o, first ? "/" : "/");
-                first = false;
-                bb_putn(o, acc.p ? acc.p : "", acc.n);
+                bb_put(o, '/');
+                bb_putn(o, acc.p, acc.n);
                 bb_puts(o, ".slice");
                 start = i + 1;
             }
@@ -2919,14 +1728,11 @@ static bool parse_oom_counters(const char *t, size_t n)
         if ((kn == 8 && memcmp(line, "oom_kill", 8) == 0) ||
             (kn == 9 && memcmp(line, "under_oom", 9) == 0)) {
             const char *v = sp ? sp + 1 : line + ln;
-            size_t vn = sp ? ln - kn - 1 : 0, a = 0, b = vn;
-            while (a < b && (is_ascii_space(v[a]) || (v[a] >= 0x1c && v[a] <= 0x1f)))
-                a++;
-            while (b > a && (is_ascii_space(v[b - 1]) || (v[b - 1] >= 0x1c && v[b - 1] <= 0x1f)))
-                b--;
+            size_t a = 0, b = sp ? ln - kn - 1 : 0;
+            strip(v, &a, &b, true);
             bool digits = b > a, nonzero = false;
             for (size_t k = a; k < b; k++) {
-                digits &= jdigit((unsigned char)v[k]);
+                digits &= is_digit(v[k]);
                 nonzero |= v[k] > '0' && v[k] <= '9';
             }
             if (digits && nonzero)
@@ -2942,14 +1748,11 @@ static bool parse_oom_counters(const char *t, size_t n)
 static bool oom_killed(void)
 {
     bbuf cg = {0};
-    bool bad;
-    read_cgroups_path(&cg, &bad);
-    if (!cg.n && !bad) {
+    read_cgroups_path(&cg);
+    if (!cg.n) {
         bb_free(&cg);
         return false;
     }
-    if (bad || memchr(cg.p, 0, cg.n))
-        die(3, "ValueError: linux.cgroupsPath is not a valid path", 0);
     bbuf rel = {0};
     cgroup_relpath(&rel, cg.p, cg.n);
     struct stat st;
@@ -2967,14 +1770,10 @@ static bool oom_killed(void)
         bb_puts(&path, files[f][0]);
         bb_putn(&path, rel.p, rel.n);
         bb_puts(&path, files[f][1]);
-        int fd = open(path.p, O_RDONLY | O_CLOEXEC);
+        bbuf text = {0};
+        oom = read_file(path.p, &text) == 0 && parse_oom_counters(text.p, text.n);
         bb_free(&path);
-        if (fd < 0)
-            continue;
-        ssize_t r = read(fd, rbuf, READ_SIZE);
-        close(fd);
-        if (r > 0)
-            oom = parse_oom_counters((const char *)rbuf, (size_t)r);
+        bb_free(&text);
     }
     bb_free(&rel);
     bb_free(&cg);
@@ -3237,20 +2036,19 @@ static void drop_conn(conn *c)
 /* _reopen: kubelet rotation renamed the file; write to a new one at the same path. */
 static void reopen(bbuf *out)
 {
-    if (!spec.log_path.n) {
+    if (!*spec.log_path) {
         bb_puts(out, "{\"ok\":true}\n");
         return;
     }
     int fd = open_log();
     if (fd < 0) {
         /* Keep the old file: the kubelet renames it back when we answer an error. */
-        ubuf e = {0};
-        ub_puts(&e, "reopen ");
-        ub_putn(&e, spec.log_path.cp, spec.log_path.n);
-        ub_puts(&e, ": ");
-        ub_puts(&e, strerror(errno));
+        bbuf e = {0};
+        bb_puts(&e, "reopen ");
+        bb_puts(&e, spec.log_path);
+        bb_printf(&e, ": %s", strerror(errno));
         reply_error(out, &e);
-        ub_free(&e);
+        bb_free(&e);
         return;
     }
     int old = log_fd;
@@ -3265,47 +2063,36 @@ static void reopen(bbuf *out)
 /* _handle: one request line -> its reply. */
 static void handle(const char *line, size_t n, bbuf *out)
 {
-    ubuf e = {0};
+    bbuf e = {0};
+    ablk *a = NULL;
+    jv *o = NULL, *op = NULL;
     if (n > MAX_MESSAGE) {
-        ub_printf(&e, "request: message too long (%zu bytes)", n);
-        reply_error(out, &e);
-        ub_free(&e);
-        return;
-    }
-    ubuf text = {0}, msg = {0};
-    arena a = {0};
-    jv *o = NULL;
-    int jerr = JE_NONE;
-    if (json_bytes_to_text((const uint8_t *)line, n, &text, &msg) == 0)
-        o = json_loads(text.p, text.n, &a, REQUEST_MAX_DEPTH, false, &jerr, &msg);
-    if (!o) {
-        if (jerr == JE_RECURSION)
-            die(3, "RecursionError: maximum recursion depth exceeded while decoding a request",
-                0);
-        ub_puts(&e, "request: not JSON: ");
-        ub_putn(&e, msg.p, msg.n);
-    } else if (o->t != J_OBJ) {
-        ub_puts(&e, "request: expected a JSON object");
+        bb_printf(&e, "request: message too long (%zu bytes)", n);
     } else {
-        jv *op = jget(o, "op");
-        if (!op || op->t != J_STR) {
-            check_failed(&e, "request", "op", op);
-        } else if (jis_str(op, "ping")) {
-            bb_printf(out, "{\"ok\":true,\"pid\":%d,\"container_pid\":%lld,\"exited\":%s}\n",
-                      (int)getpid(), (long long)container_pid, exited ? "true" : "false");
-        } else if (jis_str(op, "reopen")) {
-            reopen(out);
-        } else {
-            ub_puts(&e, "unknown op ");
-            repr_str(&e, op->s, op->n);
+        bb_puts(&e, "request: ");
+        o = json_parse(line, n, &a, &e);
+        if (o && o->t != J_OBJ) {
+            bb_puts(&e, "expected a JSON object");
+        } else if (o) {
+            e.n = 0;
+            check(op = jget(o, "op"), "request", "op", J_STR, &e);
         }
     }
-    if (e.n)
+    if (e.n) {
         reply_error(out, &e);
+    } else if (jis_str(op, "ping")) {
+        bb_printf(out, "{\"ok\":true,\"pid\":%d,\"container_pid\":%lld,\"exited\":%s}\n",
+                  (int)getpid(), (long long)container_pid, exited ? "true" : "false");
+    } else if (jis_str(op, "reopen")) {
+        reopen(out);
+    } else {
+        bb_puts(&e, "unknown op '");
+        bb_putn(&e, op->s, op->n);
+        bb_put(&e, '\'');
+        reply_error(out, &e);
+    }
     afree(&a);
-    ub_free(&text);
-    ub_free(&msg);
-    ub_free(&e);
+    bb_free(&e);
 }
 
 static void on_conn(conn *c)
@@ -3436,8 +2223,8 @@ static void run_loop(void)
 /* write_exit_file: atomically (tmp file, fsync, rename, fsync the directory). */
 static void write_exit_file(const char *content, size_t len)
 {
-    const char *path = need_path(&spec.exit_file);
-    size_t n = spec.exit_file.bn, hl, to;
+    const char *path = spec.exit_file;
+    size_t n = strlen(path), hl, to;
     path_split(path, n, &hl, &to);
     /* Dot-prefixed: watchers of the exit directory skip it (crirt.runtime.exits). */
     bbuf tmp = {0};
@@ -3457,10 +2244,7 @@ static void write_exit_file(const char *content, size_t len)
         die(3, "rename exit file", errno);
     bb_free(&tmp);
     bbuf dir = {0};
-    if (hl)
-        bb_putn(&dir, path, hl);
-    else
-        bb_puts(&dir, ".");
+    path_dir(&dir, path);
     int dfd = open(dir.p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
         fsync(dfd);
@@ -3471,19 +2255,9 @@ static void write_exit_file(const char *content, size_t len)
 
 static void finish(void)
 {
-    while (nstreams) {
-        /* Past the drain deadline: whatever still holds the pipe keeps it; flush what we
-         * have. */
-        stream *s = &streams[0];
-        logw *w = xmalloc(sizeof *w);
-        lw_init(w, log_fd, s->enc.stream, clock_ns(CLOCK_REALTIME));
-        enc_finish(&s->enc, w);
-        free(w);
-        free(s->enc.buf);
-        close(s->fd);
-        memmove(streams, streams + 1, (size_t)(nstreams - 1) * sizeof *streams);
-        nstreams--;
-    }
+    /* Past the drain deadline: whatever still holds the pipe keeps it; flush what we have. */
+    while (nstreams)
+        close_stream(&streams[0]);
     for (size_t i = 0; i < natts; i++)
         close(atts[i].fd); /* output is over: attach clients see the socket close */
     natts = 0;
@@ -3509,17 +2283,17 @@ static void finish(void)
 
 static void cleanup_ctl(void)
 {
-    if (have_console_path)
-        unlink_quiet(&console_path);
+    if (console_path)
+        unlink(console_path);
     if (attach_fd >= 0) {
         close(attach_fd);
         attach_fd = -1;
-        unlink_quiet(&spec.attach_socket);
+        unlink(spec.attach_socket);
     }
     if (ctl_fd >= 0) {
         close(ctl_fd);
         ctl_fd = -1;
-        unlink_quiet(&spec.ctl_socket);
+        unlink(spec.ctl_socket);
     }
 }
 
@@ -3534,7 +2308,7 @@ static _Noreturn void monitor_run(void)
     int rc = -1;
     if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0) {
         int e = errno;
-        ub_printf(&failure, "monitor: [Errno %d] prctl(36): %s", e, strerror(e));
+        bb_printf(&failure, "monitor: [Errno %d] prctl(36): %s", e, strerror(e));
     } else {
         /* Blocked rather than ignored, as the Python monitor does; SIGCHLD is read from a
          * signalfd by the loop. runc gets every signal back at its default (spawn). */
@@ -3563,7 +2337,7 @@ static _Noreturn void monitor_run(void)
         report(-1, &failure);
         _exit(1);
     }
-    if (!report(container_pid, NULL)) {
+    if (!report(container_pid, &failure)) {
         /* crirt gave up waiting (timeout) or died and closed the pipe: nobody owns this
          * container. Deleting it (even started) is what lets a restarted crirt roll the start
          * back: a monitor that answers on its ctl socket has always been heard. */
@@ -3571,7 +2345,7 @@ static _Noreturn void monitor_run(void)
         cleanup_ctl();
         _exit(1);
     }
-    ub_free(&failure);
+    bb_free(&failure);
     run_loop();
     finish();
     cleanup_ctl();
@@ -3580,22 +2354,6 @@ static _Noreturn void monitor_run(void)
 
 /* ------------------------------------------------------------------------------------------ */
 /* main: _parse_args, the launcher's fork, close_fds_except, run                              */
-
-/* Python's int(str) for --sync-fd: spaces, a sign, digits with single underscores. */
-static bool parse_int_arg(const char *s, long *out)
-{
-    while (is_ascii_space(*s))
-        s++;
-    const char *e = s + strlen(s);
-    while (e > s && is_ascii_space(e[-1]))
-        e--;
-    int64_t v;
-    size_t nd;
-    if (e == s || parse_pyint(s, (size_t)(e - s), &v, &nd) != 0 || v < INT_MIN || v > INT_MAX)
-        return false;
-    *out = (long)v;
-    return true;
-}
 
 static void close_fds_except(int keep)
 {
@@ -3642,44 +2400,34 @@ int main(int argc, char **argv)
     /* Python ignores these from its start; the monitor relies on EPIPE rather than death. */
     signal(SIGPIPE, SIG_IGN);
     signal(SIGXFSZ, SIG_IGN);
-    crash_status = 1;
     long fd_arg = 1;
     bool foreground = false;
     const char *spec_arg = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--sync-fd") == 0) {
-            if (i + 1 >= argc)
-                die(1, "StopIteration: --sync-fd needs a value", 0);
-            if (!parse_int_arg(argv[++i], &fd_arg))
-                die(1, "ValueError: invalid literal for int() with base 10", 0);
+            char *end = NULL;
+            if (i + 1 < argc) {
+                errno = 0;
+                fd_arg = strtol(argv[++i], &end, 10);
+            }
+            if (!end || *end || end == argv[i] || errno || fd_arg < 0 || fd_arg > INT_MAX)
+                die(1, "--sync-fd needs a file descriptor number", 0);
         } else if (strcmp(argv[i], "--foreground") == 0) {
             foreground = true;
         } else if (!spec_arg || !*spec_arg) {
             /* `elif not spec`: an empty argument does not count as the spec */
             spec_arg = argv[i];
         } else {
-            ubuf u = {0}, r = {0};
-            bbuf line = {0};
-            decode_utf8((const uint8_t *)argv[i], strlen(argv[i]), ERR_SURROGATEESCAPE, &u,
-                        NULL);
-            repr_str(&r, u.p, u.n);
-            ub_free(&u);
-            bb_puts(&line, "unexpected argument ");
-            fsencode(&line, r.p, r.n);
-            bb_put(&line, '\n');
-            write_all_quiet(2, line.p, line.n);
-            _exit(1);
+            char msg[256];
+            snprintf(msg, sizeof msg, "unexpected argument '%.200s'", argv[i]);
+            die(1, msg, 0);
         }
     }
-    if (!spec_arg || !*spec_arg) {
-        static const char usage[] =
-            "usage: crirt-monitor [--sync-fd N] [--foreground] SPEC_JSON\n";
-        write_all_quiet(2, usage, sizeof usage - 1);
-        _exit(1);
-    }
+    if (!spec_arg || !*spec_arg)
+        die(1, "usage: crirt-monitor [--sync-fd N] [--foreground] SPEC_JSON", 0);
     sync_fd = (int)fd_arg;
-    if (sync_fd < 0 || fcntl(sync_fd, F_SETFD, FD_CLOEXEC) < 0)
-        die(1, "set_inheritable", sync_fd < 0 ? EBADF : errno);
+    if (fcntl(sync_fd, F_SETFD, FD_CLOEXEC) < 0)
+        die(1, "--sync-fd", errno);
     if (!foreground) {
         pid_t pid = fork();
         if (pid < 0)
@@ -3697,18 +2445,12 @@ int main(int argc, char **argv)
         if (null > 2 && null != sync_fd)
             close(null);
     }
-    /* run(): decode the spec (protocol.decode_spec) from argv's str */
-    ubuf text = {0}, err = {0};
-    decode_utf8((const uint8_t *)spec_arg, strlen(spec_arg), ERR_SURROGATEESCAPE, &text, NULL);
-    int rc = decode_spec(text.p, text.n, &err);
-    ub_free(&text);
-    if (rc < 0) {
-        bbuf line = {0};
-        encode_sync(&line, -1, &err);
-        write_all(sync_fd, line.p, line.n);
+    /* run(): decode the spec (protocol.decode_spec) */
+    bbuf err = {0};
+    if (decode_spec(spec_arg, &err) < 0) {
+        report(-1, &err);
         _exit(2);
     }
-    ub_free(&err);
-    crash_status = 3;
+    bb_free(&err);
     monitor_run();
 }
