@@ -122,6 +122,15 @@ static void *xrealloc(void *p, size_t n)
 
 static void *xmalloc(size_t n) { return xrealloc(NULL, n); }
 
+/* Room for one more element in a growable array (doubling from `first`). */
+static void *xgrow(void *arr, size_t n, size_t *cap, size_t first, size_t size)
+{
+    if (n < *cap)
+        return arr;
+    *cap = *cap ? *cap * 2 : first;
+    return xrealloc(arr, *cap * size);
+}
+
 static char *xstrdup(const char *s)
 {
     size_t n = strlen(s) + 1;
@@ -994,10 +1003,7 @@ static void poll_register(int fd, short events)
             return;
         }
     }
-    if (nwatches == cwatches) {
-        cwatches = cwatches ? cwatches * 2 : 8;
-        watches = xrealloc(watches, cwatches * sizeof *watches);
-    }
+    watches = xgrow(watches, nwatches, &cwatches, 8, sizeof *watches);
     watches[nwatches++] = (watch){fd, events};
 }
 
@@ -1943,10 +1949,7 @@ static void accept_attach(void)
         int fd = accept4(attach_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0)
             return;
-        if (natts == catts) {
-            catts = catts ? catts * 2 : 4;
-            atts = xrealloc(atts, catts * sizeof *atts);
-        }
+        atts = xgrow(atts, natts, &catts, 4, sizeof *atts);
         atts[natts++] = (attached){fd, false, false};
         poll_register(fd, stdin_pending.n ? 0 : POLLIN);
     }
@@ -2013,10 +2016,7 @@ static void accept_ctl(void)
         int fd = accept4(ctl_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0)
             return;
-        if (nconns == cconns) {
-            cconns = cconns ? cconns * 2 : 4;
-            conns = xrealloc(conns, cconns * sizeof *conns);
-        }
+        conns = xgrow(conns, nconns, &cconns, 4, sizeof *conns);
         conns[nconns++] = (conn){fd, NULL, 0, 0};
         poll_register(fd, POLLIN);
     }
