@@ -26,6 +26,19 @@ def testbed() -> Iterator[None]:
     subprocess.run(["ip", "link", "del", private_network()[0]], capture_output=True, check=False)
 
 
+@pytest.fixture(scope="session")
+def native_monitor(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The native monitor built from this checkout's source (not whatever is installed)."""
+    out = tmp_path_factory.mktemp("native") / "crirt-monitor"
+    subprocess.run(
+        [str(REPO / "scripts" / "build-monitor.sh"), str(out)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return str(out)
+
+
 @pytest.fixture
 def crirt(testbed: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crirt]:
     # Short base path: unix socket paths are limited to 108 bytes.

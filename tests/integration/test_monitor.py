@@ -30,7 +30,6 @@ from crirt.monitor.client import MonitorClient
 from crirt.monitor.protocol import MonitorSpec
 from crirt.sansio.crilog import Stream, join_messages, parse_log
 from tests.helpers.bundle import RUNC, make_bundle, remove_test_cgroups
-from tests.helpers.crirt import REPO
 
 T = TypeVar("T")
 
@@ -143,19 +142,6 @@ class Env:
     def wait_exit(self, spec: MonitorSpec, timeout: float = 10.0) -> Any:
         wait_for(lambda: MonitorClient.read_exit(spec.exit_file) is not None, timeout)
         return MonitorClient.read_exit(spec.exit_file)
-
-
-@pytest.fixture(scope="session")
-def native_monitor(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The native monitor built from this checkout's source (not whatever is installed)."""
-    out = tmp_path_factory.mktemp("native") / "crirt-monitor"
-    subprocess.run(
-        [str(REPO / "scripts" / "build-monitor.sh"), str(out)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    return str(out)
 
 
 # Every behaviour test runs against both monitors: the native one (the default) and the Python

@@ -26,16 +26,9 @@ GOOD: dict[str, object] = {
 }
 
 
-@pytest.fixture(scope="module")
-def native(tmp_path_factory: pytest.TempPathFactory) -> str:
-    out = tmp_path_factory.mktemp("native-spec") / "crirt-monitor"
-    subprocess.run(
-        [str(REPO / "scripts" / "build-monitor.sh"), str(out)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    return str(out)
+@pytest.fixture
+def native(native_monitor: str) -> str:
+    return native_monitor
 
 
 def launch(argv0: list[str], spec: str | bytes) -> tuple[int, protocol.SyncReport]:
