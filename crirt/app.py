@@ -33,6 +33,17 @@ from crirt.streaming import StreamingServer
 log = crirt_log.get_logger(__name__)
 
 
+def native_monitor(path: str) -> str | None:
+    """The native monitor to use, or None for the Python one (not configured, or not an
+    executable file here: logged, crirt still works)."""
+    if not path:
+        return None
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        log.warning("native monitor missing; using the Python monitor", path=path)
+        return None
+    return path
+
+
 def build(cfg: Config) -> tuple[RuntimeService, ImageService]:
     root = Path(cfg.root)
     state = Path(cfg.state_dir)
@@ -47,11 +58,9 @@ def build(cfg: Config) -> tuple[RuntimeService, ImageService]:
             log.warning("runtime handler missing; disabled", handler=name, path=h.path)
             continue
         runtimes[name] = OciRuntime(h.path, cfg.handler_root(name))
-    monitor_path = cfg.runtime.monitor_path
-    if monitor_path and not os.access(monitor_path, os.X_OK):
-        log.warning("native monitor missing; using the Python monitor", path=monitor_path)
-        monitor_path = ""
-    monitor = MonitorClient(state / "monitor", monitor_path=monitor_path or None)
+    monitor = MonitorClient(
+        state / "monitor", monitor_path=native_monitor(cfg.runtime.monitor_path)
+    )
     # The attachment cache lives beside the persistent IPAM state, so a reboot (which empties
     # the state dir) cannot orphan allocated IPs; netns.create already brings lo up.
     cni = CniManager(
