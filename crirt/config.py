@@ -102,9 +102,10 @@ class StreamingConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    """The Prometheus endpoint (HTTP, ``/metrics``), never on the CRI socket."""
+    """The Prometheus endpoint (HTTP, ``/metrics``), never on the CRI socket. Off by default,
+    as CRI-O's ``enable_metrics`` and containerd's ``metrics.address``."""
 
-    enabled: bool = True
+    enabled: bool = False
     address: str = "127.0.0.1"
     port: int = 9537  # CRI-O's default metrics port; 0 picks a free one
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -16,12 +16,15 @@ from crirt.api.chunks import chunked
 from crirt.api.listcache import ListCache
 from crirt.errors import Unavailable
 from crirt.log import get_logger
-from crirt.metrics import Metrics
 from crirt.runtime import container_update
 from crirt.runtime.events import Event, EventType
 from crirt.runtime.service import RuntimeService
 from crirt.stats import StatsService, descriptors
 from crirt.streaming import AttachRequest, ExecRequest, PortForwardRequest, StreamingServer
+
+if TYPE_CHECKING:
+    # Imported only when the endpoint is enabled (app.py): prometheus_client costs ~3 MB.
+    from crirt.metrics import Metrics
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 log = get_logger(__name__)

@@ -90,6 +90,8 @@ class Crirt:
                 str(self.cni_dir),
                 "--log-level",
                 "debug",
+                "--metrics-enabled",  # off by default; the tests scrape it
+                "true",
                 "--metrics-port",  # any free port: test servers run side by side
                 "0",
                 *self.extra_args,

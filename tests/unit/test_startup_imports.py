@@ -18,3 +18,17 @@ def test_server_start_does_not_load_the_registry_client() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_server_start_does_not_load_prometheus_unless_metrics_are_enabled() -> None:
+    # prometheus_client (~3 MB, 60 modules) is imported only when [metrics] enabled = true; the
+    # default is off, as in CRI-O and containerd.
+    code = (
+        "import sys, crirt.app, crirt.cli, crirt.config; "
+        "assert not crirt.config.MetricsConfig().enabled; "
+        "print(sorted(m for m in ('prometheus_client', 'crirt.metrics') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
