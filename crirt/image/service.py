@@ -88,7 +88,7 @@ class FsUsage:
 def _registry_client(
     *, timeout: float, read_timeout: float, pool_size: int, auth_files: AuthFiles | None
 ) -> RegistryClient:
-    from crirt.registry.client import RegistryClient  # loads requests: not at start
+    from crirt.registry.client import RegistryClient  # loads http.client: not at start
 
     return RegistryClient(
         timeout=timeout, read_timeout=read_timeout, pool_size=pool_size, auth_files=auth_files
@@ -195,8 +195,8 @@ class ImageService:
         self._config = config
         self._max_parallel = max(1, max_parallel)
         self._progress_timeout = pull_progress_timeout
-        # Made at first use (``client``): the registry client loads ``requests``, which a node
-        # that pulls nothing never needs (see ``crirt.registry.credentials``).
+        # Made at first use (``client``): the registry client and http.client are modules a
+        # node that pulls nothing never needs (see ``crirt.registry.credentials``).
         self._client = client
         self._new_client = functools.partial(
             _registry_client,

@@ -1,8 +1,8 @@
 """Registry access: which hosts serve an image (``config``), credentials (``credentials``,
 ``auth``), the distribution API (``client``).
 
-``client`` is not imported here: it loads ``requests``, which the server needs only from its
-first pull on (import ``crirt.registry.client`` for ``RegistryClient``).
+``client`` is not imported here: with ``transport`` and http.client it is needed only from the
+server's first pull on (import ``crirt.registry.client`` for ``RegistryClient``).
 """
 
 from crirt.registry.auth import AuthFiles as AuthFiles

@@ -1,4 +1,4 @@
-"""OCI distribution (registry v2) client over one pooled ``requests.Session``.
+"""OCI distribution (registry v2) client over pooled keep-alive connections (``transport``).
 
 Blocking by design: the image service calls it from worker threads. Every request has a
 timeout (connect, and per read); every HTTP status and transport failure becomes a crirt error
@@ -31,11 +31,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-import requests
-import requests.adapters
 import structlog
-import urllib3
-import urllib3.exceptions
 
 from crirt import __version__
 from crirt.errors import (
@@ -49,6 +45,13 @@ from crirt.errors import (
 )
 from crirt.registry.config import Endpoint
 from crirt.registry.credentials import Auth
+from crirt.registry.transport import (
+    TRANSPORT_ERRORS,
+    Response,
+    Transport,
+    basic_authorization,
+    form,
+)
 
 if TYPE_CHECKING:
     from crirt.registry.auth import AuthFiles
@@ -57,11 +60,8 @@ from crirt.sansio.manifest import MANIFEST_MEDIA_TYPES, MAX_MANIFEST_SIZE, detec
 
 log = structlog.get_logger(__name__)
 
-_TRANSPORT_ERRORS = (
-    requests.exceptions.RequestException,
-    urllib3.exceptions.HTTPError,
-    OSError,
-)
+# ValueError: too many redirects, or an unusable HTTP(S)_PROXY setting (transport.request).
+_TRANSPORT_ERRORS = (*TRANSPORT_ERRORS, ValueError)
 # Refresh a cached token this long before the registry says it expires.
 _TOKEN_SLACK = 5.0
 # Tag lists are paginated; stop after this many pages (a hostile registry could loop forever).
@@ -83,31 +83,13 @@ def _hash(algorithm: str) -> Any:
     return hashlib.new(algorithm)
 
 
-class _QuietHTTPSPool(urllib3.HTTPSConnectionPool):
-    """HTTPS pool for ``insecure`` registries: unverified on purpose, so no warning per request."""
-
-    def _validate_conn(self, conn: Any) -> None:
-        urllib3.HTTPConnectionPool._validate_conn(self, conn)
-        if conn.is_closed:
-            conn.connect()
-
-
-class _InsecureAdapter(requests.adapters.HTTPAdapter):
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": urllib3.HTTPConnectionPool,
-            "https": _QuietHTTPSPool,
-        }
-
-
 class BlobStream:
     """A streaming blob body: ``read(n)`` until ``b""``; closes the connection on exit.
 
     Transport failures while reading become :class:`RegistryError`.
     """
 
-    def __init__(self, response: requests.Response, what: str) -> None:
+    def __init__(self, response: Response, what: str) -> None:
         self._response = response
         self._what = what
         self.content_length: int | None = None
@@ -117,7 +99,7 @@ class BlobStream:
 
     def read(self, n: int = -1) -> bytes:
         try:
-            data: bytes = self._response.raw.read(None if n < 0 else n, decode_content=True)
+            data = self._response.read(n)
         except _TRANSPORT_ERRORS as exc:
             raise RegistryError(f"reading {self._what}: {exc}") from exc
         return data
@@ -137,10 +119,10 @@ class BlobStream:
         self.close()
 
 
-def _error_detail(resp: requests.Response) -> str:
+def _error_detail(resp: Response) -> str:
     """The registry's own error message (distribution spec ``{"errors": [...]}``), if any."""
     try:
-        body = resp.raw.read(64 * 1024, decode_content=True) if resp.raw is not None else b""
+        body = resp.read(64 * 1024)
         doc = json.loads(body)
         errors = doc.get("errors") if isinstance(doc, dict) else None
         if isinstance(errors, list) and errors:
@@ -157,7 +139,7 @@ def _error_detail(resp: requests.Response) -> str:
 class RegistryClient:
     """Registry API calls with bearer tokens, basic auth, and per-scope token caching.
 
-    Thread-safe: one instance serves all pulls; the sessions' connection pools are shared.
+    Thread-safe: one instance serves all pulls; its connection pool is shared.
     """
 
     def __init__(
@@ -166,28 +148,13 @@ class RegistryClient:
         timeout: float = 30.0,
         read_timeout: float = 300.0,
         pool_size: int = 10,
-        session: requests.Session | None = None,
         auth_files: AuthFiles | None = None,
     ) -> None:
         self._timeout = timeout
         self._read_timeout = read_timeout
         self._auth_files = auth_files
-        self._session = session or requests.Session()
-        adapter = requests.adapters.HTTPAdapter(
-            pool_connections=8, pool_maxsize=pool_size, max_retries=0
-        )
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-        self._session.headers["User-Agent"] = f"crirt/{__version__}"
-        # Unverified TLS for insecure registries: its own session, so no verified pool mixes.
-        self._insecure = requests.Session()
-        self._insecure.verify = False
-        self._insecure.mount(
-            "https://",
-            _InsecureAdapter(pool_connections=8, pool_maxsize=pool_size, max_retries=0),
-        )
-        self._insecure.mount("http://", adapter)
-        self._insecure.headers["User-Agent"] = f"crirt/{__version__}"
+        # Verified and unverified (insecure registries) TLS connections pool apart.
+        self._http = Transport(pool_size=pool_size, user_agent=f"crirt/{__version__}")
         self._lock = threading.Lock()
         # host -> the Bearer challenge it sent last, so later requests authenticate up front.
         self._challenges: dict[str, challenge.Challenge] = {}
@@ -197,8 +164,7 @@ class RegistryClient:
         self._bases: dict[str, str] = {}
 
     def close(self) -> None:
-        self._session.close()
-        self._insecure.close()
+        self._http.close()
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -363,7 +329,7 @@ class RegistryClient:
             f"{location}{sep}digest={digest}",
             auth,
             what,
-            {"Content-Type": "application/octet-stream"},
+            {"Content-Type": "application/octet-stream", "Content-Length": str(size)},
             push=True,
             ok=(201,),
             data=body,
@@ -433,7 +399,7 @@ class RegistryClient:
         timeout: tuple[float, float],
         data: Any,
         what: str,
-    ) -> requests.Response:
+    ) -> Response:
         """One HTTP exchange; for insecure hosts, HTTPS (unverified) then plain HTTP."""
         if path.startswith(("http://", "https://")):
             bases = [""]  # an absolute URL the registry gave us (upload location)
@@ -443,24 +409,21 @@ class RegistryClient:
             with self._lock:
                 known = self._bases.get(ep.host)
             bases = [known] if known else [f"https://{ep.host}", f"http://{ep.host}"]
-        session = self._insecure if ep.insecure else self._session
         error: Exception | None = None
         for base in bases:
             try:
-                resp = session.request(
+                resp = self._http.request(
                     method,
                     base + path,
                     headers=headers,
-                    stream=True,
+                    body=data,
                     timeout=timeout,
-                    data=data,
-                    allow_redirects=method in ("GET", "HEAD"),
-                    # Explicit: REQUESTS_CA_BUNDLE in the environment would turn it back on.
                     verify=not ep.insecure,
+                    follow_redirects=method in ("GET", "HEAD"),
                 )
             except _TRANSPORT_ERRORS as exc:
                 error = exc
-                if hasattr(data, "read"):
+                if _streamed(data):
                     break  # a streamed body cannot be sent twice
                 continue
             if base and ep.insecure:
@@ -482,7 +445,7 @@ class RegistryClient:
         push: bool = False,
         ok: tuple[int, ...] = (200,),
         data: Any = None,
-    ) -> requests.Response:
+    ) -> Response:
         auth = self._credentials(ep, auth)
         scope = challenge.push_scope(ep.repository) if push else challenge.pull_scope(ep.repository)
         authorization = self._authorization(ep.host, scope, auth, ep.insecure)
@@ -493,7 +456,7 @@ class RegistryClient:
             if authorization:
                 h["Authorization"] = authorization
             resp = self._send(ep, method, path, h, timeout, data, what)
-            if resp.status_code == 401 and not tried_auth and not hasattr(data, "read"):
+            if resp.status_code == 401 and not tried_auth and not _streamed(data):
                 tried_auth = True
                 header = resp.headers.get("WWW-Authenticate", "")
                 resp.close()
@@ -554,25 +517,25 @@ class RegistryClient:
         insecure: bool = False,
     ) -> challenge.TokenResponse:
         basic = auth.basic() if auth is not None else None
-        # The token endpoint of an insecure registry gets the same (unverified) TLS.
-        session = self._insecure if insecure else self._session
+        timeout = (self._timeout, self._timeout)
         try:
+            # The token endpoint of an insecure registry gets the same (unverified) TLS.
             if auth is not None and auth.identity_token:
                 # OAuth2 refresh-token grant (distribution docs/spec/auth/oauth.md).
-                resp = session.post(
-                    ch.realm,
-                    data=challenge.refresh_token_form(ch, [scope], auth.identity_token, _CLIENT_ID),
-                    timeout=(self._timeout, self._timeout),
-                    verify=not insecure,
+                body, headers = form(
+                    challenge.refresh_token_form(ch, [scope], auth.identity_token, _CLIENT_ID)
                 )
+                resp = self._http.request(
+                    "POST", ch.realm, headers=headers, body=body, timeout=timeout,
+                    verify=not insecure,
+                )  # fmt: skip
                 how = "with the given identity token"
             else:
-                resp = session.get(
-                    challenge.token_url(ch, [scope]),
-                    auth=basic,
-                    timeout=(self._timeout, self._timeout),
-                    verify=not insecure,
-                )
+                headers = {"Authorization": basic_authorization(*basic)} if basic else {}
+                resp = self._http.request(
+                    "GET", challenge.token_url(ch, [scope]), headers=headers, timeout=timeout,
+                    verify=not insecure, follow_redirects=True,
+                )  # fmt: skip
                 how = "with the given credentials" if basic else "anonymously"
         except _TRANSPORT_ERRORS as exc:
             raise RegistryError(f"registry {host}: cannot reach token endpoint: {exc}") from exc
@@ -591,9 +554,12 @@ class RegistryClient:
                 raise RegistryError(
                     f"registry {host}: token endpoint answered HTTP {resp.status_code}"
                 )
-            body = resp.content[: 1024 * 1024]
+            try:
+                token_body = resp.read(1024 * 1024)
+            except _TRANSPORT_ERRORS as exc:
+                raise RegistryError(f"registry {host}: reading the token: {exc}") from exc
         log.debug("registry token fetched", host=host, scope=scope)
-        return challenge.parse_token_response(body)
+        return challenge.parse_token_response(token_body)
 
 
 class _Body(BlobStream):
@@ -609,11 +575,8 @@ class Readable(Protocol):
 
 
 class _IterReader:
-    """Stream a reader as a request body in 1 MiB chunks (requests iterates it).
-
-    ``__len__`` makes requests send a Content-Length instead of a chunked body, which some
-    registries refuse for monolithic uploads.
-    """
+    """Stream a reader as a request body in 1 MiB chunks. The request carries its size as
+    Content-Length (not a chunked body, which some registries refuse for monolithic uploads)."""
 
     def __init__(self, src: Readable, size: int) -> None:
         self._src = src
@@ -627,13 +590,18 @@ class _IterReader:
             yield chunk
 
 
-def _retry_after(resp: requests.Response) -> str:
+def _streamed(data: Any) -> bool:
+    """A request body that is read as it is sent, so it cannot be sent twice."""
+    return data is not None and not isinstance(data, bytes)
+
+
+def _retry_after(resp: Response) -> str:
     value = resp.headers.get("Retry-After", "").strip()
     return f"; retry after {value}{' s' if value.isdigit() else ''}" if value else ""
 
 
 def _status_error(
-    resp: requests.Response, ep: Endpoint, what: str, auth: Auth | None
+    resp: Response, ep: Endpoint, what: str, auth: Auth | None
 ) -> RegistryError | ImageNotFound:
     """The crirt error for a registry's HTTP error answer (closes the response)."""
     detail = _error_detail(resp)
