@@ -401,3 +401,25 @@ def test_insecure_means_unverified_tls_first(
     finally:
         s.httpd.shutdown()
         s.httpd.server_close()
+
+
+def test_a_streamed_upload_refused_with_401_is_not_sent_twice(
+    server: Server, client: RegistryClient
+) -> None:
+    # The stream is consumed by the first PUT: a retry would send an empty or short body.
+    server.method_routes[("POST", "/v2/lib/app/blobs/uploads/")] = lambda h: (
+        202,
+        {"Location": "/v2/lib/app/blobs/uploads/u1"},
+        b"",
+    )
+    server.method_routes[("PUT", "/v2/lib/app/blobs/uploads/u1")] = lambda h: (
+        401,
+        {"WWW-Authenticate": 'Basic realm="r"'},
+        b"",
+    )
+    # With credentials that could answer the challenge, were the body replayable.
+    with pytest.raises(RegistryUnauthorized):
+        client.push_blob(_ep(server), BLOB_DIGEST, len(BLOB), io.BytesIO(BLOB), Auth("u", "p"))
+    puts = [p for p, _ in server.requests if p.startswith("/v2/lib/app/blobs/uploads/u1")]
+    assert len(puts) == 1
+    assert server.bodies[-1] == BLOB
