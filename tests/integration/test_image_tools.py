@@ -323,6 +323,21 @@ def test_media_type_that_lies_is_refused(
         run(svc.pull(f"example.test/{repo}:v1"))
 
 
+def test_corrupt_zstd_data_with_a_matching_digest_is_refused(
+    svc: ImageService, registry: LocalRegistry, repo: str
+) -> None:
+    # Given a zstd layer whose bytes match its digest but are not a valid zstd frame
+    t = make_tar([Entry("a", data=b"a")])
+    blob = bytes.fromhex("28b52ffd") + b"\xff" * 64
+    _push_custom(registry.url, repo, "v1", [(t, blob, ZSTD)])
+    # When it is pulled / Then the pull fails naming the data, and nothing is left behind
+    with pytest.raises(Exception, match="invalid layer data"):
+        run(svc.pull(f"example.test/{repo}:v1"))
+    layers = svc.store.path / "layers"
+    assert not list(layers.glob("tmp-*"))
+    assert not [d for d in layers.iterdir() if (d / "layer.json").exists()]
+
+
 def test_corrupted_blob_is_refused(
     svc: ImageService, registry: LocalRegistry, proxy: RegistryProxy, repo: str
 ) -> None:
