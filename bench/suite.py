@@ -253,6 +253,8 @@ def memory(name: str, tmp: Path, sock: Path, containers: int) -> dict[str, Any]:
         "daemon_rss_mb": rss / 1024, "daemon_pss_mb": pss / 1024,
         "helpers": len(helpers), "helpers_pss_mb": hp / 1024,
         "helpers_rss_mb": sum(r for r, _ in helpers) / 1024,
+        # All of the runtime's processes: idle, crirt's fork server has no containerd peer.
+        "total_pss_mb": (pss + hp) / 1024,
     }  # fmt: skip
     if containers:
         out["per_container_pss_mb"] = hp / 1024 / containers
@@ -355,7 +357,8 @@ def print_table(rows: dict[str, dict[str, Any]], mem: dict[str, Any]) -> None:
             label = "idle" if key == "idle" else f"at {mem['pods']} pods/{mem['containers']} ctrs"
             for field, what in (("daemon_rss_mb", "daemon RSS"), ("daemon_pss_mb", "daemon PSS"),
                                 ("helpers_pss_mb", "monitors+forksrv / shims PSS"),
-                                ("per_container_pss_mb", "  per container PSS")):  # fmt: skip
+                                ("per_container_pss_mb", "  per container PSS"),
+                                ("total_pss_mb", "daemon + monitors / shims PSS")):  # fmt: skip
                 vals = [mem[key].get(n, {}).get(field) for n in NAMES]
                 if all(v is None for v in vals):
                     continue
