@@ -1,13 +1,20 @@
 """crirt's side of the monitors: start one per container, reopen its log, read its exit file.
 
-Monitors come from the fork server (``forkserver.py``), started on first use and found again
-after a crirt restart through ``<state_dir>/forkserver.sock``; if it cannot be reached or
-started, a monitor is spawned as ``python3 -I -S -m crirt.monitor`` instead. With
-``monitor_path`` (the native monitor, ``crirt/monitor/native``) the fork server execs that
-binary in the forked monitor process instead of running the Python monitor (it stays the
-monitors' subreaper), and the fallback spawns the binary itself. Either way the monitor is not a
-child of crirt. The caller runs ``runc start`` itself once ``start_monitor``
-returned the container pid.
+Monitors come from a fork server, started on first use and found again after a crirt restart
+through ``<state_dir>/forkserver.sock``. Which one runs follows the monitor:
+
+* without ``monitor_path``: the Python fork server (``forkserver.py``), which forks Python
+  monitors from its own pre-imported pages; the fallback spawns ``python3 -I -S -m
+  crirt.monitor``.
+* with ``monitor_path`` (the native monitor, ``crirt/monitor/native``): that binary's own fork
+  server mode (``crirt-monitor --fork-server SOCKET --code CODE``, same protocol, well under
+  1 MB instead of ~8 MB), whose forked children exec the binary as the monitor; the fallback
+  spawns the binary itself.
+
+The server answers ``ping`` with the fingerprint (``code``) it was started with: a server of the
+other kind, or from older sources or an older binary, is asked to exit and replaced (running
+monitors stay). Either way the monitor is not a child of crirt. The caller runs ``runc start``
+itself once ``start_monitor`` returned the container pid.
 
 Files in ``state_dir``: ``forkserver.sock``, ``forkserver.sock.lock`` (the server's flock),
 ``monitor.log`` (stderr of the fork server and of every monitor: tracebacks only).
@@ -169,23 +176,24 @@ class MonitorClient:
             RuntimeFailure: it could not be started.
         """
         async with self._fs_lock:
+            code = self._fork_server_code()
             reply = await self._fs_request(protocol.OP_PING)
             pid = reply.get("pid") if reply else None
             if reply is not None and isinstance(pid, int):
-                if reply.get("code") == _source_fingerprint():
+                if reply.get("code") == code:
                     self._fs_checked = True
                     return pid
                 await self._retire(pid)
+            sock = str(self.fork_server_socket)
+            argv = (
+                [self.monitor_path, "--fork-server", sock, "--code", code]
+                if self.monitor_path
+                else [self.python, "-I", "-S", "-c", _BOOT_FORKSERVER, _PKG_ROOT, sock]
+            )
             log_fd = self._open_log()
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    self.python,
-                    "-I",
-                    "-S",
-                    "-c",
-                    _BOOT_FORKSERVER,
-                    _PKG_ROOT,
-                    str(self.fork_server_socket),
+                    *argv,
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=log_fd,
@@ -193,6 +201,8 @@ class MonitorClient:
                     start_new_session=True,
                     cwd="/",
                 )
+            except OSError as exc:
+                raise RuntimeFailure(f"cannot start the monitor fork server: {exc}") from exc
             finally:
                 os.close(log_fd)
             try:
@@ -215,6 +225,23 @@ class MonitorClient:
             if pid is None:
                 raise RuntimeFailure(f"monitor fork server said {out!r} but does not answer")
             return pid
+
+    def _fork_server_code(self) -> str:
+        """The ``code`` a fork server of ours answers ``ping`` with.
+
+        Raises:
+            RuntimeFailure: the native monitor cannot be found.
+        """
+        if not self.monitor_path:
+            return _source_fingerprint()
+        try:
+            st = os.stat(self.monitor_path)
+        except OSError as exc:
+            raise RuntimeFailure(f"native monitor: {exc}") from exc
+        # The binary (rebuilt: replaced) and the protocol it shares with crirt's sources; the
+        # prefix tells it from the Python server's fingerprint.
+        binary = protocol.fingerprint([(st.st_mtime_ns, st.st_size)])
+        return f"native:{binary};{_source_fingerprint()}"
 
     def _spawn_via_fork_server(self, spec: MonitorSpec, sync_w: int) -> None:
         extra = {"exec": self.monitor_path} if self.monitor_path else {}
@@ -243,6 +270,8 @@ class MonitorClient:
                 start_new_session=True,
                 cwd="/",
             )
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot run the monitor {launcher[0]}: {exc}") from exc
         finally:
             os.close(log_fd)
         # The launcher forks the monitor and exits at once.

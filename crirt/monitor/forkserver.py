@@ -1,8 +1,12 @@
 """The fork server: a small long-lived process that forks monitors.
 
-A monitor started as a fresh interpreter costs ~4.5 MB PSS; forked from a parent that already
-imported the monitor's modules and called ``gc.freeze()`` it shares those pages copy-on-write
-(see design notes, "The monitor"). Invariants:
+This Python one runs when crirt uses the Python monitor: a monitor started as a fresh
+interpreter costs ~4.5 MB PSS; forked from a parent that already imported the monitor's modules
+and called ``gc.freeze()`` it shares those pages copy-on-write (see design notes, "The
+monitor"). With the native monitor (``MonitorClient.monitor_path``) crirt starts that binary's
+own fork server mode instead (``crirt-monitor --fork-server SOCKET --code CODE``, in
+``native/crirt-monitor.c``): same invariants and protocol, ~0.3 MB PSS instead of ~8 MB, and a
+spawn request there must carry ``exec``. Invariants:
 
 * One per state directory: an exclusive ``flock`` on ``<socket>.lock`` held for its lifetime; a
   second instance prints ``busy`` and exits, and the client connects to the first.

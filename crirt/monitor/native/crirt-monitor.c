@@ -15,6 +15,11 @@
  * {"ok":false,"error":...} reply. JSON is read by a strict RFC 8259 parser (UTF-8 only, nesting
  * at most 64 deep); a usage or internal error is one line on fd 2 and a nonzero exit.
  *
+ * `crirt-monitor --fork-server SOCKET --code CODE` is the fork server crirt runs when it uses
+ * this monitor (crirt/monitor/forkserver.py's invariants and protocol; that Python server runs
+ * only with the Python monitor): it forks and execs this binary for each monitor, costing
+ * ~0.3 MB PSS where the Python server costs ~8 MB. CODE is what it answers a ping with.
+ *
  * One file, libc only; scripts/build-monitor.sh builds it. Memory: one 64 KiB buffer serves
  * every read (pipes, pty, ctl and attach sockets), log records go out with writev straight
  * from it, and nothing else is kept but what a container's state needs.
@@ -34,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -320,7 +326,8 @@ struct jv {
     bool b;           /* its truth value, as Python's bool() sees it */
     int64_t i;        /* J_INT */
     char *s, *k;      /* J_STR: the text; a member's key (NUL-terminated, may hold more NULs) */
-    size_t n, kn;     /* their lengths */
+    size_t n, kn;     /* their lengths; J_ARR / J_OBJ: n is the length of src */
+    const char *src;  /* J_ARR / J_OBJ: its JSON text in the input (passed on verbatim) */
     jv *first, *next; /* J_ARR / J_OBJ: the elements or members in order; the next sibling */
 };
 
@@ -521,7 +528,7 @@ static jv *jvalue(jparser *p)
     if (++p->depth > JSON_MAX_DEPTH)
         return jfail(p, "too deeply nested (over 64 levels)");
     jv *o = jnew(p, c == '{' ? J_OBJ : J_ARR), **tail = &o->first;
-    p->i++;
+    size_t start = p->i++;
     jws(p);
     for (bool more = !jat(p, close); more;) {
         char *k = NULL;
@@ -553,6 +560,8 @@ static jv *jvalue(jparser *p)
     p->i++;
     p->depth--;
     o->b = o->first != NULL;
+    o->src = (const char *)p->s + start;
+    o->n = p->i - start;
     return o;
 }
 
@@ -2060,25 +2069,42 @@ static void reopen(bbuf *out)
     bb_puts(out, "{\"ok\":true}\n");
 }
 
+/* protocol.decode_request: the request object, whose "op" is a string, or NULL with the
+ * message in e. */
+static jv *decode_request(const void *line, size_t n, ablk **a, bbuf *e)
+{
+    if (n > MAX_MESSAGE) {
+        bb_printf(e, "request: message too long (%zu bytes)", n);
+        return NULL;
+    }
+    bb_puts(e, "request: ");
+    jv *o = json_parse(line, n, a, e);
+    if (o && o->t != J_OBJ) {
+        bb_puts(e, "expected a JSON object");
+        return NULL;
+    }
+    if (o)
+        e->n = 0;
+    return o && check(jget(o, "op"), "request", "op", J_STR, e) ? o : NULL;
+}
+
+static void unknown_op(bbuf *out, const jv *op)
+{
+    bbuf e = {0};
+    bb_puts(&e, "unknown op '");
+    bb_putn(&e, op->s, op->n);
+    bb_put(&e, '\'');
+    reply_error(out, &e);
+    bb_free(&e);
+}
+
 /* _handle: one request line -> its reply. */
 static void handle(const char *line, size_t n, bbuf *out)
 {
     bbuf e = {0};
     ablk *a = NULL;
-    jv *o = NULL, *op = NULL;
-    if (n > MAX_MESSAGE) {
-        bb_printf(&e, "request: message too long (%zu bytes)", n);
-    } else {
-        bb_puts(&e, "request: ");
-        o = json_parse(line, n, &a, &e);
-        if (o && o->t != J_OBJ) {
-            bb_puts(&e, "expected a JSON object");
-        } else if (o) {
-            e.n = 0;
-            check(op = jget(o, "op"), "request", "op", J_STR, &e);
-        }
-    }
-    if (e.n) {
+    jv *o = decode_request(line, n, &a, &e), *op = o ? jget(o, "op") : NULL;
+    if (!o) {
         reply_error(out, &e);
     } else if (jis_str(op, "ping")) {
         bb_printf(out, "{\"ok\":true,\"pid\":%d,\"container_pid\":%lld,\"exited\":%s}\n",
@@ -2086,10 +2112,7 @@ static void handle(const char *line, size_t n, bbuf *out)
     } else if (jis_str(op, "reopen")) {
         reopen(out);
     } else {
-        bb_puts(&e, "unknown op '");
-        bb_putn(&e, op->s, op->n);
-        bb_put(&e, '\'');
-        reply_error(out, &e);
+        unknown_op(out, op);
     }
     afree(&a);
     bb_free(&e);
@@ -2355,15 +2378,18 @@ static _Noreturn void monitor_run(void)
 /* ------------------------------------------------------------------------------------------ */
 /* main: _parse_args, the launcher's fork, close_fds_except, run                              */
 
-static void close_fds_except(int keep)
+/* Close every fd above 2 but keep[0..nkeep) (ascending). */
+static void close_fds_except(const int *keep, int nkeep)
 {
-    /* close_range around the kept fd; /proc/self/fd where the syscall is missing */
+    /* close_range between the kept fds; /proc/self/fd where the syscall is missing */
     unsigned int lo = 3;
     bool ok = true;
-    if (keep >= 3) {
-        if (keep > 3)
-            ok = syscall(SYS_close_range, 3U, (unsigned int)keep - 1, 0U) == 0;
-        lo = (unsigned int)keep + 1;
+    for (int i = 0; i < nkeep && ok; i++) {
+        if (keep[i] < (int)lo)
+            continue;
+        if (keep[i] > (int)lo)
+            ok = syscall(SYS_close_range, lo, (unsigned int)keep[i] - 1, 0U) == 0;
+        lo = (unsigned int)keep[i] + 1;
     }
     if (ok && syscall(SYS_close_range, lo, ~0U, 0U) == 0)
         return;
@@ -2382,12 +2408,201 @@ static void close_fds_except(int keep)
             off += reclen;
             char *end;
             long fd = strtol(name, &end, 10);
-            if (*end || end == name || fd <= 2 || fd == keep || fd == dfd)
-                continue;
-            close((int)fd);
+            bool kept = fd <= 2 || fd == dfd;
+            for (int i = 0; i < nkeep; i++)
+                kept |= fd == keep[i];
+            if (!*end && end != name && !kept)
+                close((int)fd);
         }
     }
     close(dfd);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The fork server (crirt/monitor/forkserver.py) for the native monitor                      */
+
+#define FS_CONN_TIMEOUT 5 /* seconds a client may take to send its request */
+#define FS_MAX_FDS 4      /* room to see (and refuse) a few fds too many; the kernel drops more */
+
+/* The forked monitor: only the sync fd (and 0-2) open, the fork server's signal mask and
+ * dispositions undone, then exec; if exec fails, forkserver._exec_native's sync line. */
+static _Noreturn void exec_monitor(const char *const argv[], int fd)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    signal(SIGXFSZ, SIG_DFL);
+    close_fds_except(&fd, 1);
+    fcntl(fd, F_SETFD, 0);
+    execv(argv[0], (char *const *)argv);
+    int err = errno;
+    signal(SIGPIPE, SIG_IGN); /* crirt gone: the report fails quietly */
+    bbuf e = {0};
+    bb_puts(&e, "exec ");
+    bb_puts(&e, argv[0]);
+    bb_printf(&e, ": %s", strerror(err));
+    sync_fd = fd;
+    report(-1, &e);
+    _exit(127);
+}
+
+/* forkserver._spawn_monitor: fork twice, the grandchild execs the monitor; the middle child
+ * exits at once, so the monitor is orphaned to this process (its subreaper), not crirt's. */
+static void fs_spawn(const jv *req, const int *fds, int nfds, bbuf *out, bbuf *e)
+{
+    const jv *spec_v = jget(req, "spec"), *exe = jget(req, "exec");
+    if (nfds != 1) {
+        bb_printf(e, "spawn: expected one sync pipe fd, got %d%s",
+                  nfds > FS_MAX_FDS ? FS_MAX_FDS : nfds, nfds > FS_MAX_FDS ? " or more" : "");
+        return;
+    }
+    if (!spec_v || spec_v->t != J_OBJ) {
+        bb_puts(e, "spawn: missing spec (a JSON object)");
+        return;
+    }
+    if (!exe || exe->t != J_STR || exe->s[0] != '/' || memchr(exe->s, 0, exe->n)) {
+        bb_puts(e, "spawn: exec must be an absolute path");
+        return;
+    }
+    /* Built before the fork: the child only closes fds and execs. The spec goes on as the
+     * client wrote it; the monitor validates it. */
+    char fdarg[16];
+    snprintf(fdarg, sizeof fdarg, "%d", fds[0]);
+    bbuf text = {0};
+    bb_putn(&text, spec_v->src, spec_v->n);
+    const char *argv[] = {exe->s, "--sync-fd", fdarg, "--foreground", text.p, NULL};
+    int status = -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        pid_t g = fork();
+        if (g == 0)
+            exec_monitor(argv, fds[0]);
+        _exit(g < 0);
+    }
+    if (pid < 0)
+        bb_printf(e, "fork: %s", strerror(errno));
+    else if (wait_for(pid, &status) != pid || status != 0)
+        bb_printf(e, "fork failed (status %#x)", (unsigned)status);
+    else
+        bb_puts(out, "{\"ok\":true}\n");
+    bb_free(&text);
+}
+
+/* forkserver._serve_one: one request (a message, with fds) on a fresh connection, one reply.
+ * Whatever the request, every fd received is closed before returning. */
+static void fs_serve(int conn, const char *code)
+{
+    struct timeval tv = {FS_CONN_TIMEOUT, 0};
+    setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(conn, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(FS_MAX_FDS * sizeof(int))];
+    } ctl;
+    struct iovec iov = {rbuf, MAX_MESSAGE + 1};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+                        .msg_controllen = sizeof ctl.b};
+    ssize_t n = recvmsg(conn, &mh, MSG_CMSG_CLOEXEC);
+    if (n < 0)
+        return; /* timed out or reset: nothing was received */
+    int fds[FS_MAX_FDS], nfds = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+            for (size_t k = 0; k < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); k++)
+                if (nfds < FS_MAX_FDS)
+                    memcpy(&fds[nfds++], CMSG_DATA(c) + k * sizeof(int), sizeof(int));
+    if (mh.msg_flags & MSG_CTRUNC)
+        nfds = FS_MAX_FDS + 1; /* more than we could take: refused below like any wrong count */
+    bbuf out = {0}, e = {0};
+    ablk *a = NULL;
+    size_t len = mh.msg_flags & MSG_TRUNC ? (size_t)MAX_MESSAGE + 1 : (size_t)n;
+    jv *o = decode_request(rbuf, len, &a, &e), *op = o ? jget(o, "op") : NULL;
+    if (!o) {
+        reply_error(&out, &e);
+    } else if (jis_str(op, "ping")) {
+        bb_printf(&out, "{\"ok\":true,\"pid\":%d,\"code\":", (int)getpid());
+        json_str(&out, code, strlen(code));
+        bb_puts(&out, "}\n");
+    } else if (jis_str(op, "exit")) {
+        send(conn, "{\"ok\":true}\n", 12, MSG_NOSIGNAL);
+        _exit(0); /* the monitors are not our children: they keep running */
+    } else if (jis_str(op, "spawn")) {
+        fs_spawn(o, fds, nfds, &out, &e);
+        if (e.n)
+            reply_error(&out, &e);
+    } else {
+        unknown_op(&out, op);
+    }
+    send(conn, out.p, out.n, MSG_NOSIGNAL);
+    for (int i = 0; i < nfds && i < FS_MAX_FDS; i++)
+        close(fds[i]);
+    afree(&a);
+    bb_free(&e);
+    bb_free(&out);
+}
+
+/* forkserver.main: `--fork-server SOCKET --code CODE`; prints "ready <pid>" or "busy". */
+static _Noreturn void fork_server(const char *path, const char *code)
+{
+    bbuf lock = {0};
+    bb_puts(&lock, path);
+    bb_puts(&lock, ".lock");
+    int lock_fd = open(lock.p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock_fd < 0)
+        die(1, lock.p, errno);
+    if (flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
+        if (errno != EWOULDBLOCK)
+            die(1, lock.p, errno);
+        write_all(1, "busy\n", 5); /* the client talks to the one holding the lock */
+        _exit(0);
+    }
+    bb_free(&lock);
+    int fd = listen_unix(path, 64, SOCK_SEQPACKET, "listen on");
+    if (fd < 0)
+        die(1, failure.p, 0);
+    pid_t pid = fork();
+    if (pid < 0)
+        die(1, "fork", errno);
+    if (pid) {
+        char line[32];
+        int n = snprintf(line, sizeof line, "ready %d\n", (int)pid);
+        _exit(write_all(1, line, (size_t)n) < 0);
+    }
+    /* The server proper: own session, no cwd pinned, stdout /dev/null so the launcher's reader
+     * sees EOF; stderr stays (the client's log file). Orphaned monitors are re-parented to us
+     * (subreaper), so we reap them; they outlive both us and crirt. */
+    setsid();
+    prctl(PR_SET_NAME, "crirt-forksrv", 0, 0, 0);
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0)
+        die(1, "prctl(PR_SET_CHILD_SUBREAPER)", errno);
+    if (chdir("/") < 0)
+        die(1, "chdir /", errno);
+    int null = open("/dev/null", O_RDWR);
+    if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0)
+        die(1, "/dev/null", errno);
+    int keep[] = {lock_fd < fd ? lock_fd : fd, lock_fd < fd ? fd : lock_fd};
+    close_fds_except(keep, 2);
+    /* SIGCHLD through a signalfd: exited monitors are reaped (reap()) as soon as they end. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    signal(SIGCHLD, SIG_DFL);
+    if ((sig_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK)) < 0)
+        die(1, "signalfd", errno);
+    for (;;) {
+        struct pollfd p[2] = {{sig_fd, POLLIN, 0}, {fd, POLLIN, 0}};
+        if (poll(p, 2, -1) < 0 && errno != EINTR)
+            die(3, "poll", errno);
+        if (p[0].revents)
+            reap();
+        int conn = p[1].revents ? accept4(fd, NULL, NULL, SOCK_CLOEXEC) : -1;
+        if (conn >= 0) {
+            fs_serve(conn, code);
+            close(conn);
+        }
+    }
 }
 
 int main(int argc, char **argv)
@@ -2402,7 +2617,7 @@ int main(int argc, char **argv)
     signal(SIGXFSZ, SIG_IGN);
     long fd_arg = 1;
     bool foreground = false;
-    const char *spec_arg = NULL;
+    const char *spec_arg = NULL, *fs_socket = NULL, *fs_code = "";
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--sync-fd") == 0) {
             char *end = NULL;
@@ -2414,6 +2629,10 @@ int main(int argc, char **argv)
                 die(1, "--sync-fd needs a file descriptor number", 0);
         } else if (strcmp(argv[i], "--foreground") == 0) {
             foreground = true;
+        } else if (strcmp(argv[i], "--fork-server") == 0 && i + 1 < argc) {
+            fs_socket = argv[++i];
+        } else if (strcmp(argv[i], "--code") == 0 && i + 1 < argc) {
+            fs_code = argv[++i];
         } else if (!spec_arg || !*spec_arg) {
             /* `elif not spec`: an empty argument does not count as the spec */
             spec_arg = argv[i];
@@ -2423,8 +2642,15 @@ int main(int argc, char **argv)
             die(1, msg, 0);
         }
     }
+    if (fs_socket && spec_arg)
+        die(1, "--fork-server takes no spec", 0);
+    if (fs_socket)
+        fork_server(fs_socket, fs_code);
     if (!spec_arg || !*spec_arg)
-        die(1, "usage: crirt-monitor [--sync-fd N] [--foreground] SPEC_JSON", 0);
+        die(1,
+            "usage: crirt-monitor [--sync-fd N] [--foreground] SPEC_JSON\n"
+            "       crirt-monitor --fork-server SOCKET --code CODE",
+            0);
     sync_fd = (int)fd_arg;
     if (fcntl(sync_fd, F_SETFD, FD_CLOEXEC) < 0)
         die(1, "--sync-fd", errno);
@@ -2435,7 +2661,7 @@ int main(int argc, char **argv)
         if (pid != 0)
             _exit(0); /* the launcher exits at once: the monitor is reparented away */
     }
-    close_fds_except(sync_fd);
+    close_fds_except(&sync_fd, 1);
     /* fd 2 stays: the client points it at a log file for such messages. */
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (null >= 0) {
