@@ -79,6 +79,30 @@ def holders(path: Path) -> list[int]:
     return out
 
 
+def children_of(ppid: int) -> dict[int, str]:
+    """The children of ``ppid`` and their states (``Z``: an unreaped zombie)."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError):
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[1]) == ppid:
+                out[int(entry)] = fields[0]
+    return out
+
+
+def assert_fork_server_kind(env: Env, pid: int) -> None:
+    """The fork server matches the monitor: the native binary's own mode, or the Python one."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    if env.monitor_path:
+        assert os.readlink(f"/proc/{pid}/exe") == env.monitor_path
+        assert argv[1:3] == [b"--fork-server", str(env.client.fork_server_socket).encode()]
+    else:
+        assert b"crirt.monitor.forkserver" in b" ".join(argv)
+
+
 def smaps_rollup(pid: int) -> dict[str, int]:
     """kB figures of /proc/<pid>/smaps_rollup."""
     out = {}
@@ -370,6 +394,7 @@ def test_monitor_survives_fork_server_kill_and_client_restart(env: Env) -> None:
     mpid = run(env.create_and_start(spec))
     fs_pid = run(env.client.fork_server_pid())
     assert fs_pid is not None
+    assert_fork_server_kind(env, fs_pid)
     assert os.getppid() != mpid
     with open(f"/proc/{mpid}/stat") as f:
         ppid = int(f.read().rsplit(")", 1)[1].split()[1])
@@ -395,6 +420,8 @@ def test_monitor_survives_fork_server_kill_and_client_restart(env: Env) -> None:
     assert env.wait_exit(spec2).exit_code == 0
     new_fs = run(client2.fork_server_pid())
     assert new_fs not in (None, fs_pid)
+    assert new_fs is not None
+    assert_fork_server_kind(env, new_fs)
     run(client2.reopen_log(spec.ctl_socket))
 
 
@@ -413,10 +440,29 @@ def test_outdated_fork_server_is_replaced(env: Env, monkeypatch: pytest.MonkeyPa
     run(env.create_and_start(spec2))
     # Then the old server is gone, a new one serves, and the old monitor keeps running
     assert not pid_running(old_fs)
-    assert run(env.client.fork_server_pid()) not in (None, old_fs)
+    new_fs = run(env.client.fork_server_pid())
+    assert new_fs not in (None, old_fs)
+    assert new_fs is not None
+    assert_fork_server_kind(env, new_fs)
     assert env.wait_exit(spec2).exit_code == 0
     assert pid_running(mpid)
     assert run(env.client.ping(spec.ctl_socket))["pid"] == mpid
+
+
+@pytest.mark.root
+@needs_root
+def test_exited_monitors_are_reaped_by_the_fork_server(env: Env) -> None:
+    # Given monitors from the fork server whose containers exit at once
+    specs = [env.spec(f"reap{i}", ["true"]) for i in range(3)]
+    mpids = [run(env.create_and_start(s)) for s in specs]
+    fs_pid = run(env.client.fork_server_pid())
+    assert fs_pid is not None
+    for s in specs:
+        assert env.wait_exit(s).exit_code == 0
+    # Then the fork server (their subreaper) reaps them: no zombie is left (the Python server
+    # reaps every 2 s, the native one at once)
+    wait_for(lambda: not set(mpids) & set(children_of(fs_pid)), 5)
+    assert "Z" not in children_of(fs_pid).values()
 
 
 @pytest.mark.root
@@ -546,18 +592,23 @@ def test_memory_and_latency_of_ten_monitors(env: Env) -> None:
     pss = sum(r["Pss"] for r in rollups) / len(rollups)
     rss = sum(r["Rss"] for r in rollups) / len(rollups)
     dirty = sum(r["Private_Dirty"] for r in rollups) / len(rollups)
-    fs = smaps_rollup(run(env.client.fork_server_pid()) or 0)
+    fs_pid = run(env.client.fork_server_pid()) or 0
+    assert_fork_server_kind(env, fs_pid)
+    fs = smaps_rollup(fs_pid)
     # And, for comparison, two monitors started as fresh interpreters
     if env.monitor_path:
         print(
             f"\nnative monitor: PSS {pss / 1024:.2f} MB, RSS {rss / 1024:.2f} MB, private dirty "
             f"{dirty / 1024:.2f} MB per monitor (10 running); time to ready (create) median "
-            f"{sorted(ready)[5] * 1000:.0f} ms, max {max(ready) * 1000:.0f} ms"
+            f"{sorted(ready)[5] * 1000:.0f} ms, max {max(ready) * 1000:.0f} ms; native fork "
+            f"server PSS {fs['Pss']} kB, RSS {fs['Rss']} kB"
         )
         # The issue 8 target: at most 1 MiB PSS per container (conmon: about 0.5 MB). The
         # shared part here is libc's pages, shared with most processes on the machine.
         assert pss < 1024
         assert dirty < 512
+        # The native fork server replaces a ~8 MB Python one.
+        assert fs["Pss"] < 512
         return
     fb = env.new_client("state-fb", use_fork_server=False)
     fb_specs = [env.spec(f"fb{i}", ["sleep", "1000"]) for i in range(2)]
