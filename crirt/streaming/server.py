@@ -203,10 +203,14 @@ class StreamingServer:
         except Exception:
             log.exception("streaming session failed")
         finally:
-            self._sessions.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1)
+            # Counted until its connection is closed too: the task lives until then, and
+            # Status(verbose) reports sessions and tasks side by side.
+            try:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer.wait_closed(), 1)
+            finally:
+                self._sessions.discard(task)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         buf = bytearray()
