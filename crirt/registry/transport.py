@@ -160,6 +160,8 @@ class Response:
         conn, self._conn = self._conn, None
         if conn is None:
             return
+        if self._resp.length == 0 and not self._resp.isclosed():
+            self._resp.read()  # HEAD, 204, Content-Length: 0: ended, but http.client needs a read
         if self._resp.isclosed() and not self._resp.will_close:
             self._transport._release(self._key, conn)
         else:

@@ -146,7 +146,12 @@ def test_keep_alive_connections_are_reused(
     for _ in range(3):
         with transport.request("GET", s.url("/x")) as r:
             assert (r.status_code, r.read()) == (200, b"hello")
-    # One TCP connection (one client port) served all three requests.
+    # HEAD (and so a body of length 0) leaves the connection reusable too
+    with transport.request("HEAD", s.url("/x")) as r:
+        assert r.status_code == 200
+    with transport.request("GET", s.url("/x")) as r:
+        assert r.read() == b"hello"
+    # One TCP connection (one client port) served all the requests.
     assert len({port for *_, port, _ in s.seen}) == 1
     assert s.seen[0][2]["User-Agent"] == "crirt/test"
 
