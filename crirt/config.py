@@ -98,6 +98,16 @@ class StreamingConfig:
     address: str = "127.0.0.1"
     port: int = 0
     token_ttl: float = 60.0
+    # Seconds without a byte either way after which an exec/attach/port-forward connection is
+    # closed (its exec'd process is then killed, as when the client goes); containerd's
+    # stream_idle_timeout default, also the kubelet's streaming-connection-idle-timeout. 0: never.
+    idle_timeout: float = 4 * 3600.0
+
+    def __post_init__(self) -> None:
+        if not self.token_ttl > 0:
+            raise InvalidArgument(f"streaming.token_ttl: must be > 0, got {self.token_ttl}")
+        if not self.idle_timeout >= 0:
+            raise InvalidArgument(f"streaming.idle_timeout: must be >= 0, got {self.idle_timeout}")
 
 
 @dataclass(frozen=True)

@@ -227,7 +227,7 @@ class StreamingServer:
         except TimeoutError:
             return
         req, n = got
-        tcp = TcpDuplex(reader, writer, bytes(buf[n:]))
+        tcp = TcpDuplex(reader, writer, bytes(buf[n:]), self.config.idle_timeout)
         try:
             await self._route(req, tcp)
         except _HttpError as exc:

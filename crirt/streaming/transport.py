@@ -8,8 +8,9 @@
 * ``SpdySession``: SPDY events over any byte pipe; echoes PINGs and resets streams that broke
   the rules, so its users only see the frames that matter to them.
 
-One task reads (``events``/``recv``) while others write; reads have no timeout here, the
-callers bound their sessions.
+One task reads (``events``/``recv``) while others write. The only read timeout here is the
+connection's idle timeout (``TcpDuplex``): no byte either way for that long reads as EOF, as
+if the client had gone; the callers bound their sessions otherwise.
 """
 
 from __future__ import annotations
@@ -47,12 +48,19 @@ class Duplex(Protocol):
 
 class TcpDuplex:
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, initial: bytes = b""
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        initial: bytes = b"",
+        idle_timeout: float = 0.0,
     ) -> None:
         self.reader = reader
         self.writer = writer
         self._initial = initial
         self.eof = False
+        self.idle_timeout = idle_timeout  # 0: none
+        self._loop = asyncio.get_running_loop()
+        self._active = self._loop.time()
 
     async def recv(self) -> bytes:
         if self._initial:
@@ -61,15 +69,34 @@ class TcpDuplex:
         if self.eof:
             return b""
         try:
-            data = await self.reader.read(READ_SIZE)
+            data = await self._read()
         except (ConnectionError, OSError):
             data = b""
         if not data:
             self.eof = True
         return data
 
+    async def _read(self) -> bytes:
+        if not self.idle_timeout:
+            return await self.reader.read(READ_SIZE)
+        while True:
+            # Sends count as activity too, so the deadline moves while we wait.
+            left = self._active + self.idle_timeout - self._loop.time()
+            if left <= 0:
+                log.info("streaming connection idle: closing", seconds=self.idle_timeout)
+                self.writer.close()
+                return b""
+            try:
+                # Cancelling a StreamReader.read loses nothing: unread bytes stay buffered.
+                data = await asyncio.wait_for(self.reader.read(READ_SIZE), left)
+            except TimeoutError:
+                continue
+            self._active = self._loop.time()
+            return data
+
     def send(self, data: bytes) -> None:
         if not self.writer.is_closing():
+            self._active = self._loop.time()
             self.writer.write(data)
 
     async def drain(self) -> None:

@@ -442,3 +442,43 @@ def test_port_forward_host_network_pod(crirt: Crirt, transport: str) -> None:
     wait_for(up)
     with port_forward(crirt, transport, pod.id, port) as local:
         assert http_get(local) == b"host-web\n"
+
+
+@pytest.fixture
+def idle_crirt(testbed: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crirt]:
+    """A crirt whose streaming connections close after 2 s without a byte either way."""
+    srv = Crirt(
+        Path(tmp_path_factory.mktemp("crirt", numbered=True)),
+        extra_args=("--streaming-idle-timeout", "2"),
+    )
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.cleanup()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_idle_streaming_connections_are_closed(idle_crirt: Crirt, transport: str) -> None:
+    crirt = idle_crirt
+    crirt.crictl("pull", "busybox")
+    cid = make_pod(crirt, "idle").container("sleeper", ["sleep", "3600"])
+    # Given a session busier than the idle timeout (output every 0.5 s for 4 s)
+    busy = run_crictl(
+        crirt, "exec", "--transport", transport, cid, "sh", "-c",
+        "for i in 1 2 3 4 5 6 7 8; do echo $i; sleep 0.5; done",
+    )  # fmt: skip
+    # Then it runs to its end
+    assert (busy.returncode, busy.stdout) == (0, b"".join(b"%d\n" % i for i in range(1, 9)))
+    # Given a session that stays silent (a process and its child, no output, no stdin)
+    t0 = time.monotonic()
+    silent = run_crictl(
+        crirt, "exec", "--transport", transport, cid, "sh", "-c", "sleep 4242 & sleep 4242",
+        timeout=30,
+    )  # fmt: skip
+    # Then its connection is closed after about 2 s, and the process tree is killed
+    # (crictl's exit code is its own: SPDY reads the closed streams as a plain end.)
+    assert 1.5 < time.monotonic() - t0 < 15
+    assert silent.stdout == b""
+    wait_for(lambda: exec_processes(cid) == [], timeout=15)
+    assert "4242" not in in_container(crirt, cid, "ps")

@@ -59,3 +59,13 @@ def test_bad_files_are_clear_errors(tmp_path: Path, text: str, match: str) -> No
     main.write_text(text)
     with pytest.raises(InvalidArgument, match=match):
         config.load(main)
+
+
+def test_streaming_timeouts_are_checked() -> None:
+    cfg = config.load("/nonexistent/crirt.conf", _flags("--streaming-idle-timeout", "2.5"))
+    assert cfg.streaming.idle_timeout == 2.5
+    assert config.load("/nonexistent/crirt.conf").streaming.idle_timeout == 4 * 3600
+    with pytest.raises(InvalidArgument, match=r"streaming\.idle_timeout: must be >= 0"):
+        config.load("/nonexistent/crirt.conf", _flags("--streaming-idle-timeout", "-1"))
+    with pytest.raises(InvalidArgument, match=r"streaming\.token_ttl: must be > 0"):
+        config.load("/nonexistent/crirt.conf", _flags("--streaming-token-ttl", "0"))
