@@ -423,3 +423,20 @@ def test_a_streamed_upload_refused_with_401_is_not_sent_twice(
     puts = [p for p, _ in server.requests if p.startswith("/v2/lib/app/blobs/uploads/u1")]
     assert len(puts) == 1
     assert server.bodies[-1] == BLOB
+
+
+def test_redirect_loops_and_unusable_proxies_are_clear_errors(
+    server: Server, client: RegistryClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.routes["/v2/lib/app/manifests/v1"] = lambda h: (302, {"Location": h.path}, b"")
+    with pytest.raises(RegistryError, match="more than 10 redirects"):
+        client.get_manifest(_ep(server), "v1")
+    server.routes["/v2/lib/app/manifests/v1"] = _ok(MANIFEST)
+    for var in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "socks5://127.0.0.1:1080")
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://127.0.0.1:1080")
+    with pytest.raises(RegistryError, match=r"unsupported proxy 'socks5://127\.0\.0\.1:1080'"):
+        client.get_manifest(_ep(server), "v1")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert client.get_manifest(_ep(server), "v1").body == MANIFEST
