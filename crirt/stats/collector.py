@@ -126,26 +126,28 @@ class StatsCollector:
             writable_layer=self.fs_usage(s),
         )
 
+    def _pod_cgroup(self, sb: Sandbox) -> CgroupSample | None:
+        """The pod's own cgroup (the kubelet's ``pod<uid>`` parent), read as containerd and
+        CRI-O read pod stats: it holds every process of the pod, exited containers' page cache
+        and the pod-level limit. None when the pod has no parent of its own (the default parent
+        is shared by pods) or it cannot be read; the caller then sums infra and containers."""
+        if not sb.config.linux.cgroup_parent:
+            return None
+        s = self.reader.sample(cgroup_relpath(sb.cgroup_parent))
+        return s if s.cpu_ns is not None and s.memory is not None else None
+
     def pod_stats(
         self, sb: Sandbox, containers: Iterable[Container]
     ) -> tuple[api_pb2.PodSandboxStats, list[ContainerSample]]:
         ts = time.time_ns()
         samples = [self.sample_container(c, sb, pids=True) for c in containers]
-        infra = self._cgroup(sb.cgroup_parent, sb.id)
-        parts = [infra] + [s.cgroup for s in samples]
-        cpu = sum(p.cpu_ns or 0 for p in parts)
-        mems = [p.memory for p in parts if p.memory is not None]
-        mem = None
-        if mems:
-            mem = cg.MemorySample(
-                usage=sum(x.usage for x in mems),
-                working_set=sum(x.working_set for x in mems),
-                rss=sum(x.rss for x in mems),
-                page_faults=sum(x.page_faults for x in mems),
-                major_page_faults=sum(x.major_page_faults for x in mems),
-                limit=None,
-            )
-        pids = sum(p.pids or 0 for p in parts)
+        own = self._pod_cgroup(sb)
+        if own is not None:
+            cpu, mem, pids = own.cpu_ns or 0, own.memory, own.pids or 0
+        else:
+            cpu, mem, pids = _summed([self._cgroup(sb.cgroup_parent, sb.id)] + [
+                s.cgroup for s in samples
+            ])  # fmt: skip
         ifaces = net_dev_of(sb.infra_pid) if sb.netns_path else None
         network = None
         if ifaces is not None:
@@ -174,6 +176,22 @@ class StatsCollector:
             ),
         )
         return stats, samples
+
+
+def _summed(parts: list[CgroupSample]) -> tuple[int, cg.MemorySample | None, int]:
+    """CPU ns, memory and process count of a pod as the sum of its cgroups (no pod limit)."""
+    mems = [p.memory for p in parts if p.memory is not None]
+    mem = None
+    if mems:
+        mem = cg.MemorySample(
+            usage=sum(x.usage for x in mems),
+            working_set=sum(x.working_set for x in mems),
+            rss=sum(x.rss for x in mems),
+            page_faults=sum(x.page_faults for x in mems),
+            major_page_faults=sum(x.major_page_faults for x in mems),
+            limit=None,
+        )
+    return sum(p.cpu_ns or 0 for p in parts), mem, sum(p.pids or 0 for p in parts)
 
 
 def _memory(ts: int, m: cg.MemorySample | None) -> api_pb2.MemoryUsage:

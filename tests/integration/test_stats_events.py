@@ -4,11 +4,14 @@ reaching a GetContainerEvents client, and the Prometheus endpoint scraped and pa
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import queue
 import threading
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -55,6 +58,44 @@ def _create(
 
 def _stats(crirt: Crirt, cid: str) -> api_pb2.ContainerStats:
     return crirt.rt.ContainerStats(api_pb2.ContainerStatsRequest(container_id=cid)).stats
+
+
+def test_pod_stats_come_from_the_pod_cgroup(crirt: Crirt) -> None:
+    # Given a pod cgroup of its own with a memory limit, as the kubelet makes (pod<uid>)
+    parent = f"podtest{os.getpid()}x{time.time_ns() % 10**6}"
+    memdir = Path("/sys/fs/cgroup/memory") / parent
+    memdir.mkdir()
+    (memdir / "memory.limit_in_bytes").write_text(str(256 * MiB))
+    try:
+        crirt.img.PullImage(api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=BUSYBOX)))
+        pcfg = api_pb2.PodSandboxConfig(
+            metadata=api_pb2.PodSandboxMetadata(name="podcg", namespace="t", uid="podcg-uid"),
+            linux=api_pb2.LinuxPodSandboxConfig(cgroup_parent=f"/{parent}"),
+        )
+        sid = crirt.rt.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=pcfg)).pod_sandbox_id
+        cid = _create(crirt, sid, pcfg, "burn", ["sh", "-c", BURN])
+        crirt.rt.StartContainer(api_pb2.StartContainerRequest(container_id=cid))
+        time.sleep(2)
+        # When its stats are read
+        pod = crirt.rt.PodSandboxStats(api_pb2.PodSandboxStatsRequest(pod_sandbox_id=sid)).stats
+        # Then memory is the pod cgroup's: its limit shows as available bytes (a sum of the
+        # containers' cgroups has no pod limit), and the burner's 20 MB are in it
+        mem = pod.linux.memory
+        assert mem.working_set_bytes.value > 15 * MiB
+        assert mem.HasField("available_bytes")
+        assert mem.available_bytes.value + mem.working_set_bytes.value == 256 * MiB
+        assert pod.linux.cpu.usage_core_nano_seconds.value > 0
+        assert pod.linux.process.process_count.value >= 4  # infra, sh, dd, sleep
+    finally:
+        for sb in crirt.rt.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items:
+            if sb.metadata.name == "podcg":
+                crirt.rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=sb.id))
+                crirt.rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sb.id))
+        # runc made the parent in every hierarchy; crirt removed its own cgroups under it.
+        for d in Path("/sys/fs/cgroup").glob(f"*/{parent}"):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/{parent}"))
 
 
 def test_burning_container_stats_move(crirt: Crirt) -> None:
