@@ -87,8 +87,10 @@ class TcpDuplex:
                 self.writer.close()
                 return b""
             try:
-                # Cancelling a StreamReader.read loses nothing: unread bytes stay buffered.
-                data = await asyncio.wait_for(self.reader.read(READ_SIZE), left)
+                # No task per read (wait_for would make one); cancelling a StreamReader.read
+                # loses nothing: unread bytes stay buffered.
+                async with asyncio.timeout(left):
+                    data = await self.reader.read(READ_SIZE)
             except TimeoutError:
                 continue
             self._active = self._loop.time()
