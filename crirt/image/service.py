@@ -58,7 +58,7 @@ from crirt.sansio.manifest import (
     select_platform,
 )
 from crirt.sansio.reference import Reference
-from crirt.storage.images import ImageRecord, ImageStore, LayersMissing
+from crirt.storage.images import ImageRecord, ImageStore, LayersMissing, delete_dirs
 from crirt.storage.layers import LayerInfo, Readable, chain_ids
 from crirt.storage.locks import POLL_INTERVAL
 from crirt.storage.usage import walk_usage
@@ -375,8 +375,14 @@ class ImageService:
             # RemoveImage must succeed for an image that is already gone:
             # https://github.com/kubernetes/cri-api/blob/v0.36.3/pkg/apis/runtime/v1/api.proto#L154
             return
-        if await asyncio.to_thread(self._store.remove_image, record.id):
+        garbage: list[Path] = []
+        if await asyncio.to_thread(self._store.remove_image, record.id, reap=garbage.extend):
             log.info("image removed", image=record.id, tags=list(record.repo_tags))
+        if garbage:
+            # The layers are already out of the store (renamed); deleting their files was most
+            # of RemoveImage, so it happens after the reply (as containerd's GC does it later).
+            # A crash before it leaves tmp-* dirs, which the store's next start deletes.
+            asyncio.get_running_loop().run_in_executor(None, delete_dirs, garbage)
 
     async def mount(self, ref_or_id: str) -> Path:
         """Mount an image read-only (counted); return the mount point.

@@ -34,7 +34,7 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -423,10 +423,14 @@ class ImageStore:
         """The recorded (or, for a layer not recorded yet, on-disk) info of a layer."""
         return self._current().layers.get(layer_id) or self.layers.get(layer_id)
 
-    def remove_image(self, image_id: str) -> bool:
+    def remove_image(
+        self, image_id: str, *, reap: Callable[[list[Path]], None] | None = None
+    ) -> bool:
         """Forget an image and delete what nothing else uses. Idempotent.
 
-        Returns True if the image existed.
+        Returns True if the image existed. Unused layers leave the store at once (renamed
+        away); ``reap`` gets those directories to delete when convenient, else they are deleted
+        before returning.
 
         Raises:
             StorageError: the index cannot be written.
@@ -451,7 +455,7 @@ class ImageStore:
             del entries[image_id]
             self._commit_locked(entries, dict(state.layers), mounts)
             garbage = self._gc_locked(orphans=False)
-        _delete(garbage)
+        (reap or _delete)(garbage)
         return True
 
     def discard_unrecorded_layers(self, layer_ids: Iterable[str]) -> None:
@@ -750,6 +754,11 @@ class ImageStore:
             if "sha256:" + p.name not in blobs:
                 p.unlink(missing_ok=True)
         return garbage
+
+
+def delete_dirs(dirs: Iterable[Path]) -> None:
+    """Delete detached directories (what ``remove_image`` hands its ``reap``)."""
+    _delete(dirs)
 
 
 def _delete(dirs: Iterable[Path]) -> None:

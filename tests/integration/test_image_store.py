@@ -222,6 +222,27 @@ def test_remove_by_tag_removes_everything(
     run(svc.remove(f"example.test/{repo}:v1"))
 
 
+def test_removed_layers_leave_the_store_at_once_and_their_files_soon_after(
+    svc: ImageService, registry: LocalRegistry, repo: str
+) -> None:
+    _push_two(registry, repo)
+    rec = run(svc.pull(f"example.test/{repo}:v1"))
+    assert [p for p in _layers_dir(svc).iterdir() if not p.name.startswith("tmp-")]
+
+    async def remove_and_watch() -> None:
+        await svc.remove(rec.id)
+        # No committed layer is left when RemoveImage answers (detached: renamed to tmp-del-*)
+        assert [p for p in _layers_dir(svc).iterdir() if not p.name.startswith("tmp-")] == []
+        # And a worker deletes the detached files after the call
+        for _ in range(200):
+            if not list(_layers_dir(svc).iterdir()):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"left: {list(_layers_dir(svc).iterdir())}")
+
+    run(remove_and_watch())
+
+
 def test_concurrent_removes(svc: ImageService, registry: LocalRegistry, repo: str) -> None:
     _push_two(registry, repo)
     rec = run(svc.pull(f"example.test/{repo}:v1"))
