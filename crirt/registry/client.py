@@ -19,7 +19,6 @@ verification first and fall back to plain HTTP; the scheme that answered is reme
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import threading
@@ -482,7 +481,7 @@ class RegistryClient:
         if basic is not None and any(
             c.scheme == "basic" for c in challenge.parse_challenges(header)
         ):
-            return _basic_header(*basic)
+            return basic_authorization(*basic)
         how = "with the given credentials" if auth is not None else "anonymously"
         raise RegistryUnauthorized(f"{what}: registry {host} requires authentication, denied {how}")
 
@@ -641,8 +640,3 @@ def _next_link(header: str) -> str:
                 return pieces.path + ("?" + pieces.query if pieces.query else "")
             return url
     return ""
-
-
-def _basic_header(user: str, password: str) -> str:
-    raw = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return f"Basic {raw}"

@@ -108,8 +108,7 @@ def proxy_for(origin: Origin, environ: Mapping[str, str] | None = None) -> Proxy
     auth = ""
     if parts.username is not None:
         user = urllib.parse.unquote(parts.username)
-        password = urllib.parse.unquote(parts.password or "")
-        auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        auth = basic_authorization(user, urllib.parse.unquote(parts.password or ""))
     return Proxy(parts.hostname, parts.port or 80, auth)
 
 
@@ -118,11 +117,10 @@ def _dropped(conn: http.client.HTTPConnection) -> bool:
     sock = conn.sock
     if sock is None:
         return True
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return True
-    return bool(readable)
+    # poll, not select: select cannot watch an fd above 1023, which a busy daemon can have.
+    p = select.poll()
+    p.register(sock, select.POLLIN)
+    return bool(p.poll(0))
 
 
 _PoolKey = tuple[Origin, bool, Proxy | None]
@@ -232,22 +230,16 @@ class Transport:
                 return conn, True
             conn.close()
         origin, verify, proxy = key
-        if origin.scheme == "https":
-            conn = http.client.HTTPSConnection(
-                proxy.host if proxy else origin.host,
-                proxy.port if proxy else origin.port,
-                timeout=connect_timeout,
-                context=self._context(verify),
-            )
-            if proxy is not None:
-                auth = proxy.authorization
-                tunnel = {"Proxy-Authorization": auth} if auth else None
-                conn.set_tunnel(origin.host, origin.port, headers=tunnel)
-        else:
-            conn = http.client.HTTPConnection(
-                proxy.host if proxy else origin.host,
-                proxy.port if proxy else origin.port,
-                timeout=connect_timeout,
+        host, port = (proxy.host, proxy.port) if proxy else (origin.host, origin.port)
+        if origin.scheme == "http":
+            return http.client.HTTPConnection(host, port, timeout=connect_timeout), False
+        conn = http.client.HTTPSConnection(
+            host, port, timeout=connect_timeout, context=self._context(verify)
+        )
+        if proxy is not None:
+            auth = proxy.authorization
+            conn.set_tunnel(
+                origin.host, origin.port, headers={"Proxy-Authorization": auth} if auth else None
             )
         return conn, False
 
@@ -311,6 +303,7 @@ class Transport:
         if self._user_agent:
             send.setdefault("User-Agent", self._user_agent)
         replayable = body is None or isinstance(body, bytes)
+        names = {k.lower() for k in send}
         while True:
             conn, reused = self._acquire(key, timeout[0])
             try:
@@ -318,7 +311,6 @@ class Transport:
                     conn.connect()
                 assert conn.sock is not None
                 conn.sock.settimeout(timeout[1])
-                names = {k.lower() for k in send}
                 # Host comes from the URL (the origin's, also through a proxy or tunnel).
                 conn.putrequest(
                     method,

@@ -4,6 +4,8 @@ broken peers against scripted HTTP servers on loopback."""
 from __future__ import annotations
 
 import http.client
+import os
+import resource
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -290,3 +292,24 @@ def test_plain_http_goes_through_the_proxy_from_the_environment(
     with transport.request("GET", direct.url("/v2/")) as r:
         assert r.read() == b"direct"
     assert len(proxy.seen) == 1
+
+
+def test_connections_with_fds_above_1023_are_reused(
+    transport: Transport, serve: Callable[[Handler], Server]
+) -> None:
+    # select() cannot watch such fds; a busy daemon has them (the pool check uses poll).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    s = serve(lambda h: reply(h, 200, b"hello"))
+    filler = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    try:
+        for _ in range(2):
+            with transport.request("GET", s.url("/x")) as r:
+                assert r.read() == b"hello"
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert len({port for *_, port, _ in s.seen}) == 1
