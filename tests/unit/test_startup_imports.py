@@ -7,47 +7,42 @@ import sys
 
 import pytest
 
+SERVER = ("crirt.app", "crirt.cli")
 
-def test_server_start_does_not_load_the_registry_client() -> None:
-    # The registry client (and http.client) is loaded at the first pull
-    # (crirt.image.service.ImageService.client), not at start.
+
+def loaded_after(imports: tuple[str, ...], watched: tuple[str, ...]) -> list[str]:
+    """Which of ``watched`` a fresh interpreter has loaded after importing ``imports``."""
     code = (
-        "import sys, crirt.app, crirt.cli; "
-        "print(sorted(m for m in ('http.client', 'crirt.registry.client', "
-        "'crirt.registry.transport') if m in sys.modules))"
+        f"import sys, {', '.join(imports)}; "
+        f"print(' '.join(sorted(m for m in {watched!r} if m in sys.modules)))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
-    assert out.stdout.strip() == "[]"
+    return out.stdout.split()
+
+
+def test_server_start_does_not_load_the_registry_client() -> None:
+    # The registry client (and http.client) is loaded at the first pull
+    # (crirt.image.service.ImageService.client), not at start.
+    watched = ("http.client", "crirt.registry.client", "crirt.registry.transport")
+    assert loaded_after(SERVER, watched) == []
 
 
 def test_the_registry_client_does_not_load_requests() -> None:
     # requests with urllib3, idna and charset_normalizer was ~6.5 MB of every daemon that had
     # pulled once; the client speaks HTTP through crirt.registry.transport (http.client).
-    code = (
-        "import sys, crirt.registry.client; "
-        "print(sorted(m for m in ('requests', 'urllib3', 'charset_normalizer', 'idna') "
-        "if m in sys.modules))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert out.stdout.strip() == "[]"
+    watched = ("requests", "urllib3", "charset_normalizer", "idna")
+    assert loaded_after(("crirt.registry.client",), watched) == []
 
 
 def test_server_start_does_not_load_prometheus_unless_metrics_are_enabled() -> None:
     # prometheus_client (~3 MB, 60 modules) is imported only when [metrics] enabled = true; the
     # default is off, as in CRI-O and containerd.
-    code = (
-        "import sys, crirt.app, crirt.cli, crirt.config; "
-        "assert not crirt.config.MetricsConfig().enabled; "
-        "print(sorted(m for m in ('prometheus_client', 'crirt.metrics') if m in sys.modules))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert out.stdout.strip() == "[]"
+    from crirt.config import MetricsConfig
+
+    assert not MetricsConfig().enabled
+    assert loaded_after(SERVER, ("prometheus_client", "crirt.metrics")) == []
 
 
 def test_malloc_arenas_are_capped_unless_the_environment_decides(
