@@ -6,7 +6,7 @@ and called ``gc.freeze()`` it shares those pages copy-on-write (see design notes
 monitor"). With the native monitor (``MonitorClient.monitor_path``) crirt starts that binary's
 own fork server mode instead (``crirt-monitor --fork-server SOCKET --code CODE``, in
 ``native/crirt-monitor.c``): same invariants and protocol, ~0.3 MB PSS instead of ~8 MB, and a
-spawn request there must carry ``exec``. Invariants:
+spawn request there carries ``exec``, the binary to run as the monitor. Invariants:
 
 * One per state directory: an exclusive ``flock`` on ``<socket>.lock`` held for its lifetime; a
   second instance prints ``busy`` and exits, and the client connects to the first.
@@ -18,9 +18,6 @@ spawn request there must carry ``exec``. Invariants:
 * Requests (SOCK_SEQPACKET, one message each, see ``protocol``): ``{"op": "ping"}`` (answers
   its pid and the fingerprint of its code), ``{"op": "exit"}`` and
   ``{"op": "spawn", "spec": {...}}`` with the sync pipe's write end attached (SCM_RIGHTS).
-  With ``"exec": "/path/crirt-monitor"`` the forked monitor process execs that native monitor
-  (same command line as ``python3 -m crirt.monitor --foreground``) instead of running the
-  Python one: the server stays its subreaper, the Python pages are dropped at exec.
 
 Run: ``python3 -I -S -m crirt.monitor.forkserver <socket>``; it prints ``ready <pid>`` or
 ``busy`` on stdout once the socket accepts connections.
@@ -31,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import gc
-import json
 import os
 import socket
 import sys
@@ -65,37 +61,18 @@ def _spawn_monitor(req: dict[str, object], sync_fd: int) -> int:
     spec = req.get("spec")
     if not isinstance(spec, dict):
         raise protocol.ProtocolError("spawn: missing spec")
-    native = req.get("exec")
-    if native is not None and (not isinstance(native, str) or not os.path.isabs(native)):
-        raise protocol.ProtocolError("spawn: exec must be an absolute path")
-    # Built before the fork: the child only closes fds and execs.
-    argv = [native, "--sync-fd", str(sync_fd), "--foreground", json.dumps(spec)] if native else []
     gc.freeze()
     pid = os.fork()
     if pid == 0:
         try:
             if os.fork() == 0:
-                monitor.close_fds_except({sync_fd})
-                if argv:
-                    _exec_native(argv, sync_fd)
                 gc.enable()
+                monitor.close_fds_except({sync_fd})
                 monitor.run(spec, sync_fd)
         finally:
             os._exit(0)
     _, status = os.waitpid(pid, 0)
     return status
-
-
-def _exec_native(argv: list[str], sync_fd: int) -> None:
-    """Become the native monitor; if exec fails, say so on the sync pipe (never returns)."""
-    os.set_inheritable(sync_fd, True)
-    try:
-        os.execv(argv[0], argv)
-    except OSError as exc:
-        report = protocol.SyncReport(-1, os.getpid(), f"exec {argv[0]}: {exc.strerror}")
-        with contextlib.suppress(OSError):
-            os.write(sync_fd, protocol.encode_sync(report))
-    os._exit(127)
 
 
 def _serve_one(conn: socket.socket) -> None:

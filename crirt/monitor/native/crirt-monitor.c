@@ -2425,7 +2425,8 @@ static void close_fds_except(const int *keep, int nkeep)
 #define FS_MAX_FDS 4      /* room to see (and refuse) a few fds too many; the kernel drops more */
 
 /* The forked monitor: only the sync fd (and 0-2) open, the fork server's signal mask and
- * dispositions undone, then exec; if exec fails, forkserver._exec_native's sync line. */
+ * dispositions undone, then exec; if exec fails, a sync report line
+ * (protocol.encode_sync: pid -1, this process, the exec error). */
 static _Noreturn void exec_monitor(const char *const argv[], int fd)
 {
     sigset_t none;
