@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +34,7 @@ from crirt.runtime.events import EventType
 from crirt.runtime.filters import container_matches
 from crirt.runtime.model import Container, ContainerState
 from crirt.runtime.store import write_json_atomic
+from crirt.storage.images import delete_dirs
 
 if TYPE_CHECKING:
     from crirt.runtime.service import RuntimeService
@@ -43,12 +43,6 @@ log = get_logger(__name__)
 
 # How long to wait for a SIGKILLed process to be reported before giving up on it.
 KILL_WAIT = 10.0
-
-
-def _delete_all(paths: list[Path | None]) -> None:
-    for p in paths:
-        if p is not None:
-            shutil.rmtree(p, ignore_errors=True)
 
 
 def signal_number(name: str) -> int:
@@ -186,7 +180,7 @@ class ContainerOps:
         except Exception:
             log.warning("container cleanup step failed", container_id=cid, exc_info=True)
             raise
-        asyncio.get_running_loop().run_in_executor(None, _delete_all, garbage)
+        asyncio.get_running_loop().run_in_executor(None, delete_dirs, garbage)
 
     def _build_spec(
         self,

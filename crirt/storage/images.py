@@ -206,10 +206,10 @@ class ImageStore:
             self.layers.cleanup()
             self._state = self._load(self._lock.last_write())
             garbage = self._gc_locked(orphans=True)
-        _delete(garbage)
+        delete_dirs(garbage)
         # Containers discarded (crirt.storage.rootfs.discard) but not yet deleted by their
         # process when it died; deleting one twice (with a live process) is harmless.
-        _delete(self.trash_dir.iterdir())
+        delete_dirs(self.trash_dir.iterdir())
         self.layers.prune_locks()
         overlay.prune_links(self.links_dir)
 
@@ -455,7 +455,7 @@ class ImageStore:
             del entries[image_id]
             self._commit_locked(entries, dict(state.layers), mounts)
             garbage = self._gc_locked(orphans=False)
-        (reap or _delete)(garbage)
+        (reap or delete_dirs)(garbage)
         return True
 
     def discard_unrecorded_layers(self, layer_ids: Iterable[str]) -> None:
@@ -476,14 +476,14 @@ class ImageStore:
                     self.layers.drop_lock(lid, fd)
                 if d is not None:
                     garbage.append(d)
-        _delete(garbage)
+        delete_dirs(garbage)
 
     def gc(self) -> None:
         """Delete layers and blobs no image and no container references."""
         with self._lock.exclusive(), self._mutex:
             self._reload_locked()
             garbage = self._gc_locked(orphans=False)
-        _delete(garbage)
+        delete_dirs(garbage)
 
     # -- read-only image mounts -----------------------------------------------------------------
 
@@ -756,14 +756,11 @@ class ImageStore:
         return garbage
 
 
-def delete_dirs(dirs: Iterable[Path]) -> None:
-    """Delete detached directories (what ``remove_image`` hands its ``reap``)."""
-    _delete(dirs)
-
-
-def _delete(dirs: Iterable[Path]) -> None:
+def delete_dirs(dirs: Iterable[Path | None]) -> None:
+    """Delete detached directories (what ``remove_image`` hands its ``reap``); None: skipped."""
     for d in dirs:
-        shutil.rmtree(d, ignore_errors=True)
+        if d is not None:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _union(a: Iterable[str], b: Iterable[str]) -> tuple[str, ...]:
