@@ -90,9 +90,7 @@ class Crirt:
                 str(self.cni_dir),
                 "--log-level",
                 "debug",
-                "--metrics-enabled",  # off by default; the tests scrape it
-                "true",
-                "--metrics-port",  # any free port: test servers run side by side
+                "--metrics-port",  # if a test enables metrics: a free port (servers run at once)
                 "0",
                 *self.extra_args,
             ],

@@ -11,6 +11,7 @@ import queue
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -213,7 +214,28 @@ def test_every_lifecycle_change_reaches_an_events_client(crirt: Crirt) -> None:
     assert events[6].pod_sandbox_status.state == api_pb2.SANDBOX_NOTREADY
 
 
-def test_metrics_endpoint_is_scraped_and_parsed(crirt: Crirt) -> None:
+@pytest.fixture
+def metrics_crirt(testbed: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crirt]:
+    """A crirt with the Prometheus endpoint on (it is off by default)."""
+    srv = Crirt(
+        Path(tmp_path_factory.mktemp("crirt", numbered=True)),
+        extra_args=("--metrics-enabled", "true"),
+    )
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.cleanup()
+
+
+def test_metrics_are_off_by_default(crirt: Crirt) -> None:
+    info = crirt.rt.Status(api_pb2.StatusRequest(verbose=True)).info
+    assert json.loads(info["config"])["metrics"]["enabled"] is False
+    assert "metrics" not in info
+
+
+def test_metrics_endpoint_is_scraped_and_parsed(metrics_crirt: Crirt) -> None:
+    crirt = metrics_crirt
     sid, pcfg = _pod(crirt, "metrics")
     cid = _create(crirt, sid, pcfg, "c", ["sleep", "600"])
     crirt.rt.StartContainer(api_pb2.StartContainerRequest(container_id=cid))
