@@ -132,6 +132,14 @@ def _listen_unix(
     return sock
 
 
+def _runtime_argv(spec: protocol.MonitorSpec) -> list[str]:
+    """runc and its global options, the same for every call on this container."""
+    argv = [spec.runtime_path, "--root", spec.runtime_root]
+    if spec.systemd_cgroup:
+        argv.append("--systemd-cgroup")
+    return argv
+
+
 def cgroup_relpath(cgroups_path: str) -> str:
     """OCI ``linux.cgroupsPath`` → path below a hierarchy root (cgroupfs or systemd form)."""
     if ":" in cgroups_path and not cgroups_path.startswith("/"):
@@ -196,6 +204,27 @@ def _shares_pid_namespace(bundle: str) -> bool:
     except (OSError, ValueError, AttributeError):
         return False
     return not any(ns.get("type") == "pid" and not ns.get("path") for ns in namespaces)
+
+
+_IN_MODIFY = 0x00000002
+
+
+def _watch_oom(cgroups_path: str, cgroup_root: str = "/sys/fs/cgroup") -> tuple[int, str]:
+    """An inotify fd watching the container's memory.events on cgroup v2, and that path; (-1,
+    "") on v1 or when it cannot be watched. Under the systemd driver the scope's cgroup goes
+    away as soon as its last process exits, before the exit could be looked at, so the OOM
+    counters are read when the kernel bumps them (as conmon does); on v1 the cgroup stays
+    until ``runc delete`` and ``_oom_killed`` at the exit sees them."""
+    if not cgroups_path or not os.path.exists(os.path.join(cgroup_root, "cgroup.controllers")):
+        return -1, ""
+    path = f"{cgroup_root}{cgroup_relpath(cgroups_path)}/memory.events"
+    fd = _LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    if fd < 0:
+        return -1, ""
+    if _LIBC.inotify_add_watch(fd, os.fsencode(path), _IN_MODIFY) < 0:
+        os.close(fd)
+        return -1, ""
+    return fd, path
 
 
 def _oom_killed(cgroups_path: str) -> bool:
@@ -333,6 +362,10 @@ class Monitor:
         self.finished_at = 0
         self.poller = select.poll()
         self.wake_r = -1
+        # cgroup v2: memory.events watched while the container runs (_watch_oom).
+        self.oom_fd = -1
+        self.oom_path = ""
+        self.oom_seen = False
         # runc create succeeded: a failure from here on must delete the container.
         self.created = False
         self.console_path = ""
@@ -396,10 +429,16 @@ class Monitor:
         # start-up less than two calls); it returns once the container's process runs, which is
         # then reparented to this subreaper as after `create`. Its output waits in the pipes
         # (or the pty) until the loop reads it.
+        # runc's own messages go to a file in the bundle, not to its stderr, which is the
+        # container's: a warning (the systemd driver skipping a device, say) would otherwise
+        # land in the container's log. A failure's words are read back from it.
+        runc_log = os.path.join(spec.bundle, "runc.log")
+        with contextlib.suppress(OSError):
+            os.unlink(runc_log)
         argv = [
-            spec.runtime_path,
-            "--root",
-            spec.runtime_root,
+            *_runtime_argv(spec),
+            "--log",
+            runc_log,
             *(("run", "--detach") if spec.start else ("create",)),
             "--bundle",
             spec.bundle,
@@ -434,7 +473,12 @@ class Monitor:
         if status == 0:
             self.created = True
         else:
-            raw = _read_available(err_r) + _read_available(out_r)
+            try:
+                with open(runc_log, "rb") as f:
+                    raw = f.read()
+            except OSError:
+                raw = b""
+            raw = raw or _read_available(err_r) + _read_available(out_r)
             for fd in (out_r, err_r):
                 os.close(fd)
             raise MonitorError(_runc_error(raw, status))
@@ -724,8 +768,21 @@ class Monitor:
             os.close(old)
         return protocol.encode_reply(True)
 
+    def _check_oom(self) -> None:
+        with contextlib.suppress(OSError):
+            while os.read(self.oom_fd, 4096):  # the events only say "changed"
+                pass
+        try:
+            with open(self.oom_path) as f:
+                if parse_oom_counters(f.read()):
+                    self.oom_seen = True
+        except OSError:
+            pass
+
     def _loop(self) -> None:
         assert self.ctl is not None
+        if self.oom_fd >= 0:
+            self.poller.register(self.oom_fd, select.POLLIN)
         self.poller.register(self.wake_r, select.POLLIN)
         self.poller.register(self.ctl.fileno(), select.POLLIN)
         attach_fd = -1
@@ -748,7 +805,13 @@ class Monitor:
                 timeout_ms = max(1, int((deadline - now) * 1000))
             else:
                 timeout_ms = -1
-            for fd, ev in self.poller.poll(timeout_ms):
+            ready = self.poller.poll(timeout_ms)
+            # The OOM counters first: an exit in the same round may be what removes the cgroup.
+            if self.oom_fd >= 0 and any(fd == self.oom_fd for fd, _ in ready):
+                self._check_oom()
+            for fd, ev in ready:
+                if fd == self.oom_fd:
+                    continue
                 if fd in self.streams:
                     self._on_stream(fd)
                 elif fd in self.attached:
@@ -779,10 +842,12 @@ class Monitor:
             with contextlib.suppress(OSError):
                 os.fsync(self.log_fd)
         code, sig = protocol.exit_from_wait_status(self.exit_status)
+        if self.oom_fd >= 0:
+            self._check_oom()  # a bump not yet dispatched (gone already: oom_seen stays)
         info = protocol.ExitInfo(
             exit_code=code,
             finished_at=self.finished_at,
-            oom_killed=_oom_killed(_read_cgroups_path(self.spec.bundle)),
+            oom_killed=self.oom_seen or _oom_killed(_read_cgroups_path(self.spec.bundle)),
             signal=sig,
         )
         # Nothing is left to run: delete it here, before the exit is reported, so that
@@ -810,24 +875,14 @@ class Monitor:
         """SIGKILL every process left in the container's cgroup (``runc kill --all``); not
         waited for here (``_reap`` collects it)."""
         spec = self.spec
-        argv = [spec.runtime_path, "--root", spec.runtime_root, "kill", "--all"]
+        argv = [*_runtime_argv(spec), "kill", "--all"]
         with contextlib.suppress(OSError):
             _spawn([*argv, spec.container_id, "KILL"], None)
 
     def _delete_container(self) -> None:
         spec = self.spec
         with contextlib.suppress(OSError, ChildProcessError):
-            pid = _spawn(
-                [
-                    spec.runtime_path,
-                    "--root",
-                    spec.runtime_root,
-                    "delete",
-                    "--force",
-                    spec.container_id,
-                ],
-                None,
-            )
+            pid = _spawn([*_runtime_argv(spec), "delete", "--force", spec.container_id], None)
             os.waitpid(pid, 0)
 
     def run(self) -> NoReturn:
@@ -848,6 +903,7 @@ class Monitor:
             msg = str(exc) if isinstance(exc, MonitorError) else f"monitor: {exc}"
             self._report(protocol.SyncReport(-1, os.getpid(), msg))
             os._exit(1)
+        self.oom_fd, self.oom_path = _watch_oom(_read_cgroups_path(self.spec.bundle))
         if not self._report(protocol.SyncReport(self.container_pid, os.getpid())):
             # crirt gave up waiting (timeout) or died and closed the pipe: nobody owns this
             # container. Deleting it (even started) is what lets a restarted crirt roll the

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -34,8 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from crirt.errors import RuntimeFailure
+from crirt.log import get_logger
 from crirt.monitor import protocol
 from crirt.monitor.protocol import ExitInfo, MonitorSpec, SyncReport
+
+log = get_logger(__name__)
 
 StrPath = str | os.PathLike[str]
 
@@ -119,12 +123,16 @@ class MonitorClient:
         python: str = sys.executable,
         use_fork_server: bool = True,
         monitor_path: str | None = None,
+        systemd_slice: str | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.python = python
         self.use_fork_server = use_fork_server
         # The native monitor's executable; None: the Python monitor.
         self.monitor_path = os.path.abspath(monitor_path) if monitor_path else None
+        # Under systemd: the slice in which the fork server (and so every monitor it forks)
+        # gets a scope of its own, outside crirt's unit (see _scoped).
+        self.systemd_slice = systemd_slice
         self.fork_server_socket = self.state_dir / "forkserver.sock"
         self.log_file = self.state_dir / "monitor.log"
         self._fs_lock = asyncio.Lock()
@@ -190,32 +198,21 @@ class MonitorClient:
                 if self.monitor_path
                 else [self.python, "-I", "-S", "-c", _BOOT_FORKSERVER, _PKG_ROOT, sock]
             )
-            log_fd = self._open_log()
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=log_fd,
-                    close_fds=True,
-                    start_new_session=True,
-                    cwd="/",
+            scoped = self._scoped(argv, "crirt-monitors")
+            returncode, out = await self._run_fork_server(scoped)
+            if scoped is not argv and returncode != 0 and not out:
+                # systemd could not make the scope (it runs the program only once it has):
+                # monitors then share crirt's cgroup, and a stop of crirt's unit with
+                # KillMode=control-group would take them along.
+                log.warning(
+                    "no systemd scope for the monitors; they run in crirt's cgroup",
+                    slice=self.systemd_slice,
                 )
-            except OSError as exc:
-                raise RuntimeFailure(f"cannot start the monitor fork server: {exc}") from exc
-            finally:
-                os.close(log_fd)
-            try:
-                out, _ = await asyncio.wait_for(proc.communicate(), _FORKSERVER_START_TIMEOUT)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-                raise RuntimeFailure("monitor fork server did not start in time") from None
+                returncode, out = await self._run_fork_server(argv)
             words = out.decode(errors="replace").split()
-            if proc.returncode != 0 or not words:
+            if returncode != 0 or not words:
                 raise RuntimeFailure(
-                    f"monitor fork server failed (status {proc.returncode}); see {self.log_file}"
+                    f"monitor fork server failed (status {returncode}); see {self.log_file}"
                 )
             if words[0] == "ready" and len(words) > 1 and words[1].isdigit():
                 self._fs_checked = True
@@ -225,6 +222,53 @@ class MonitorClient:
             if pid is None:
                 raise RuntimeFailure(f"monitor fork server said {out!r} but does not answer")
             return pid
+
+    def _scoped(self, argv: list[str], prefix: str) -> list[str]:
+        """``argv`` run in a new transient scope of ``systemd_slice`` (``systemd-run --scope``
+        creates it, moves itself in and execs ``argv``: no extra process stays), or ``argv``
+        itself without systemd. CRI-O puts each conmon in a scope of its own for the same
+        reason (``conmon_cgroup``); one scope for the fork server is enough here, since every
+        monitor is forked from it and inherits its cgroup."""
+        if not self.systemd_slice:
+            return argv
+        unit = f"{prefix}-{secrets.token_hex(4)}.scope"
+        return [
+            "systemd-run",
+            "--scope",
+            "--quiet",
+            "--collect",
+            f"--unit={unit}",
+            f"--slice={self.systemd_slice}",
+            "--description=crirt container monitors",
+            "--",
+            *argv,
+        ]
+
+    async def _run_fork_server(self, argv: list[str]) -> tuple[int, bytes]:
+        """Start a fork server and read its first line ("ready PID" or "busy")."""
+        log_fd = self._open_log()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log_fd,
+                close_fds=True,
+                start_new_session=True,
+                cwd="/",
+            )
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot start the monitor fork server: {exc}") from exc
+        finally:
+            os.close(log_fd)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), _FORKSERVER_START_TIMEOUT)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise RuntimeFailure("monitor fork server did not start in time") from None
+        return (proc.returncode if proc.returncode is not None else -1), out
 
     def _fork_server_code(self) -> str:
         """The ``code`` a fork server of ours answers ``ping`` with.
@@ -257,6 +301,7 @@ class MonitorClient:
             if self.monitor_path
             else [self.python, "-I", "-S", "-c", _BOOT_MONITOR, _PKG_ROOT]
         )
+        launcher = self._scoped(launcher, f"crirt-monitor-{spec.container_id[:12]}")
         try:
             proc = await asyncio.create_subprocess_exec(
                 *launcher,

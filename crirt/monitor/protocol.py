@@ -99,6 +99,8 @@ class MonitorSpec:
     # SOCK_SEQPACKET socket for attach clients; empty: no attach.
     attach_socket: str = ""
     start: bool = False
+    # runc's --systemd-cgroup on every call (create/run, kill, delete): the systemd driver.
+    systemd_cgroup: bool = False
 
 
 @dataclass(frozen=True)
@@ -167,11 +169,21 @@ _SPEC_TYPES: Final[dict[str, tuple[type, ...]]] = {
     "log_max_line": (int,),
     "attach_socket": (str,),
     "start": (bool,),
+    "systemd_cgroup": (bool,),
 }
 
 
+# Fields newer than the monitors a node may still run (a native monitor binary older than crirt
+# refuses unknown fields): sent only when set, so a spec that does not use them stays readable.
+_SENT_WHEN_SET: Final = ("systemd_cgroup",)
+
+
 def spec_to_dict(spec: MonitorSpec) -> dict[str, Any]:
-    return asdict(spec)
+    d = asdict(spec)
+    for name in _SENT_WHEN_SET:
+        if not d[name]:
+            del d[name]
+    return d
 
 
 def spec_from_dict(obj: dict[str, Any]) -> MonitorSpec:

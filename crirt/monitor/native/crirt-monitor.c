@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -619,7 +620,7 @@ static bool check(const jv *v, const char *what, const char *name, int type, bbu
 static struct monitor_spec {
     char *container_id, *bundle, *runtime_path, *runtime_root, *log_path, *exit_file, *pid_file,
         *ctl_socket, *attach_socket;
-    bool stdin_, stdin_once, tty, start;
+    bool stdin_, stdin_once, tty, start, systemd_cgroup;
     int64_t log_max_line;
 } spec = {.log_max_line = DEFAULT_LOG_MAX_LINE};
 
@@ -637,6 +638,7 @@ static const struct field {
     F("stdin", stdin_, J_BOOL),               F("stdin_once", stdin_once, J_BOOL),
     F("tty", tty, J_BOOL),                    F("log_max_line", log_max_line, J_INT),
     F("attach_socket", attach_socket, J_STR), F("start", start, J_BOOL),
+    F("systemd_cgroup", systemd_cgroup, J_BOOL),
 #undef F
 };
 #define NFIELDS (sizeof fields / sizeof fields[0])
@@ -1282,10 +1284,26 @@ static pid_t wait_for(pid_t pid, int *status)
     return r;
 }
 
+/* runc and its global options, the same for every call on this container: argv[0..n). */
+static int runtime_argv(const char **argv)
+{
+    int n = 0;
+    argv[n++] = spec.runtime_path;
+    argv[n++] = "--root";
+    argv[n++] = spec.runtime_root;
+    if (spec.systemd_cgroup)
+        argv[n++] = "--systemd-cgroup";
+    return n;
+}
+
 static void delete_container(void)
 {
-    const char *argv[] = {spec.runtime_path, "--root", spec.runtime_root, "delete", "--force",
-                          spec.container_id, NULL};
+    const char *argv[8];
+    int n = runtime_argv(argv);
+    argv[n++] = "delete";
+    argv[n++] = "--force";
+    argv[n++] = spec.container_id;
+    argv[n] = NULL;
     pid_t pid;
     int status;
     if (spawn((char *const *)argv, NULL, &pid) == 0)
@@ -1296,8 +1314,13 @@ static void delete_container(void)
  * here (reap collects it). */
 static void kill_all(void)
 {
-    const char *argv[] = {spec.runtime_path, "--root", spec.runtime_root, "kill", "--all",
-                          spec.container_id, "KILL", NULL};
+    const char *argv[10];
+    int n = runtime_argv(argv);
+    argv[n++] = "kill";
+    argv[n++] = "--all";
+    argv[n++] = spec.container_id;
+    argv[n++] = "KILL";
+    argv[n] = NULL;
     pid_t pid;
     spawn((char *const *)argv, NULL, &pid);
 }
@@ -1514,11 +1537,17 @@ static int create(void)
      * than two calls); it returns once the container's process runs, which is then
      * reparented to this subreaper as after create. Its output waits in the pipes (or the
      * pty) until the loop reads it. */
-    const char *argv[16];
-    int n = 0;
-    argv[n++] = spec.runtime_path;
-    argv[n++] = "--root";
-    argv[n++] = spec.runtime_root;
+    /* runc's own messages go to a file in the bundle, not to its stderr, which is the
+     * container's: a warning (the systemd driver skipping a device, say) would otherwise land
+     * in the container's log. A failure's words are read back from it. */
+    static char runc_log[PATH_MAX];
+    if (snprintf(runc_log, sizeof runc_log, "%s/runc.log", spec.bundle) >= (int)sizeof runc_log)
+        return fail_os(ENAMETOOLONG, spec.bundle);
+    unlink(runc_log);
+    const char *argv[18];
+    int n = runtime_argv(argv);
+    argv[n++] = "--log";
+    argv[n++] = runc_log;
     argv[n++] = spec.start ? "run" : "create";
     if (spec.start)
         argv[n++] = "--detach";
@@ -1571,8 +1600,11 @@ static int create(void)
         created = true;
     } else {
         bbuf raw = {0};
-        read_available(err_p[0], collect_chunk, &raw);
-        read_available(out_p[0], collect_chunk, &raw);
+        if (read_file(runc_log, &raw) != 0 || !raw.n) {
+            raw.n = 0;
+            read_available(err_p[0], collect_chunk, &raw);
+            read_available(out_p[0], collect_chunk, &raw);
+        }
         close(out_p[0]);
         close(err_p[0]);
         runc_error(&raw, status);
@@ -1793,6 +1825,48 @@ static bool oom_killed(void)
     bb_free(&rel);
     bb_free(&cg);
     return oom;
+}
+
+/* The container's memory.events on cgroup v2, watched with inotify while it runs: under the
+ * systemd driver its scope's cgroup goes away as soon as its last process exits, before the
+ * exit could be looked at, so the OOM counters are read when the kernel bumps them (as
+ * conmon does). On v1 the cgroup stays until `runc delete`: oom_killed() at the exit. */
+static int oom_fd = -1;
+static bool oom_seen;
+static bbuf oom_path;
+
+static void check_oom(void)
+{
+    while (read(oom_fd, rbuf, READ_SIZE) > 0)
+        ; /* the events only say "changed" */
+    bbuf text = {0};
+    if (read_file(oom_path.p, &text) == 0 && parse_oom_counters(text.p, text.n))
+        oom_seen = true;
+    bb_free(&text);
+}
+
+static void watch_oom(void)
+{
+    struct stat st;
+    if (stat(CGROUP_ROOT "/cgroup.controllers", &st) != 0)
+        return;
+    bbuf cg = {0}, rel = {0};
+    read_cgroups_path(&cg);
+    if (cg.n) {
+        cgroup_relpath(&rel, cg.p, cg.n);
+        bb_puts(&oom_path, CGROUP_ROOT);
+        bb_putn(&oom_path, rel.p, rel.n);
+        bb_puts(&oom_path, "/memory.events");
+        oom_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        if (oom_fd >= 0 && inotify_add_watch(oom_fd, oom_path.p, IN_MODIFY) < 0) {
+            close(oom_fd);
+            oom_fd = -1;
+        }
+        if (oom_fd >= 0)
+            poll_register(oom_fd, POLLIN);
+    }
+    bb_free(&cg);
+    bb_free(&rel);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -2215,11 +2289,15 @@ static void run_loop(void)
             continue;
         }
         /* Handlers change the poll set: dispatch the ready fds of this round by what each fd
-         * is now, in the order Python would. */
+         * is now, in the order Python would. The OOM counters first: an exit in the same
+         * round may be what removes the cgroup. */
         size_t k = 0;
-        for (size_t i = 0; i < n; i++)
-            if (pfds[i].revents)
+        for (size_t i = 0; i < n; i++) {
+            if (pfds[i].revents && pfds[i].fd == oom_fd && oom_fd >= 0)
+                check_oom();
+            else if (pfds[i].revents)
                 pfds[k++] = pfds[i];
+        }
         for (size_t i = 0; i < k; i++) {
             int fd = pfds[i].fd;
             stream *s;
@@ -2288,7 +2366,9 @@ static void finish(void)
         fsync(log_fd);
     int code, sig;
     exit_from_status(exit_status, &code, &sig);
-    bool oom = oom_killed();
+    if (oom_fd >= 0)
+        check_oom(); /* a bump not yet dispatched (gone already: oom_seen stays as it is) */
+    bool oom = oom_seen || oom_killed();
     char line[160];
     int n = snprintf(line, sizeof line,
                      "{\"exit_code\":%d,\"finished_at\":%lld,\"oom_killed\":%s,\"signal\":", code,
@@ -2360,6 +2440,7 @@ static _Noreturn void monitor_run(void)
         report(-1, &failure);
         _exit(1);
     }
+    watch_oom();
     if (!report(container_pid, &failure)) {
         /* crirt gave up waiting (timeout) or died and closed the pipe: nobody owns this
          * container. Deleting it (even started) is what lets a restarted crirt roll the start

@@ -158,3 +158,12 @@ def test_spec_attach_socket_is_optional() -> None:
     assert obj["attach_socket"] == ""
     obj["attach_socket"] = "/run/x/attach"
     assert protocol.spec_from_dict(obj).attach_socket == "/run/x/attach"
+
+
+def test_newer_fields_are_sent_only_when_set() -> None:
+    # A monitor binary older than crirt refuses unknown fields: a spec that does not use the
+    # systemd driver must read exactly as before it existed.
+    assert "systemd_cgroup" not in protocol.spec_to_dict(SPEC)
+    systemd = MonitorSpec(**{**protocol.spec_to_dict(SPEC), "systemd_cgroup": True})
+    assert protocol.spec_to_dict(systemd)["systemd_cgroup"] is True
+    assert protocol.decode_spec(protocol.encode_spec(systemd)) == systemd
