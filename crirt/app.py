@@ -22,12 +22,14 @@ from crirt.config import Config
 from crirt.image.service import ImageService, pinned_patterns
 from crirt.monitor.client import MonitorClient
 from crirt.network.cni import CniManager
-from crirt.oci.runc import OciRuntime
+from crirt.oci.cgroups import CgroupDriver, check_slice, parse_driver
+from crirt.oci.runc import OciRuntime, systemd_booted
 from crirt.oci.spec import load_default_seccomp
 from crirt.runtime.handlers import probe_handlers
 from crirt.runtime.ports import OciRuntimePort
 from crirt.runtime.rootfs import ImageRootfs
 from crirt.runtime.service import RuntimeService
+from crirt.sdnotify import Notifier
 from crirt.streaming import StreamingServer
 
 log = crirt_log.get_logger(__name__)
@@ -45,6 +47,19 @@ def native_monitor(path: str) -> str | None:
 
 
 def build(cfg: Config) -> tuple[RuntimeService, ImageService]:
+    """Every long-lived object, wired.
+
+    Raises:
+        InvalidArgument: the configuration cannot work on this host (e.g. the systemd cgroup
+            driver without systemd, or a default parent of the other driver's form).
+    """
+    booted = systemd_booted()
+    driver = parse_driver(cfg.runtime.cgroup_driver, systemd_booted=booted)
+    default_parent = driver.pod_parent(cfg.runtime.default_cgroup_parent)
+    monitor_slice = None
+    if booted:
+        check_slice(cfg.runtime.monitor_cgroup)
+        monitor_slice = cfg.runtime.monitor_cgroup
     root = Path(cfg.root)
     state = Path(cfg.state_dir)
     for d in (root, state):
@@ -57,9 +72,15 @@ def build(cfg: Config) -> tuple[RuntimeService, ImageService]:
         if shutil.which(h.path) is None:
             log.warning("runtime handler missing; disabled", handler=name, path=h.path)
             continue
-        runtimes[name] = OciRuntime(h.path, cfg.handler_root(name))
+        # The one place that decides how runc is called: every call of every handler, and
+        # the monitors' calls (MonitorSpec.systemd_cgroup), use the driver's flag.
+        runtimes[name] = OciRuntime(
+            h.path, cfg.handler_root(name), systemd_cgroup=driver is CgroupDriver.SYSTEMD
+        )
     monitor = MonitorClient(
-        state / "monitor", monitor_path=native_monitor(cfg.runtime.monitor_path)
+        state / "monitor",
+        monitor_path=native_monitor(cfg.runtime.monitor_path),
+        systemd_slice=monitor_slice,
     )
     # The attachment cache lives beside the persistent IPAM state, so a reboot (which empties
     # the state dir) cannot orphan allocated IPs; netns.create already brings lo up.
@@ -74,7 +95,10 @@ def build(cfg: Config) -> tuple[RuntimeService, ImageService]:
         cni=cni,
         rootfs=ImageRootfs(images),
         seccomp_default=load_default_seccomp(),
+        cgroup_driver=driver,
+        default_cgroup_parent=default_parent,
     )
+    log.info("cgroups", driver=driver.value, default_parent=default_parent, v2=svc.cgroup_v2)
     return svc, images
 
 
@@ -85,7 +109,7 @@ async def _probe_handlers(cfg: Config, svc: RuntimeService) -> None:
         runtimes,
         workdir=Path(cfg.state_dir) / "probe",
         catatonit=cfg.runtime.catatonit_path,
-        cgroup_parent=cfg.runtime.default_cgroup_parent,
+        cgroups_path=lambda cid: svc.cgroup_driver.cgroups_path(svc.default_cgroup_parent, cid),
         min_oom_score_adj=svc.min_oom_score_adj,
     )
     for name, f in features.items():
@@ -139,12 +163,23 @@ async def serve(cfg: Config) -> int:
         observer=metrics,
     )
     log.info("crirt serving", listen=cfg.listen, pid=os.getpid())
+    # Type=notify units: ready once the CRI socket serves (systemd starts the kubelet, which
+    # is ordered after crirt, only then), watchdog pings from this loop.
+    notifier = Notifier()
+    notifier.ready(f"serving CRI on {cfg.listen}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, images.reload)  # registries.conf, as CRI-O does
+
+    def reload() -> None:
+        notifier.reloading()
+        images.reload()  # registries.conf, as CRI-O does
+        notifier.ready(f"serving CRI on {cfg.listen}")
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
+    notifier.stopping()
     log.info("crirt stopping; containers keep running")
     await server.stop(grace=5)
     await streaming.stop()

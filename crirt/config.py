@@ -51,9 +51,17 @@ def _default_handlers() -> dict[str, RuntimeHandler]:
 class RuntimeConfig:
     default_handler: str = "runc"
     handlers: dict[str, RuntimeHandler] = field(default_factory=_default_handlers)
-    cgroup_driver: str = "cgroupfs"
-    # Parent cgroup for pods whose config names none.
-    default_cgroup_parent: str = "/crirt"
+    # "systemd" (transient scopes through systemd, as on kubeadm nodes), "cgroupfs" (crirt
+    # makes the directories), or "auto": systemd where systemd is PID 1, else cgroupfs.
+    # RuntimeConfig tells the kubelet which one applies; it then sends parents of that form.
+    cgroup_driver: str = "auto"
+    # Parent cgroup for pods whose config names none; empty: the driver's own ("/crirt" with
+    # cgroupfs, "system.slice" with systemd, as CRI-O).
+    default_cgroup_parent: str = ""
+    # Under systemd, the slice of the monitors' scope (crirt-monitors-*.scope: the fork server
+    # and every monitor), outside crirt's own unit, so a restart of crirt.service leaves them
+    # (CRI-O's conmon_cgroup). Unused without systemd.
+    monitor_cgroup: str = "system.slice"
     # Static pause process bind-mounted into an empty rootfs: no pause image needed.
     catatonit_path: str = "/usr/bin/catatonit"
     # If set, pods use this image as the infra container instead of catatonit.

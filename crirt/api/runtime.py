@@ -92,8 +92,8 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         )
 
     async def RuntimeConfig(self, request: api_pb2.RuntimeConfigRequest, context: Ctx) -> Any:
-        systemd = self.svc.config.runtime.cgroup_driver == "systemd"
-        driver = api_pb2.SYSTEMD if systemd else api_pb2.CGROUPFS
+        # The driver applied (never "auto"): kubelets >= 1.28 take theirs from this answer.
+        driver = self.svc.cgroup_driver.to_pb()
         return api_pb2.RuntimeConfigResponse(
             linux=api_pb2.LinuxRuntimeConfiguration(cgroup_driver=driver)
         )
@@ -152,9 +152,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     async def ListContainers(self, request: api_pb2.ListContainersRequest, context: Ctx) -> Any:
         flt = request.filter if request.HasField("filter") else None
         return api_pb2.ListContainersResponse(
-            containers=self._ctrs.items(
-                self.svc.container_ops.list(flt), len(self.svc.containers)
-            )
+            containers=self._ctrs.items(self.svc.container_ops.list(flt), len(self.svc.containers))
         )
 
     async def ContainerStatus(self, request: api_pb2.ContainerStatusRequest, context: Ctx) -> Any:
@@ -192,9 +190,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         self, request: api_pb2.ListContainerStatsRequest, context: Ctx
     ) -> Any:
         flt = request.filter if request.HasField("filter") else None
-        return api_pb2.ListContainerStatsResponse(
-            stats=await self.stats.list_container_stats(flt)
-        )
+        return api_pb2.ListContainerStatsResponse(stats=await self.stats.list_container_stats(flt))
 
     async def PodSandboxStats(self, request: api_pb2.PodSandboxStatsRequest, context: Ctx) -> Any:
         stats = await self.stats.pod_sandbox_stats(request.pod_sandbox_id)

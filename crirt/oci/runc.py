@@ -200,6 +200,16 @@ def hugetlb_available(cgroup_root: str = "/sys/fs/cgroup") -> bool:
     return (root / "hugetlb").is_dir()
 
 
+def systemd_booted(run_dir: str = "/run/systemd/system") -> bool:
+    """sd_booted(3): systemd is the init system (it creates this directory early at boot)."""
+    return os.path.isdir(run_dir)
+
+
+def unified_cgroup(cgroup_root: str = "/sys/fs/cgroup") -> bool:
+    """A pure cgroup v2 host (a hybrid host's unified tree sits at ``unified/`` and is not)."""
+    return os.path.exists(os.path.join(cgroup_root, "cgroup.controllers"))
+
+
 class OciRuntime:
     """An OCI runtime binary (runc-compatible CLI) with its state directory."""
 

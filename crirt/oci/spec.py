@@ -141,7 +141,8 @@ class SandboxSpecInput:
     user: tuple[int, int] = (0, 0)
     seccomp_profile: Mapping[str, Any] | None = None
     arch: str = "amd64"
-    cgroupns: bool = False
+    # A pure cgroup v2 host: an unprivileged pod gets a cgroup namespace of its own.
+    cgroup_v2: bool = False
     userns: PodUserns | None = None
     userns_path: str | None = None
     env: tuple[str, ...] = ()
@@ -190,7 +191,9 @@ class ContainerSpecInput:
     devices: tuple[LinuxDevice, ...] = ()
     arch: str = "amd64"
     apparmor_enabled: bool = False
-    cgroupns: bool = False
+    # A pure cgroup v2 host: unprivileged containers get a cgroup namespace of their own (as
+    # in CRI-O and containerd), CPU shares become cpu.weight (build_linux_resources).
+    cgroup_v2: bool = False
     userns: PodUserns | None = None
     idmap_mounts: bool = False
     rro_mounts: bool = True
@@ -246,15 +249,33 @@ def merge_env(*layers: Iterable[str]) -> list[str]:
     return list(merged.values())
 
 
-def build_linux_resources(r: api_pb2.LinuxContainerResources, hugetlb: bool = True) -> JSON:
+def cpu_weight(shares: int) -> int:
+    """cgroup v1 ``cpu.shares`` [2, 262144] as v2 ``cpu.weight`` [1, 10000], with the linear
+    map of KEP-2254 that the kubelet uses for its own pod cgroups (``getCPUWeight``) and
+    inverts when it reads a container's weight back."""
+    if shares >= 262144:
+        return 10000
+    return 1 + (max(shares, 2) - 2) * 9999 // 262142
+
+
+def build_linux_resources(
+    r: api_pb2.LinuxContainerResources, hugetlb: bool = True, cgroup_v2: bool = False
+) -> JSON:
     """CRI container resources as OCI ``linux.resources`` (also the input of ``runc update``).
 
     Zero means "not specified" in the CRI and is left out. ``oom_score_adj`` is a process
-    attribute, not a cgroup one, and is handled by the callers.
+    attribute, not a cgroup one, and is handled by the callers. On cgroup v2 the CPU shares
+    become ``unified["cpu.weight"]`` by the kubelet's map (:func:`cpu_weight`) instead of
+    being left to the runtime, whose map differs between versions (runc >= 1.3 uses a
+    quadratic one): a container's weight then matches its pod's. A ``cpu.weight`` the
+    client put in ``unified`` itself wins.
     """
     out: JSON = {}
     cpu: JSON = {}
-    if r.cpu_shares:
+    unified = dict(sorted(r.unified.items()))
+    if r.cpu_shares and cgroup_v2:
+        unified.setdefault("cpu.weight", str(cpu_weight(r.cpu_shares)))
+    elif r.cpu_shares:
         cpu["shares"] = r.cpu_shares
     if r.cpu_quota:
         cpu["quota"] = r.cpu_quota
@@ -280,8 +301,8 @@ def build_linux_resources(r: api_pb2.LinuxContainerResources, hugetlb: bool = Tr
         out["hugepageLimits"] = [
             {"pageSize": h.page_size, "limit": h.limit} for h in r.hugepage_limits
         ]
-    if r.unified:
-        out["unified"] = dict(sorted(r.unified.items()))
+    if unified:
+        out["unified"] = dict(sorted(unified.items()))
     return out
 
 
@@ -361,7 +382,7 @@ def build_sandbox_spec(inp: SandboxSpecInput) -> JSON:
     if not host_net:
         namespaces.append(_ns("uts"))
     namespaces.append(_ns("mount"))
-    if inp.cgroupns:
+    if inp.cgroup_v2 and not inp.config.linux.security_context.privileged:
         namespaces.append(_ns("cgroup"))
     if inp.userns is not None:
         namespaces.append(_ns("user", inp.userns_path))
@@ -457,7 +478,7 @@ def _container_namespaces(inp: ContainerSpecInput) -> tuple[list[JSON], bool, bo
         namespaces.append(_ns("uts", paths.get("uts")))
         new_uts = not paths.get("uts")
     namespaces.append(_ns("mount"))
-    if inp.cgroupns:
+    if inp.cgroup_v2 and not inp.config.linux.security_context.privileged:
         namespaces.append(_ns("cgroup"))
     if inp.userns is not None:
         namespaces.append(_ns("user", paths.get("user")))
@@ -563,7 +584,7 @@ def build_container_spec(inp: ContainerSpecInput) -> JSON:
         defaults, cri_mounts(cfg.mounts, idmap=inp.idmap_mounts, rro=inp.rro_mounts)
     )
 
-    oci_resources = build_linux_resources(resources, hugetlb=inp.hugetlb)
+    oci_resources = build_linux_resources(resources, hugetlb=inp.hugetlb, cgroup_v2=inp.cgroup_v2)
     if privileged:
         oci_resources["devices"] = [{"allow": True, "access": "rwm"}]
     else:

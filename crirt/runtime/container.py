@@ -222,7 +222,8 @@ class ContainerOps:
             image_config=svc.rootfs.image_config(img.id),
             rootfs=str(rootfs),
             namespace_paths=ns_paths,
-            cgroups_path=f"{sb.cgroup_parent.rstrip('/')}/crirt-{cid}",
+            cgroups_path=svc.cgroup_driver.cgroups_path(sb.cgroup_parent, cid),
+            cgroup_v2=svc.cgroup_v2,
             hostname_path=str(sdir / "hostname"),
             resolv_conf_path=str(sdir / "resolv.conf"),
             hosts_path=str(sdir / "hosts"),
@@ -268,11 +269,13 @@ class ContainerOps:
     def _monitor_spec(self, c: Container) -> MonitorSpec:
         svc = self.svc
         cdir = Path(c.dir)
+        rt = svc.runtime(c.handler)
         return MonitorSpec(
             container_id=c.id,
             bundle=str(cdir),
-            runtime_path=svc.config.handler(c.handler)[1].path,
-            runtime_root=svc.config.handler_root(c.handler),
+            runtime_path=rt.path,
+            runtime_root=rt.root,
+            systemd_cgroup=rt.systemd_cgroup,
             log_path=c.log_path,
             exit_file=str(svc.exit_file(c.id)),
             pid_file=str(cdir / "pidfile"),
@@ -505,7 +508,7 @@ class ContainerOps:
         c = self.svc.containers.get(container_id)
         info: dict[str, str] = {}
         if verbose:
-            info = verbose_info(c, self.svc.config.handler(c.handler)[1].path)
+            info = verbose_info(c, self.svc.runtime(c.handler).path)
         return c, info
 
     def list(self, flt: api_pb2.ContainerFilter | None) -> list[Container]:

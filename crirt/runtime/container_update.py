@@ -74,7 +74,7 @@ async def update_resources(
     """
     c = svc.containers.get(container_id)
     validate_resources(resources)
-    oci = build_linux_resources(resources, hugetlb=svc.hugetlb)
+    oci = build_linux_resources(resources, hugetlb=svc.hugetlb, cgroup_v2=svc.cgroup_v2)
     async with svc.locked(c.id):
         if c.state is ContainerState.RUNNING:
             svc.apply_exit(c.id)

@@ -21,7 +21,7 @@ import contextlib
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,7 +82,7 @@ def probe_program(catatonit: str) -> tuple[str, str] | None:
 def _probe_bundle(
     bundle: Path,
     program: tuple[str, str],
-    cgroup_parent: str,
+    cgroups_path: Callable[[str], str],
     min_oom: int,
     userns: PodUserns | None,
 ) -> str:
@@ -108,7 +108,7 @@ def _probe_bundle(
             rootfs=str(rootfs),
             process_args=[dest, program[1]],
             netns_path=None,
-            cgroups_path=f"{cgroup_parent.rstrip('/')}/{cid}",
+            cgroups_path=cgroups_path(cid),
             min_oom_score_adj=min_oom,
             userns=userns,
             extra_mounts=(
@@ -131,7 +131,7 @@ async def probe_handler(
     *,
     workdir: Path,
     catatonit: str,
-    cgroup_parent: str,
+    cgroups_path: Callable[[str], str],
     min_oom_score_adj: int,
     idmap_overlay_error: str,
 ) -> HandlerFeatures:
@@ -151,7 +151,7 @@ async def probe_handler(
                     recursive_read_only_mounts=rro,
                     userns_reason="no static binary to probe user namespaces with",
                 )
-            cid = _probe_bundle(base / "plain", program, cgroup_parent, min_oom_score_adj, None)
+            cid = _probe_bundle(base / "plain", program, cgroups_path, min_oom_score_adj, None)
             await rt.run(cid, str(base / "plain"), timeout=PROBE_TIMEOUT)
         except (CrirtError, OSError) as exc:
             return HandlerFeatures(usable=False, reason=str(exc))
@@ -164,7 +164,7 @@ async def probe_handler(
         else:
             try:
                 cid = _probe_bundle(
-                    base / "userns", program, cgroup_parent, min_oom_score_adj, PROBE_USERNS
+                    base / "userns", program, cgroups_path, min_oom_score_adj, PROBE_USERNS
                 )
                 await rt.run(cid, str(base / "userns"), timeout=PROBE_TIMEOUT)
             except (CrirtError, OSError) as exc:
@@ -184,7 +184,7 @@ async def probe_handlers(
     *,
     workdir: Path,
     catatonit: str,
-    cgroup_parent: str,
+    cgroups_path: Callable[[str], str],
     min_oom_score_adj: int,
 ) -> dict[str, HandlerFeatures]:
     """Probe every handler concurrently and log what each one can do (or why it cannot)."""
@@ -198,7 +198,7 @@ async def probe_handlers(
                     rt,
                     workdir=workdir,
                     catatonit=catatonit,
-                    cgroup_parent=cgroup_parent,
+                    cgroups_path=cgroups_path,
                     min_oom_score_adj=min_oom_score_adj,
                     idmap_overlay_error=overlay_error,
                 )

@@ -34,6 +34,13 @@ class ExecProcessLike(Protocol):
 
 
 class OciRuntimePort(Protocol):
+    """One runtime handler: its binary, state root and global options (the monitors run the
+    same binary the same way, from these attributes)."""
+
+    path: str
+    root: str
+    systemd_cgroup: bool
+
     async def start(self, container_id: str) -> None: ...
     async def kill(self, container_id: str, signal: int | str, all_: bool = False) -> None: ...
     async def delete(self, container_id: str, force: bool = False) -> None: ...

@@ -65,8 +65,10 @@ class SandboxOps:
         name = naming.sandbox_name(config.metadata)
         handler_name, _ = svc.config.handler(handler)
         svc.runtime(handler_name)  # fail early on a handler that is not available here
-        # Refused requests (sysctls, user namespace options) leave nothing behind.
+        # Refused requests (sysctls, user namespace options, a cgroup parent of the other
+        # driver's form) leave nothing behind.
         infra.check_pod_config(svc, config, handler_name)
+        parent = svc.cgroup_driver.pod_parent(config.linux.cgroup_parent, svc.default_cgroup_parent)
         await infra.ensure_pause_image(svc)
         key = handler_name.encode() + b"\0" + config.SerializeToString(deterministic=True)
         inflight = svc.inflight.get(name)
@@ -88,11 +90,11 @@ class SandboxOps:
         svc.sandboxes.reserve(name, sid)
         # Shielded: a client that times out must not abort the creation half-way; its retry
         # joins the same work (above) instead.
-        task = svc.spawn(name, key, self._run(sid, name, config, handler_name))
+        task = svc.spawn(name, key, self._run(sid, name, config, handler_name, parent))
         return await asyncio.shield(task)
 
     async def _run(
-        self, sid: str, name: str, config: api_pb2.PodSandboxConfig, handler: str
+        self, sid: str, name: str, config: api_pb2.PodSandboxConfig, handler: str, parent: str
     ) -> str:
         svc = self.svc
         sdir = svc.paths.sandboxes / sid
@@ -101,7 +103,7 @@ class SandboxOps:
                 userns = pod_userns(config.linux.security_context.namespace_options)
                 sdir.mkdir(mode=0o700)
                 idmap.private_dir(sdir, userns)
-                sb = self._new_record(sid, name, config, handler, sdir)
+                sb = self._new_record(sid, name, config, handler, sdir, parent)
                 # The intent record comes first: a crash from here on is rolled back at restart
                 # (every resource's location follows from the id).
                 svc.save_sandbox(sb)
@@ -109,7 +111,7 @@ class SandboxOps:
                 infra.own_pod_files(sdir, userns)
                 bundle = sdir / "bundle"
                 bundle.mkdir()
-                await self._start_infra(sb, svc.config.handler(handler)[1].path, bundle, userns)
+                await self._start_infra(sb, bundle, userns)
                 sb.complete = True
                 svc.save_sandbox(sb)
                 svc.sandboxes.add(sb)
@@ -152,8 +154,8 @@ class SandboxOps:
         config: api_pb2.PodSandboxConfig,
         handler: str,
         sdir: Path,
+        parent: str,
     ) -> Sandbox:
-        svc = self.svc
         from crirt.runtime.service import now_ns
 
         return Sandbox(
@@ -163,7 +165,7 @@ class SandboxOps:
             handler=handler,
             created_at=now_ns(),
             dir=str(sdir),
-            cgroup_parent=config.linux.cgroup_parent or svc.config.runtime.default_cgroup_parent,
+            cgroup_parent=parent,
             complete=False,
         )
 
@@ -204,9 +206,7 @@ class SandboxOps:
             mounts.mount_tmpfs(shm, f"mode=1777,size={SHM_SIZE}")
             sb.shm_path = str(shm)
 
-    async def _start_infra(
-        self, sb: Sandbox, runtime_path: str, bundle: Path, userns: PodUserns | None
-    ) -> None:
+    async def _start_infra(self, sb: Sandbox, bundle: Path, userns: PodUserns | None) -> None:
         svc = self.svc
         rootfs = bundle / "rootfs"
         # catatonit in an empty rootfs, or the configured pause image (crirt.runtime.infra).
@@ -222,7 +222,8 @@ class SandboxOps:
             userns=userns,
             userns_path=str(infra.userns_pin(svc, sb.id)) if userns is not None else None,
             netns_path=sb.netns_path or None,
-            cgroups_path=f"{sb.cgroup_parent.rstrip('/')}/crirt-{sb.id}",
+            cgroups_path=svc.cgroup_driver.cgroups_path(sb.cgroup_parent, sb.id),
+            cgroup_v2=svc.cgroup_v2,
             hostname_path=str(Path(sb.dir) / "hostname"),
             resolv_conf_path=str(Path(sb.dir) / "resolv.conf"),
             hosts_path=str(Path(sb.dir) / "hosts"),
@@ -231,11 +232,13 @@ class SandboxOps:
         )
         spec = build_sandbox_spec(inp)
         write_json_atomic(bundle / "config.json", spec)
+        rt = svc.runtime(sb.handler)
         mspec = MonitorSpec(
             container_id=sb.id,
             bundle=str(bundle),
-            runtime_path=runtime_path,
-            runtime_root=svc.config.handler_root(sb.handler),
+            runtime_path=rt.path,
+            runtime_root=rt.root,
+            systemd_cgroup=rt.systemd_cgroup,
             log_path="",
             exit_file=str(svc.exit_file(sb.id)),
             pid_file=str(bundle / "pidfile"),
@@ -244,7 +247,6 @@ class SandboxOps:
             stdin_once=False,
             tty=False,
         )
-        rt = svc.runtime(sb.handler)
         sb.infra_pid = await svc.monitor.start_monitor(mspec)
         await rt.start(sb.id)
 

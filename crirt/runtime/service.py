@@ -21,7 +21,13 @@ from crirt.config import Config
 from crirt.errors import CrirtError
 from crirt.log import get_logger
 from crirt.monitor.client import MonitorClient
-from crirt.oci.runc import hugetlb_available, read_host_capabilities, read_min_oom_score_adj
+from crirt.oci.cgroups import CgroupDriver
+from crirt.oci.runc import (
+    hugetlb_available,
+    read_host_capabilities,
+    read_min_oom_score_adj,
+    unified_cgroup,
+)
 from crirt.runtime.events import EventBroadcaster, EventType
 from crirt.runtime.exits import ExitWatcher
 from crirt.runtime.handlers import HandlerFeatures
@@ -90,6 +96,8 @@ class RuntimeService:
         cni: CniPort,
         rootfs: RootfsPort,
         seccomp_default: dict[str, Any] | None,
+        cgroup_driver: CgroupDriver = CgroupDriver.CGROUPFS,
+        default_cgroup_parent: str = "",
     ) -> None:
         self.config = config
         self.images = images
@@ -107,6 +115,11 @@ class RuntimeService:
         self.min_oom_score_adj = read_min_oom_score_adj()
         self.host_capabilities = read_host_capabilities()
         self.hugetlb = hugetlb_available()
+        self.cgroup_driver = cgroup_driver
+        self.default_cgroup_parent = default_cgroup_parent or cgroup_driver.default_parent
+        # On a pure v2 host every unprivileged container gets its own cgroup namespace, as in
+        # CRI-O and containerd: it sees its own cgroup as the root of /sys/fs/cgroup.
+        self.cgroup_v2 = unified_cgroup()
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         # Creations in progress by reserved name: (request key, task). A retried request joins
         # the task instead of failing on the reserved name.

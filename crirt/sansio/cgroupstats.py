@@ -28,6 +28,36 @@ class MemorySample:
 
 
 @dataclass(frozen=True)
+class PsiLine:
+    """One line of a ``*.pressure`` file: the share of wall time tasks stalled, averaged
+    over 10, 60 and 300 s (percent), and the stalled time in total (the kernel counts us)."""
+
+    avg10: float
+    avg60: float
+    avg300: float
+    total_us: int
+
+
+@dataclass(frozen=True)
+class PsiSample:
+    """``some``: at least one task stalled; ``full``: all non-idle tasks at once (cgroups
+    report ``full`` for cpu too since Linux 5.13; None where the file has no such line)."""
+
+    some: PsiLine
+    full: PsiLine | None
+
+
+@dataclass(frozen=True)
+class SwapSample:
+    usage: int
+    limit: int | None  # None: unlimited
+
+    @property
+    def available(self) -> int | None:
+        return None if self.limit is None else max(self.limit - self.usage, 0)
+
+
+@dataclass(frozen=True)
 class InterfaceSample:
     name: str
     rx_bytes: int
@@ -98,6 +128,38 @@ def memory_v2(current: str, stat: str, maximum: str) -> MemorySample:
         major_page_faults=st.get("pgmajfault", 0),
         limit=parse_int(maximum),
     )
+
+
+def _psi_line(fields: list[str]) -> PsiLine | None:
+    kv = dict(f.partition("=")[::2] for f in fields)
+    try:
+        return PsiLine(
+            avg10=float(kv["avg10"]),
+            avg60=float(kv["avg60"]),
+            avg300=float(kv["avg300"]),
+            total_us=int(kv["total"]),
+        )
+    except (KeyError, ValueError):
+        return None
+
+
+def psi(text: str) -> PsiSample | None:
+    """A cgroup v2 ``cpu.pressure``/``memory.pressure``/``io.pressure`` file
+    (``some avg10=0.00 avg60=0.00 avg300=0.00 total=0`` and a ``full`` line); None when it has
+    no well-formed ``some`` line."""
+    lines: dict[str, PsiLine] = {}
+    for line in text.splitlines():
+        kind, _, rest = line.strip().partition(" ")
+        if kind in ("some", "full") and (parsed := _psi_line(rest.split())) is not None:
+            lines[kind] = parsed
+    some = lines.get("some")
+    return None if some is None else PsiSample(some=some, full=lines.get("full"))
+
+
+def swap_v2(current: str, maximum: str) -> SwapSample | None:
+    """``memory.swap.current`` and ``memory.swap.max`` (v2: swap alone, not memory+swap)."""
+    usage = parse_int(current)
+    return None if usage is None else SwapSample(usage=usage, limit=parse_int(maximum))
 
 
 def net_dev(text: str, skip_loopback: bool = True) -> list[InterfaceSample]:

@@ -15,15 +15,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from crirt._gen import api_pb2
+from crirt.oci.cgroups import CgroupDriver, cgroup_relpath
 from crirt.runtime.model import Container, ContainerState, Sandbox
 from crirt.sansio import cgroupstats as cg
-from crirt.stats.reader import (
-    CgroupReader,
-    CgroupSample,
-    DiskUsageCache,
-    cgroup_relpath,
-    net_dev_of,
-)
+from crirt.stats.reader import CgroupReader, CgroupSample, DiskUsageCache, net_dev_of
 
 _T = TypeVar("_T")
 
@@ -48,9 +43,15 @@ class ContainerSample:
 
 class StatsCollector:
     def __init__(
-        self, storage_root: Path, reader: CgroupReader | None = None, fs_ttl: float = 30.0
+        self,
+        storage_root: Path,
+        reader: CgroupReader | None = None,
+        fs_ttl: float = 30.0,
+        driver: CgroupDriver = CgroupDriver.CGROUPFS,
     ) -> None:
         self.storage_root = storage_root
+        # Names the cgroups exactly as the specs do (crirt.oci.cgroups).
+        self.driver = driver
         self.reader = reader or CgroupReader()
         self.disk = DiskUsageCache(ttl=fs_ttl)
         # Per object: the (usage_ns, ts_ns) the rate is measured from, and the last rate.
@@ -63,7 +64,7 @@ class StatsCollector:
     # ----- samples -----------------------------------------------------------------------------
 
     def _cgroup(self, parent: str, obj_id: str, pids: bool = True) -> CgroupSample:
-        relpath = cgroup_relpath(f"{parent.rstrip('/')}/crirt-{obj_id}")
+        relpath = cgroup_relpath(self.driver.cgroups_path(parent, obj_id))
         return self.reader.sample(relpath, pids)
 
     def _rate(self, key: str, usage: int | None, ts: int) -> int | None:
@@ -121,9 +122,12 @@ class StatsCollector:
                 timestamp=s.ts,
                 usage_core_nano_seconds=_u64(s.cgroup.cpu_ns or 0),
                 usage_nano_cores=_u64(s.nano_cores),
+                psi=_psi(s.cgroup.cpu_psi),
             ),
-            memory=_memory(s.ts, m),
+            memory=_memory(s.ts, m, s.cgroup.memory_psi),
             writable_layer=self.fs_usage(s),
+            swap=_swap(s.ts, s.cgroup.swap),
+            io=_io(s.ts, s.cgroup.io_psi),
         )
 
     def _pod_cgroup(self, sb: Sandbox) -> CgroupSample | None:
@@ -133,7 +137,7 @@ class StatsCollector:
         is shared by pods) or it cannot be read; the caller then sums infra and containers."""
         if not sb.config.linux.cgroup_parent:
             return None
-        s = self.reader.sample(cgroup_relpath(sb.cgroup_parent))
+        s = self.reader.sample(self.driver.parent_relpath(sb.cgroup_parent))
         return s if s.cpu_ns is not None and s.memory is not None else None
 
     def pod_stats(
@@ -143,6 +147,8 @@ class StatsCollector:
         own = self._pod_cgroup(sb)
         # The containers' process counts only matter for a sum (one read fewer each otherwise).
         samples = [self.sample_container(c, sb, pids=own is None) for c in containers]
+        # PSI is a property of the pod's own cgroup: stall times do not add up over its parts.
+        psi = own or CgroupSample(None, None, None)
         if own is not None:
             cpu, mem, pids = own.cpu_ns or 0, own.memory, own.pids or 0
         else:
@@ -169,11 +175,13 @@ class StatsCollector:
                     timestamp=ts,
                     usage_core_nano_seconds=_u64(cpu),
                     usage_nano_cores=_u64(self._rate(sb.id, cpu, ts)),
+                    psi=_psi(psi.cpu_psi),
                 ),
-                memory=_memory(ts, mem),
+                memory=_memory(ts, mem, psi.memory_psi),
                 network=network,
                 process=api_pb2.ProcessUsage(timestamp=ts, process_count=_u64(pids)),
                 containers=[self.container_stats(s) for s in samples],
+                io=_io(ts, psi.io_psi),
             ),
         )
         return stats, samples
@@ -195,7 +203,40 @@ def _summed(parts: list[CgroupSample]) -> tuple[int, cg.MemorySample | None, int
     return sum(p.cpu_ns or 0 for p in parts), mem, sum(p.pids or 0 for p in parts)
 
 
-def _memory(ts: int, m: cg.MemorySample | None) -> api_pb2.MemoryUsage:
+def _psi_data(line: cg.PsiLine) -> api_pb2.PsiData:
+    # api.proto: PsiData.Total is in nanoseconds; the kernel counts microseconds (containerd
+    # 2.x converts the same way).
+    return api_pb2.PsiData(
+        Total=line.total_us * 1000, Avg10=line.avg10, Avg60=line.avg60, Avg300=line.avg300
+    )
+
+
+def _psi(p: cg.PsiSample | None) -> api_pb2.PsiStats | None:
+    if p is None:
+        return None
+    return api_pb2.PsiStats(
+        Some=_psi_data(p.some), Full=None if p.full is None else _psi_data(p.full)
+    )
+
+
+def _io(ts: int, p: cg.PsiSample | None) -> api_pb2.IoUsage | None:
+    """IoUsage carries only PSI (api.proto): none without it (cgroup v1, no PSI kernel)."""
+    return None if p is None else api_pb2.IoUsage(timestamp=ts, psi=_psi(p))
+
+
+def _swap(ts: int, sw: cg.SwapSample | None) -> api_pb2.SwapUsage | None:
+    if sw is None:
+        return None
+    return api_pb2.SwapUsage(
+        timestamp=ts,
+        swap_usage_bytes=_u64(sw.usage),
+        swap_available_bytes=_u64(sw.available),
+    )
+
+
+def _memory(
+    ts: int, m: cg.MemorySample | None, psi: cg.PsiSample | None = None
+) -> api_pb2.MemoryUsage:
     if m is None:
         return api_pb2.MemoryUsage(timestamp=ts, working_set_bytes=_u64(0), usage_bytes=_u64(0))
     return api_pb2.MemoryUsage(
@@ -206,6 +247,7 @@ def _memory(ts: int, m: cg.MemorySample | None) -> api_pb2.MemoryUsage:
         rss_bytes=_u64(m.rss),
         page_faults=_u64(m.page_faults),
         major_page_faults=_u64(m.major_page_faults),
+        psi=_psi(psi),
     )
 
 

@@ -31,6 +31,24 @@ class Descriptor:
 
 _ContainerValue = Callable[[ContainerSample], "int | None"]
 
+
+_NAMES = {"cpu": "CPU", "memory": "memory", "io": "IO"}
+
+
+def _psi_seconds(resource: str, line: str) -> _ContainerValue:
+    """cAdvisor's container_pressure_* counters: a PSI line's total (the kernel's
+    microseconds) in whole seconds; none without PSI (cgroup v1, or a kernel without it)."""
+
+    def value(s: ContainerSample) -> int | None:
+        sample = getattr(s.cgroup, f"{resource}_psi")
+        if sample is None:
+            return None
+        psi_line = sample.some if line == "some" else sample.full
+        return None if psi_line is None else psi_line.total_us // 1_000_000
+
+    return value
+
+
 CONTAINER_METRICS: tuple[tuple[Descriptor, _ContainerValue], ...] = (
     (
         Descriptor(
@@ -70,6 +88,30 @@ CONTAINER_METRICS: tuple[tuple[Descriptor, _ContainerValue], ...] = (
             ("failure_type", "scope"),
         ),
         lambda s: s.cgroup.memory.page_faults if s.cgroup.memory else None,
+    ),
+    (
+        Descriptor(
+            "container_memory_swap",
+            "Container swap usage in bytes.",
+            api_pb2.GAUGE,
+        ),
+        lambda s: s.cgroup.swap.usage if s.cgroup.swap else None,
+    ),
+    *(
+        (
+            Descriptor(
+                f"container_pressure_{res}_{kind}_seconds_total",
+                f"Total time duration {who} in the container {what} due to {_NAMES[res]} "
+                "congestion.",
+                api_pb2.COUNTER,
+            ),
+            _psi_seconds(res, line),
+        )
+        for res in ("cpu", "memory", "io")
+        for kind, line, who, what in (
+            ("stalled", "full", "no tasks", "could make progress"),
+            ("waiting", "some", "tasks", "have waited"),
+        )
     ),
     (
         Descriptor(

@@ -18,6 +18,11 @@ class CgroupSample:
     cpu_ns: int | None
     memory: cg.MemorySample | None
     pids: int | None
+    # cgroup v2 only (None on v1, or where the kernel has no PSI or no swap accounting).
+    cpu_psi: cg.PsiSample | None = None
+    memory_psi: cg.PsiSample | None = None
+    io_psi: cg.PsiSample | None = None
+    swap: cg.SwapSample | None = None
 
 
 def _read(path: str) -> str | None:
@@ -34,20 +39,6 @@ def _read(path: str) -> str | None:
         os.close(fd)
 
 
-def cgroup_relpath(cgroups_path: str) -> str:
-    """The path runc resolves below each hierarchy: cgroupfs ``/a/b`` as is, systemd
-    ``slice:prefix:name`` as ``<slice path>/<prefix>-<name>.scope``."""
-    if ":" not in cgroups_path:
-        return cgroups_path.strip("/")
-    slice_, prefix, name = cgroups_path.split(":", 2)
-    parts: list[str] = []
-    if slice_ and slice_ != "-.slice":
-        stem = slice_.removesuffix(".slice").split("-")
-        parts = ["-".join(stem[: i + 1]) + ".slice" for i in range(len(stem))]
-    parts.append(f"{prefix}-{name}.scope" if prefix else f"{name}.scope")
-    return "/".join(parts)
-
-
 class CgroupReader:
     """Finds each controller's hierarchy once; a unified-only host reads the v2 files."""
 
@@ -56,34 +47,56 @@ class CgroupReader:
         self.v2 = (root / "cgroup.controllers").exists()
 
     def sample(self, relpath: str, pids: bool = True) -> CgroupSample:
-        """CPU, memory and (with ``pids``) the process count: 3-4 small reads."""
-        r = str(self.root)
+        """CPU, memory and (with ``pids``) the process count: 3-4 small reads; on v2 also
+        the pressure (PSI) of cpu, memory and io and the swap use: 4-5 more."""
         if self.v2:
-            base = f"{r}/{relpath}"
-            stat = _read(f"{base}/cpu.stat")
-            cpu = cg.cpu_usage_ns_v2(stat) if stat is not None else None
-            cur = _read(f"{base}/memory.current")
-            mem = None
-            if cur is not None:
-                mem = cg.memory_v2(
-                    cur, _read(f"{base}/memory.stat") or "", _read(f"{base}/memory.max") or ""
-                )
-            pids_text = _read(f"{base}/pids.current") if pids else None
-        else:
-            usage = _read(f"{r}/cpuacct/{relpath}/cpuacct.usage")
-            cpu = cg.cpu_usage_ns_v1(usage) if usage is not None else None
-            mbase = f"{r}/memory/{relpath}"
-            cur = _read(f"{mbase}/memory.usage_in_bytes")
-            mem = None
-            if cur is not None:
-                mem = cg.memory_v1(
-                    cur,
-                    _read(f"{mbase}/memory.stat") or "",
-                    _read(f"{mbase}/memory.limit_in_bytes") or "",
-                )
-            pids_text = _read(f"{r}/pids/{relpath}/pids.current") if pids else None
+            return self._sample_v2(f"{self.root}/{relpath}", pids)
+        return self._sample_v1(str(self.root), relpath, pids)
+
+    @staticmethod
+    def _sample_v2(base: str, pids: bool) -> CgroupSample:
+        stat = _read(f"{base}/cpu.stat")
+        if stat is None:  # gone (exited and removed), or never made
+            return CgroupSample(None, None, None)
+        cur = _read(f"{base}/memory.current")
+        mem = None
+        if cur is not None:
+            mem = cg.memory_v2(
+                cur, _read(f"{base}/memory.stat") or "", _read(f"{base}/memory.max") or ""
+            )
+        pids_text = _read(f"{base}/pids.current") if pids else None
+        swap = _read(f"{base}/memory.swap.current")
+        return CgroupSample(
+            cg.cpu_usage_ns_v2(stat),
+            mem,
+            cg.parse_int(pids_text) if pids_text is not None else None,
+            cpu_psi=_psi(f"{base}/cpu.pressure"),
+            memory_psi=_psi(f"{base}/memory.pressure"),
+            io_psi=_psi(f"{base}/io.pressure"),
+            swap=None if swap is None else cg.swap_v2(swap, _read(f"{base}/memory.swap.max") or ""),
+        )
+
+    @staticmethod
+    def _sample_v1(r: str, relpath: str, pids: bool) -> CgroupSample:
+        usage = _read(f"{r}/cpuacct/{relpath}/cpuacct.usage")
+        cpu = cg.cpu_usage_ns_v1(usage) if usage is not None else None
+        mbase = f"{r}/memory/{relpath}"
+        cur = _read(f"{mbase}/memory.usage_in_bytes")
+        mem = None
+        if cur is not None:
+            mem = cg.memory_v1(
+                cur,
+                _read(f"{mbase}/memory.stat") or "",
+                _read(f"{mbase}/memory.limit_in_bytes") or "",
+            )
+        pids_text = _read(f"{r}/pids/{relpath}/pids.current") if pids else None
         count = cg.parse_int(pids_text) if pids_text is not None else None
         return CgroupSample(cpu, mem, count)
+
+
+def _psi(path: str) -> cg.PsiSample | None:
+    text = _read(path)
+    return cg.psi(text) if text is not None else None
 
 
 def net_dev_of(pid: int) -> list[cg.InterfaceSample] | None:

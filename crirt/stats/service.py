@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 class StatsService:
     def __init__(self, svc: RuntimeService, collector: StatsCollector | None = None) -> None:
         self.svc = svc
-        self.collector = collector or StatsCollector(Path(svc.config.root) / "storage")
+        self.collector = collector or StatsCollector(
+            Path(svc.config.root) / "storage", driver=svc.cgroup_driver
+        )
 
     def _containers(self, flt: api_pb2.ContainerStatsFilter | None) -> list[Container]:
         return [c for c in self.svc.containers if container_matches(c, flt)]

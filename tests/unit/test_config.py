@@ -16,7 +16,8 @@ def _flags(*argv: str) -> dict[str, object]:
 def test_defaults_without_any_file() -> None:
     cfg = config.load("/nonexistent/crirt.conf")
     assert cfg.listen == "/run/crirt/crirt.sock"
-    assert cfg.runtime.cgroup_driver == "cgroupfs"
+    # systemd where systemd is PID 1, else cgroupfs (crirt.oci.cgroups.parse_driver)
+    assert cfg.runtime.cgroup_driver == "auto"
     assert cfg.handler("") == ("runc", cfg.runtime.handlers["runc"])
 
 

@@ -247,6 +247,57 @@ def test_golden_resources(golden: Golden) -> None:
     golden("container_resources", roundtrip(build_container_spec(inp)))
 
 
+def test_golden_cgroup_v2_systemd(golden: Golden) -> None:
+    # Given a cgroup v2 node with the systemd driver, and a container with CPU shares
+    cfg = container_config()
+    r = cfg.linux.resources
+    r.cpu_shares, r.cpu_quota, r.cpu_period = 512, 50000, 100000
+    r.memory_limit_in_bytes = 64 * 1024 * 1024
+    r.unified["memory.high"] = "50331648"
+    inp = cinput(cfg, cgroup_v2=True, cgroups_path="kubepods-burstable-pod1.slice:crirt:c0ffee")
+    spec = roundtrip(build_container_spec(inp))
+    # Then it has its own cgroup namespace, and its shares are a cpu.weight by the kubelet's map
+    assert {"type": "cgroup"} in spec["linux"]["namespaces"]
+    assert spec["linux"]["resources"]["unified"] == {
+        "cpu.weight": "20",
+        "memory.high": "50331648",
+    }
+    assert "shares" not in spec["linux"]["resources"]["cpu"]
+    golden("container_cgroup_v2_systemd", spec)
+
+
+def test_cgroup_v2_privileged_keeps_the_host_cgroup_namespace() -> None:
+    # As CRI-O: a privileged container sees the whole hierarchy (it may manage cgroups).
+    cfg = container_config()
+    cfg.linux.security_context.privileged = True
+    spec = build_container_spec(cinput(cfg, pod_config(privileged=True), cgroup_v2=True))
+    assert "cgroup" not in [ns["type"] for ns in spec["linux"]["namespaces"]]
+    sb = build_sandbox_spec(sinput(pod_config(privileged=True), cgroup_v2=True))
+    assert "cgroup" not in [ns["type"] for ns in sb["linux"]["namespaces"]]
+    plain = build_sandbox_spec(sinput(pod_config(), cgroup_v2=True))
+    assert {"type": "cgroup"} in plain["linux"]["namespaces"]
+    v1 = build_container_spec(cinput(container_config()))
+    assert "cgroup" not in [ns["type"] for ns in v1["linux"]["namespaces"]]
+
+
+def test_cpu_weight_is_the_kubelets_linear_map() -> None:
+    # pkg/kubelet/cm getCPUWeight: 1 + ((shares - 2) * 9999) / 262142, capped at 10000
+    assert [oci_spec.cpu_weight(s) for s in (2, 512, 1024, 262143, 262144, 1 << 20)] == [
+        1,
+        20,
+        39,
+        9999,
+        10000,
+        10000,
+    ]
+    assert oci_spec.cpu_weight(1) == 1  # below the v1 minimum: the minimum
+    # A weight the client sets itself wins over the converted shares.
+    r = api_pb2.LinuxContainerResources(cpu_shares=1024)
+    r.unified["cpu.weight"] = "77"
+    assert oci_spec.build_linux_resources(r, cgroup_v2=True)["unified"] == {"cpu.weight": "77"}
+    assert oci_spec.build_linux_resources(r)["cpu"] == {"shares": 1024}
+
+
 def test_hugepage_limits_left_out_without_a_hugetlb_controller() -> None:
     # Given the kubelet's resources: a limit for every page size, 0 for those not requested
     r = api_pb2.LinuxContainerResources(memory_limit_in_bytes=32 << 20)

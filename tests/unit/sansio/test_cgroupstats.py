@@ -93,3 +93,37 @@ def test_nano_cores_from_previous_sample() -> None:
     assert cg.nano_cores((1_000_000_000, 0), 1_500_000_000, 1_000_000_000) == 500_000_000
     assert cg.nano_cores((5, 10), 4, 20) is None  # counter went back (cgroup re-created)
     assert cg.nano_cores((5, 10), 6, 10) is None
+
+
+def test_psi_some_and_full_lines() -> None:
+    text = (
+        "some avg10=1.50 avg60=0.25 avg300=0.00 total=123456\n"
+        "full avg10=0.00 avg60=0.00 avg300=0.00 total=7\n"
+    )
+    p = cg.psi(text)
+    assert p is not None
+    assert p.some == cg.PsiLine(avg10=1.5, avg60=0.25, avg300=0.0, total_us=123456)
+    assert p.full is not None
+    assert p.full.total_us == 7
+    # Before Linux 5.13 a cgroup's cpu.pressure has no "full" line.
+    only_some = cg.psi("some avg10=0.00 avg60=0.00 avg300=0.00 total=1\n")
+    assert only_some is not None
+    assert only_some.full is None
+
+
+def test_psi_garbage_is_none_not_an_error() -> None:
+    assert cg.psi("") is None
+    assert cg.psi("\n\n") is None
+    assert cg.psi("some avg10=x avg60=0 avg300=0 total=1\n") is None
+    assert cg.psi("full avg10=0 avg60=0 avg300=0 total=1\n") is None  # no "some"
+    assert cg.psi("some total=1\n") is None
+
+
+def test_swap_v2() -> None:
+    sw = cg.swap_v2("4096\n", "max\n")
+    assert sw == cg.SwapSample(usage=4096, limit=None)
+    assert sw.available is None
+    limited = cg.swap_v2("4096\n", "10000\n")
+    assert limited is not None
+    assert limited.available == 10000 - 4096
+    assert cg.swap_v2("", "max") is None

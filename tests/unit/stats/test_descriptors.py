@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from crirt._gen import api_pb2
 from crirt.runtime.model import Container, Sandbox
-from crirt.sansio.cgroupstats import MemorySample
+from crirt.sansio.cgroupstats import MemorySample, PsiLine, PsiSample, SwapSample
 from crirt.stats import descriptors
 from crirt.stats.collector import ContainerSample
 from crirt.stats.reader import CgroupSample
@@ -65,3 +65,21 @@ def test_pod_metrics_carry_network_per_interface() -> None:
     assert vals["container_network_receive_bytes_total"] == 10
     assert vals["container_network_transmit_errors_total"] == 1
     assert all(m.label_values[-1] == "eth0" for m in pm.metrics)
+
+
+def test_pressure_and_swap_metrics_in_whole_seconds() -> None:
+    c = Container("c1", "k8s_app", "s1", api_pb2.ContainerConfig(), "runc", "i", "b", "a", 1, "/d")
+    line = PsiLine(avg10=0.0, avg60=0.0, avg300=0.0, total_us=2_500_000)
+    psi = PsiSample(some=line, full=PsiLine(0.0, 0.0, 0.0, 999_999))
+    sample = CgroupSample(
+        1, None, None, cpu_psi=psi, io_psi=PsiSample(line, None), swap=SwapSample(7, None)
+    )
+    s = ContainerSample(c, 1, sample, None, None, None)
+    vals = {m.name: m.value.value for m in descriptors.container_metrics(s, "")}
+    assert vals["container_pressure_cpu_waiting_seconds_total"] == 2  # some: 2.5 s
+    assert vals["container_pressure_cpu_stalled_seconds_total"] == 0  # full: < 1 s
+    assert vals["container_pressure_io_waiting_seconds_total"] == 2
+    # No full line for io, no memory PSI at all: those series are absent, not zero.
+    assert "container_pressure_io_stalled_seconds_total" not in vals
+    assert "container_pressure_memory_waiting_seconds_total" not in vals
+    assert vals["container_memory_swap"] == 7

@@ -4,20 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from crirt.stats.reader import CgroupReader, DiskUsageCache, cgroup_relpath
+from crirt.stats.reader import CgroupReader, DiskUsageCache
 
 
 def _write(p: Path, text: str) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(text)
-
-
-def test_relpath_cgroupfs_and_systemd() -> None:
-    assert cgroup_relpath("/crirt/crirt-abc") == "crirt/crirt-abc"
-    assert (
-        cgroup_relpath("kubepods-besteffort-pod1.slice:crirt:abc")
-        == "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/crirt-abc.scope"
-    )
 
 
 def test_v1_hierarchy(tmp_path: Path) -> None:
@@ -71,3 +63,32 @@ def test_disk_usage_counts_hardlinks_once_and_caches(tmp_path: Path) -> None:
     cache.forget(set())
     assert cache.get(str(tmp_path)).inodes == 4
     assert cache.get(str(tmp_path / "missing")).inodes == 0
+
+
+def test_v2_pressure_and_swap(tmp_path: Path) -> None:
+    _write(tmp_path / "cgroup.controllers", "cpu io memory pids\n")
+    rel = "kubepods.slice/crirt-abc.scope"
+    _write(tmp_path / rel / "cpu.stat", "usage_usec 7\n")
+    _write(tmp_path / rel / "cpu.pressure", "some avg10=2.00 avg60=1.00 avg300=0.50 total=99\n")
+    _write(tmp_path / rel / "memory.pressure", "some avg10=0 avg60=0 avg300=0 total=5\n")
+    _write(tmp_path / rel / "memory.swap.current", "8192\n")
+    _write(tmp_path / rel / "memory.swap.max", "max\n")
+    s = CgroupReader(tmp_path).sample(rel)
+    assert s.cpu_psi is not None
+    assert s.cpu_psi.some.total_us == 99
+    assert s.memory_psi is not None
+    assert s.memory_psi.some.total_us == 5
+    # No io.pressure (a kernel without PSI for io, or no io controller): None, not an error.
+    assert s.io_psi is None
+    assert s.swap is not None
+    assert s.swap.usage == 8192
+    assert s.swap.limit is None
+
+
+def test_v1_has_no_pressure_or_swap(tmp_path: Path) -> None:
+    rel = "crirt/crirt-abc"
+    _write(tmp_path / "cpuacct" / rel / "cpuacct.usage", "42\n")
+    _write(tmp_path / "cpuacct" / rel / "cpu.pressure", "some avg10=0 avg60=0 avg300=0 total=1\n")
+    s = CgroupReader(tmp_path).sample(rel)
+    assert s.cpu_ns == 42
+    assert (s.cpu_psi, s.memory_psi, s.io_psi, s.swap) == (None, None, None, None)
