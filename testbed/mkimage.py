@@ -321,8 +321,10 @@ class Inputs:
         return Path(exe).read_bytes(), sorted(out.split())
 
     def _busybox_deb(self) -> Path:
-        dirs = [Path(os.environ.get("CRIRT_CACHE", "/var/cache/crirt")) / "debs",
-                self.workdir / "debs"]
+        dirs = [
+            Path(os.environ.get("CRIRT_CACHE", "/var/cache/crirt")) / "debs",
+            self.workdir / "debs",
+        ]
         debs = [p for dd in dirs for p in dd.glob("busybox_*_amd64.deb")]
         if not debs:
             # Downloaded, never installed: it conflicts with busybox-static.
@@ -339,8 +341,9 @@ class Inputs:
         """Debian's dynamic (non-FEATURE_SH_STANDALONE) busybox and its applet list."""
         if self._dyn is None:
             deb = self._busybox_deb()
-            fsys = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], check=True,
-                                  capture_output=True).stdout
+            fsys = subprocess.run(
+                ["dpkg-deb", "--fsys-tarfile", str(deb)], check=True, capture_output=True
+            ).stdout
             with tarfile.open(fileobj=io.BytesIO(fsys)) as tf:
                 member = tf.extractfile("./bin/busybox")
                 assert member is not None
@@ -366,8 +369,11 @@ class Inputs:
                 exe.parent.mkdir(parents=True, exist_ok=True)
                 tmp = exe.with_suffix(".tmp")
                 # From stdin, so no source path can end up in the binary.
-                subprocess.run(["gcc", "-static", "-O2", "-s", "-o", str(tmp), "-x", "c", "-"],
-                               input=NNP_C, check=True)
+                subprocess.run(
+                    ["gcc", "-static", "-O2", "-s", "-o", str(tmp), "-x", "c", "-"],
+                    input=NNP_C,
+                    check=True,
+                )
                 tmp.rename(exe)
             self._nnp = exe.read_bytes()
         return self._nnp
@@ -389,14 +395,32 @@ def log(msg: str) -> None:
 def common_fs(passwd: str = PASSWD, group: str = GROUP) -> Layer:
     """Directories, account files and shims shared by both busybox bases."""
     return {
-        "bin": d(), "dev": d(), "etc": d(), "home": d(), "proc": d(), "root": d(0o700),
-        "run": d(), "sys": d(), "tmp": d(0o1777), "usr/bin": d(), "usr/sbin": d(),
-        "usr/local/bin": d(), "var/run": d(), "var/spool/mail": d(), "var/www": d(),
+        "bin": d(),
+        "dev": d(),
+        "etc": d(),
+        "home": d(),
+        "proc": d(),
+        "root": d(0o700),
+        "run": d(),
+        "sys": d(),
+        "tmp": d(0o1777),
+        "usr/bin": d(),
+        "usr/sbin": d(),
+        "usr/local/bin": d(),
+        "var/run": d(),
+        "var/spool/mail": d(),
+        "var/www": d(),
         "var/tmp": d(0o1777),
-        "etc/passwd": f(passwd), "etc/group": f(group), "etc/shadow": f(shadow_for(passwd), 0o600),
-        "etc/nsswitch.conf": f(NSSWITCH), "etc/hosts": f(""), "etc/hostname": f(""),
-        "etc/resolv.conf": f(""), "etc/mtab": Entry("symlink", 0o777, target="../proc/self/mounts"),
-        "usr/bin/ipcs": f(IPCS, 0o755), "usr/bin/pgrep": f(PGREP, 0o755),
+        "etc/passwd": f(passwd),
+        "etc/group": f(group),
+        "etc/shadow": f(shadow_for(passwd), 0o600),
+        "etc/nsswitch.conf": f(NSSWITCH),
+        "etc/hosts": f(""),
+        "etc/hostname": f(""),
+        "etc/resolv.conf": f(""),
+        "etc/mtab": Entry("symlink", 0o777, target="../proc/self/mounts"),
+        "usr/bin/ipcs": f(IPCS, 0o755),
+        "usr/bin/pgrep": f(PGREP, 0o755),
     }
 
 
@@ -424,7 +448,8 @@ def base_hardlinks(inp: Inputs) -> Layer:
         host = Path("/lib/x86_64-linux-gnu", lib).resolve()
         layer[f"{LIBDIR}/{lib}"] = f(host.read_bytes(), 0o755)
     layer["lib64/ld-linux-x86-64.so.2"] = Entry(
-        "symlink", 0o777, target=f"../{LIBDIR}/ld-linux-x86-64.so.2")
+        "symlink", 0o777, target=f"../{LIBDIR}/ld-linux-x86-64.so.2"
+    )
     return with_parents(layer)
 
 
@@ -447,64 +472,138 @@ def all_images(inp: Inputs) -> list[Image]:
     k8s = "k8s-staging-cri-tools/"
     tags = ("1.36", "latest")
     images = [
-        Image("busybox", [f"{r}:{t}" for r in ("library/busybox", "busybox") for t in tags]
-              + [f"docker/library/busybox:{t}"
-                 for t in ("1", "1-glibc", "1-musl", "1-uclibc", "1.35.0-glibc")], [sym], sh),
+        Image(
+            "busybox",
+            [f"{r}:{t}" for r in ("library/busybox", "busybox") for t in tags]
+            + [
+                f"docker/library/busybox:{t}"
+                for t in ("1", "1-glibc", "1-musl", "1-uclibc", "1.35.0-glibc")
+            ],
+            [sym],
+            sh,
+        ),
         Image("e2e-busybox", ["e2e-test-images/busybox:1.29-2"], [hard], sh),
-        Image("nginx", ["e2e-test-images/nginx:1.14-2"], [hard, nginx_layer(80)],
-              {"Cmd": ["nginx", "-g", "daemon off;"], "ExposedPorts": {"80/tcp": {}}}),
-        Image("hostnet-nginx", [f"{k8s}hostnet-nginx-amd64:latest"], [hard, nginx_layer(12003)],
-              {"Cmd": ["nginx", "-g", "daemon off;"], "ExposedPorts": {"12003/tcp": {}}}),
-        Image("httpd", ["e2e-test-images/httpd:2.4.39-4"], [hard, httpd_layer()],
-              {"Cmd": ["httpd-foreground"], "ExposedPorts": {"80/tcp": {}},
-               "WorkingDir": "/usr/local/apache2"}),
-        Image("nonewprivs", ["e2e-test-images/nonewprivs:1.3"],
-              [hard, with_parents({"usr/local/bin/nnp": f(inp.nnp(), 0o4755)})],
-              {"Entrypoint": ["/usr/local/bin/nnp"]}),
+        Image(
+            "nginx",
+            ["e2e-test-images/nginx:1.14-2"],
+            [hard, nginx_layer(80)],
+            {"Cmd": ["nginx", "-g", "daemon off;"], "ExposedPorts": {"80/tcp": {}}},
+        ),
+        Image(
+            "hostnet-nginx",
+            [f"{k8s}hostnet-nginx-amd64:latest"],
+            [hard, nginx_layer(12003)],
+            {"Cmd": ["nginx", "-g", "daemon off;"], "ExposedPorts": {"12003/tcp": {}}},
+        ),
+        Image(
+            "httpd",
+            ["e2e-test-images/httpd:2.4.39-4"],
+            [hard, httpd_layer()],
+            {
+                "Cmd": ["httpd-foreground"],
+                "ExposedPorts": {"80/tcp": {}},
+                "WorkingDir": "/usr/local/apache2",
+            },
+        ),
+        Image(
+            "nonewprivs",
+            ["e2e-test-images/nonewprivs:1.3"],
+            [hard, with_parents({"usr/local/bin/nnp": f(inp.nnp(), 0o4755)})],
+            {"Entrypoint": ["/usr/local/bin/nnp"]},
+        ),
     ]
-    for suffix, user in (("uid", "1002"), ("username", "www-data"), ("uid-group", "1003:1004"),
-                         ("username-group", "www-data:1004")):
-        images.append(Image(f"test-image-user-{suffix}", [f"{k8s}test-image-user-{suffix}:latest"],
-                             [hard], {**sh, "User": user}))
+    for suffix, user in (
+        ("uid", "1002"),
+        ("username", "www-data"),
+        ("uid-group", "1003:1004"),
+        ("username-group", "www-data:1004"),
+    ):
+        images.append(
+            Image(
+                f"test-image-user-{suffix}",
+                [f"{k8s}test-image-user-{suffix}:latest"],
+                [hard],
+                {**sh, "User": user},
+            )
+        )
     # As upstream images/image-predefined-group/Dockerfile: a user 1000 in a group defined there.
     passwd = PASSWD + "default-user:x:1000:1000:Linux User,,,:/home/default-user:/bin/sh\n"
     group = GROUP + "default-user:x:1000:\ngroup-defined-in-image:x:50000:default-user\n"
-    accounts: Layer = {"etc/passwd": f(passwd), "etc/group": f(group),
-                       "etc/shadow": f(shadow_for(passwd), 0o600), "home/default-user": d()}
-    images.append(Image("test-image-predefined-group", [f"{k8s}test-image-predefined-group:latest"],
-                        [hard, with_parents(accounts)], {**sh, "User": "1000"}))
-    for name in ("test-image-1", "test-image-2", "test-image-3", "test-image-latest",
-                 "test-image-digest"):
+    accounts: Layer = {
+        "etc/passwd": f(passwd),
+        "etc/group": f(group),
+        "etc/shadow": f(shadow_for(passwd), 0o600),
+        "home/default-user": d(),
+    }
+    images.append(
+        Image(
+            "test-image-predefined-group",
+            [f"{k8s}test-image-predefined-group:latest"],
+            [hard, with_parents(accounts)],
+            {**sh, "User": "1000"},
+        )
+    )
+    for name in (
+        "test-image-1",
+        "test-image-2",
+        "test-image-3",
+        "test-image-latest",
+        "test-image-digest",
+    ):
         images.append(Image(name, [f"{k8s}{name}:latest"], [hard, marker(name)], sh))
     for tag in ("test", "all"):  # two distinct images, so no test sees an extra RepoTag
-        images.append(Image(f"test-image-tag-{tag}", [f"{k8s}test-image-tag:{tag}"],
-                            [hard, marker(f"test-image-tag-{tag}")], sh))
-    images.append(Image("test-image-tags", [f"{k8s}test-image-tags:{t}" for t in "123"],
-                        [hard, marker("same-image")], sh))
+        images.append(
+            Image(
+                f"test-image-tag-{tag}",
+                [f"{k8s}test-image-tag:{tag}"],
+                [hard, marker(f"test-image-tag-{tag}")],
+                sh,
+            )
+        )
+    images.append(
+        Image(
+            "test-image-tags",
+            [f"{k8s}test-image-tags:{t}" for t in "123"],
+            [hard, marker("same-image")],
+            sh,
+        )
+    )
     # The pause image: catatonit in pause mode as nobody, like upstream's /pause.
     pause: Layer = {"pause": f(Path("/usr/bin/catatonit").read_bytes(), 0o755)}
     pause_cfg: dict[str, Any] = {"Entrypoint": ["/pause", "-P"], "User": "65535:65535"}
     images.append(Image("pause", ["pause:3.9"], [pause], pause_cfg))
     # Same layer, distinct image ID: a sandbox image that critest's image specs never delete.
-    images.append(Image("crirt-pause", ["crirt/pause:3.9"], [pause],
-                        {**pause_cfg, "Labels": {"io.crirt.role": "sandbox"}}))
+    images.append(
+        Image(
+            "crirt-pause",
+            ["crirt/pause:3.9"],
+            [pause],
+            {**pause_cfg, "Labels": {"io.crirt.role": "sandbox"}},
+        )
+    )
     return images
 
 
 def nginx_layer(port: int) -> Layer:
-    return with_parents({
-        "usr/sbin/nginx": f(NGINX, 0o755),
-        "etc/nginx/conf.d/default.conf": f(NGINX_CONF % port),
-        "usr/share/nginx/html/index.html": f(NGINX_INDEX),
-        "var/log/nginx": d(),
-    })
+    return with_parents(
+        {
+            "usr/sbin/nginx": f(NGINX, 0o755),
+            "etc/nginx/conf.d/default.conf": f(NGINX_CONF % port),
+            "usr/share/nginx/html/index.html": f(NGINX_INDEX),
+            "var/log/nginx": d(),
+        }
+    )
 
 
 def httpd_layer() -> Layer:
-    return with_parents({
-        "usr/local/bin/httpd-foreground": f(HTTPD, 0o755),
-        "usr/local/apache2/htdocs/index.html": f("<html><body><h1>It works!</h1></body></html>\n"),
-    })
+    return with_parents(
+        {
+            "usr/local/bin/httpd-foreground": f(HTTPD, 0o755),
+            "usr/local/apache2/htdocs/index.html": f(
+                "<html><body><h1>It works!</h1></body></html>\n"
+            ),
+        }
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -553,19 +652,28 @@ class Layout:
         """Write config + manifest; return the manifest digest and size."""
         layers = [self.layer(la) for la in img.layers]
         config = {
-            "architecture": "amd64", "os": "linux", "created": CREATED,
+            "architecture": "amd64",
+            "os": "linux",
+            "created": CREATED,
             "config": {"Env": [ENV_PATH], **img.config},
             "rootfs": {"type": "layers", "diff_ids": [la["diff_id"] for la in layers]},
-            "history": [{"created": CREATED, "created_by": f"crirt testbed/mkimage.py {img.name}"}
-                        for _ in layers],
+            "history": [
+                {"created": CREATED, "created_by": f"crirt testbed/mkimage.py {img.name}"}
+                for _ in layers
+            ],
         }
         cfg = canonical(config)
-        manifest = canonical({
-            "schemaVersion": 2, "mediaType": MT_MANIFEST,
-            "config": {"mediaType": MT_CONFIG, "digest": self.put(cfg), "size": len(cfg)},
-            "layers": [{"mediaType": MT_LAYER, "digest": la["digest"], "size": la["size"]}
-                       for la in layers],
-        })
+        manifest = canonical(
+            {
+                "schemaVersion": 2,
+                "mediaType": MT_MANIFEST,
+                "config": {"mediaType": MT_CONFIG, "digest": self.put(cfg), "size": len(cfg)},
+                "layers": [
+                    {"mediaType": MT_LAYER, "digest": la["digest"], "size": la["size"]}
+                    for la in layers
+                ],
+            }
+        )
         return self.put(manifest), len(manifest)
 
     def save(self, refs: dict[str, tuple[str, int]]) -> None:
@@ -578,11 +686,22 @@ class Layout:
             for m in json.loads(index_file.read_text()).get("manifests", []):
                 known[m["annotations"]["org.opencontainers.image.ref.name"]] = m
         for ref, (digest, size) in refs.items():
-            known[ref] = {"mediaType": MT_MANIFEST, "digest": digest, "size": size,
-                          "annotations": {"org.opencontainers.image.ref.name": ref}}
-        write_atomic(index_file, canonical(
-            {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-             "manifests": [known[r] for r in sorted(known)]}))
+            known[ref] = {
+                "mediaType": MT_MANIFEST,
+                "digest": digest,
+                "size": size,
+                "annotations": {"org.opencontainers.image.ref.name": ref},
+            }
+        write_atomic(
+            index_file,
+            canonical(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": "application/vnd.oci.image.index.v1+json",
+                    "manifests": [known[r] for r in sorted(known)],
+                }
+            ),
+        )
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -605,8 +724,13 @@ class Registry:
         self.pushed_blobs = 0
         self.pushed_manifests = 0
 
-    def call(self, method: str, url: str, body: bytes | None = None,
-             headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
+    def call(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> http.client.HTTPResponse:
         hdrs = dict(headers or {})
         if body is not None:
             hdrs["Content-Length"] = str(len(body))
@@ -654,8 +778,9 @@ class Registry:
         m = json.loads(manifest)
         for blob in [m["config"], *m["layers"]]:
             self.ensure_blob(repo, blob["digest"])
-        resp = self.call("PUT", f"/v2/{repo}/manifests/{tag}", manifest,
-                         {"Content-Type": MT_MANIFEST})
+        resp = self.call(
+            "PUT", f"/v2/{repo}/manifests/{tag}", manifest, {"Content-Type": MT_MANIFEST}
+        )
         if resp.status != 201:
             raise RuntimeError(f"PUT manifest {ref}: HTTP {resp.status}")
         self.pushed_manifests += 1
@@ -668,8 +793,11 @@ def select(images: Iterable[Image], only: Sequence[str]) -> list[Image]:
     """--only matches an image name, a repository or a repository:tag."""
     if not only:
         return list(images)
-    chosen = [i for i in images
-              if any(o in (i.name, r, r.rpartition(":")[0]) for o in only for r in i.refs)]
+    chosen = [
+        i
+        for i in images
+        if any(o in (i.name, r, r.rpartition(":")[0]) for o in only for r in i.refs)
+    ]
     if not chosen:
         raise SystemExit(f"mkimage: nothing matches {' '.join(only)}")
     return chosen
@@ -679,10 +807,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     testbed = Path(os.environ.get("CRIRT_TESTBED_DIR", "/var/tmp/crirt-testbed"))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--registry", default="127.0.0.1:5000", help="host:port (plain HTTP)")
-    ap.add_argument("--only", nargs="+", default=[], metavar="NAME",
-                    help="image name, repository or repository:tag")
-    ap.add_argument("--dir", type=Path, default=testbed / "images",
-                    help="OCI layout used as build cache (default $CRIRT_TESTBED_DIR/images)")
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="image name, repository or repository:tag",
+    )
+    ap.add_argument(
+        "--dir",
+        type=Path,
+        default=testbed / "images",
+        help="OCI layout used as build cache (default $CRIRT_TESTBED_DIR/images)",
+    )
     ap.add_argument("--no-push", action="store_true", help="build into --dir only")
     ap.add_argument("--list", action="store_true", help="list image names and refs, then exit")
     args = ap.parse_args(argv)
@@ -705,10 +842,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             registry.push(ref, digest)
             ref = f"{args.registry}/{ref}"
         print(ref, digest)
-    pushed = (f", pushed {registry.pushed_blobs} blobs and {registry.pushed_manifests} manifests"
-              if registry else "")
-    log(f"{len(images)} images, {len(refs)} refs, built {layout.built} layers{pushed} "
-        f"in {time.monotonic() - t0:.2f}s")
+    pushed = (
+        f", pushed {registry.pushed_blobs} blobs and {registry.pushed_manifests} manifests"
+        if registry
+        else ""
+    )
+    log(
+        f"{len(images)} images, {len(refs)} refs, built {layout.built} layers{pushed} "
+        f"in {time.monotonic() - t0:.2f}s"
+    )
     return 0
 
 
