@@ -209,22 +209,34 @@ def _shares_pid_namespace(bundle: str) -> bool:
 _IN_MODIFY = 0x00000002
 
 
-def _watch_oom(cgroups_path: str, cgroup_root: str = "/sys/fs/cgroup") -> tuple[int, str]:
-    """An inotify fd watching the container's memory.events on cgroup v2, and that path; (-1,
-    "") on v1 or when it cannot be watched. Under the systemd driver the scope's cgroup goes
-    away as soon as its last process exits, before the exit could be looked at, so the OOM
-    counters are read when the kernel bumps them (as conmon does); on v1 the cgroup stays
-    until ``runc delete`` and ``_oom_killed`` at the exit sees them."""
+def oom_kill_count(text: str) -> int:
+    """The ``oom_kill N`` count of a memory.events text; -1 without one."""
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill":
+            return int(value) if value.isdigit() else -1
+    return -1
+
+
+def _watch_oom(cgroups_path: str, cgroup_root: str = "/sys/fs/cgroup") -> tuple[int, str, str]:
+    """An inotify fd watching the container's memory.events on cgroup v2 and its parent's, and
+    those two paths; (-1, "", "") on v1 or when it cannot be watched. See ``Monitor._check_oom``:
+    under the systemd driver the container's cgroup goes away as soon as its last process
+    exits, often before its counters could be read (cri-o#7035, conmon#426)."""
     if not cgroups_path or not os.path.exists(os.path.join(cgroup_root, "cgroup.controllers")):
-        return -1, ""
-    path = f"{cgroup_root}{cgroup_relpath(cgroups_path)}/memory.events"
+        return -1, "", ""
+    rel = cgroup_relpath(cgroups_path)
+    path = f"{cgroup_root}{rel}/memory.events"
+    parent = f"{cgroup_root}{os.path.dirname(rel)}/memory.events"
     fd = _LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
     if fd < 0:
-        return -1, ""
+        return -1, "", ""
     if _LIBC.inotify_add_watch(fd, os.fsencode(path), _IN_MODIFY) < 0:
         os.close(fd)
-        return -1, ""
-    return fd, path
+        return -1, "", ""
+    # the parent's too (best effort: a root-level cgroup has no memory.events)
+    _LIBC.inotify_add_watch(fd, os.fsencode(parent), _IN_MODIFY)
+    return fd, path, parent
 
 
 def _oom_killed(cgroups_path: str) -> bool:
@@ -365,6 +377,8 @@ class Monitor:
         # cgroup v2: memory.events watched while the container runs (_watch_oom).
         self.oom_fd = -1
         self.oom_path = ""
+        self.oom_parent_path = ""
+        self.oom_parent_base = -1
         self.oom_seen = False
         # runc create succeeded: a failure from here on must delete the container.
         self.created = False
@@ -695,6 +709,10 @@ class Monitor:
             if pid == self.container_pid and self.exit_status is None:
                 self.exit_status = status
                 self.finished_at = time.time_ns()
+                # Now, before systemd hears (through the same delayed kernfs notification as
+                # our inotify) that the scope is empty and removes its cgroup with the counters.
+                if self.oom_fd >= 0:
+                    self._check_oom()
 
     def _accept(self) -> None:
         assert self.ctl is not None
@@ -768,16 +786,43 @@ class Monitor:
             os.close(old)
         return protocol.encode_reply(True)
 
+    def _parent_oom_kills(self) -> int:
+        try:
+            with open(self.oom_parent_path) as f:
+                return oom_kill_count(f.read())
+        except OSError:
+            return -1
+
     def _check_oom(self) -> None:
+        """On every change of the container's or its parent's memory.events (and at the exit):
+        while the container's own file can be read, its counters decide, and the parent's
+        oom_kill count is noted. Once the container died of SIGKILL and its cgroup is gone,
+        an oom_kill the parent (the pod's slice: v2 events are hierarchical) counted since the
+        last note is the container's: a sibling's would have been noted at its own event, the
+        container being alive then. The kernel's notification is itself delayed (a 20 ms rate
+        limit in cgroup_file_notify), which is why the exit does not wait for it."""
         with contextlib.suppress(OSError):
             while os.read(self.oom_fd, 4096):  # the events only say "changed"
                 pass
         try:
             with open(self.oom_path) as f:
-                if parse_oom_counters(f.read()):
-                    self.oom_seen = True
+                text = f.read()
         except OSError:
-            pass
+            status = self.exit_status
+            if (
+                status is not None
+                and not self.oom_seen
+                and self.oom_parent_base >= 0
+                and os.WIFSIGNALED(status)
+                and os.WTERMSIG(status) == signal.SIGKILL
+                and self._parent_oom_kills() > self.oom_parent_base
+            ):
+                self.oom_seen = True
+            return
+        if parse_oom_counters(text):
+            self.oom_seen = True
+        else:
+            self.oom_parent_base = self._parent_oom_kills()  # after ours: ours was clean
 
     def _loop(self) -> None:
         assert self.ctl is not None
@@ -903,7 +948,11 @@ class Monitor:
             msg = str(exc) if isinstance(exc, MonitorError) else f"monitor: {exc}"
             self._report(protocol.SyncReport(-1, os.getpid(), msg))
             os._exit(1)
-        self.oom_fd, self.oom_path = _watch_oom(_read_cgroups_path(self.spec.bundle))
+        self.oom_fd, self.oom_path, self.oom_parent_path = _watch_oom(
+            _read_cgroups_path(self.spec.bundle)
+        )
+        if self.oom_fd >= 0:
+            self._check_oom()
         if not self._report(protocol.SyncReport(self.container_pid, os.getpid())):
             # crirt gave up waiting (timeout) or died and closed the pipe: nobody owns this
             # container. Deleting it (even started) is what lets a restarted crirt roll the

@@ -1827,21 +1827,63 @@ static bool oom_killed(void)
     return oom;
 }
 
-/* The container's memory.events on cgroup v2, watched with inotify while it runs: under the
- * systemd driver its scope's cgroup goes away as soon as its last process exits, before the
- * exit could be looked at, so the OOM counters are read when the kernel bumps them (as
- * conmon does). On v1 the cgroup stays until `runc delete`: oom_killed() at the exit. */
+/* OOM kills on cgroup v2. Under the systemd driver the container's cgroup (its scope) is
+ * removed by systemd as soon as the last process exits, often before anyone has read its
+ * memory.events: the race CRI-O (cri-o#7035), conmon (#426) and containerd (which skips
+ * critest's OOM spec with systemd) know. The kernel's own notification of the counter is
+ * delayed too (cgroup_file_notify waits out a 20 ms rate limit). So:
+ * - the container's memory.events and its parent's (the pod's slice: v2 events are
+ *   hierarchical) are watched with inotify; on every event, while the container's own file
+ *   can be read, its counters decide, and the parent's oom_kill count is noted;
+ * - if the container dies of SIGKILL and its own file is gone, an oom_kill the parent counted
+ *   since the last note is the container's: a sibling's OOM would have been noted at its own
+ *   event, the container being alive then. On v1 the cgroup stays until `runc delete`:
+ *   oom_killed() at the exit. */
 static int oom_fd = -1;
 static bool oom_seen;
-static bbuf oom_path;
+static bbuf oom_path, oom_parent_path;
+static long long oom_parent_base = -1;
+
+/* The "oom_kill N" count of a memory.events text; -1 without one. */
+static long long oom_kill_count(const char *t, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        const char *nl = memchr(t + i, '\n', n - i);
+        size_t j = nl ? (size_t)(nl - t) : n;
+        if (j - i > 9 && memcmp(t + i, "oom_kill ", 9) == 0) {
+            long long v = 0;
+            size_t k = i + 9;
+            for (; k < j && is_digit(t[k]) && v < (1LL << 50); k++)
+                v = v * 10 + (t[k] - '0');
+            return k == j && k > i + 9 ? v : -1;
+        }
+        i = j + 1;
+    }
+    return -1;
+}
+
+static long long parent_oom_kills(void)
+{
+    bbuf text = {0};
+    long long v = read_file(oom_parent_path.p, &text) == 0 ? oom_kill_count(text.p, text.n) : -1;
+    bb_free(&text);
+    return v;
+}
 
 static void check_oom(void)
 {
     while (read(oom_fd, rbuf, READ_SIZE) > 0)
         ; /* the events only say "changed" */
     bbuf text = {0};
-    if (read_file(oom_path.p, &text) == 0 && parse_oom_counters(text.p, text.n))
+    if (read_file(oom_path.p, &text) == 0) {
+        if (parse_oom_counters(text.p, text.n))
+            oom_seen = true;
+        else
+            oom_parent_base = parent_oom_kills(); /* read after ours: ours was still clean */
+    } else if (exited && !oom_seen && oom_parent_base >= 0 && WIFSIGNALED(exit_status) &&
+               WTERMSIG(exit_status) == SIGKILL && parent_oom_kills() > oom_parent_base) {
         oom_seen = true;
+    }
     bb_free(&text);
 }
 
@@ -1857,13 +1899,20 @@ static void watch_oom(void)
         bb_puts(&oom_path, CGROUP_ROOT);
         bb_putn(&oom_path, rel.p, rel.n);
         bb_puts(&oom_path, "/memory.events");
+        bb_puts(&oom_parent_path, CGROUP_ROOT);
+        path_dir(&oom_parent_path, rel.p);
+        bb_puts(&oom_parent_path, "/memory.events");
         oom_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
         if (oom_fd >= 0 && inotify_add_watch(oom_fd, oom_path.p, IN_MODIFY) < 0) {
             close(oom_fd);
             oom_fd = -1;
         }
-        if (oom_fd >= 0)
+        if (oom_fd >= 0) {
+            /* the parent's too (best effort: a root-level cgroup has no memory.events) */
+            inotify_add_watch(oom_fd, oom_parent_path.p, IN_MODIFY);
             poll_register(oom_fd, POLLIN);
+            check_oom();
+        }
     }
     bb_free(&cg);
     bb_free(&rel);
@@ -2089,6 +2138,10 @@ static void reap(void)
             exited = true;
             exit_status = status;
             finished_at = clock_ns(CLOCK_REALTIME);
+            /* Now, before systemd hears (through the same delayed kernfs notification as our
+             * inotify) that the scope is empty and removes its cgroup with the counters. */
+            if (oom_fd >= 0)
+                check_oom();
         }
     }
 }
