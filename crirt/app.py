@@ -140,6 +140,9 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
 
 async def serve(cfg: Config) -> int:
     limit_malloc_arenas()
+    # Before anything is started: it takes systemd's notification variables out of the
+    # environment every child (runc, monitors, CNI plugins) would inherit.
+    notifier = Notifier()
     crirt_log.setup(cfg.log_level, cfg.log_format)
     svc, images = build(cfg)
     await _probe_handlers(cfg, svc)
@@ -165,7 +168,6 @@ async def serve(cfg: Config) -> int:
     log.info("crirt serving", listen=cfg.listen, pid=os.getpid())
     # Type=notify units: ready once the CRI socket serves (systemd starts the kubelet, which
     # is ordered after crirt, only then), watchdog pings from this loop.
-    notifier = Notifier()
     notifier.ready(f"serving CRI on {cfg.listen}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

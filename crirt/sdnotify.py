@@ -6,7 +6,8 @@ abstract one written ``@name``) and, with ``WatchdogSec=``, ``WATCHDOG_USEC`` (a
 serves, ``RELOADING=1``/``READY=1`` around a SIGHUP reload, ``STOPPING=1`` when it begins to
 stop, and ``WATCHDOG=1`` from its event loop at half the watchdog interval: a loop that stalls
 stops the pings, and systemd restarts crirt (containers run on under their monitors). Without
-the variables every call is a no-op, so nothing changes outside systemd.
+the variables every call is a no-op, so nothing changes outside systemd. The variables are taken
+out of crirt's environment first thing (see ``Notifier``).
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 
 from crirt.log import get_logger
 
 log = get_logger(__name__)
+
+_NOTIFY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
 def notify_address(env: Mapping[str, str]) -> str | None:
@@ -42,11 +45,16 @@ def watchdog_interval(env: Mapping[str, str], pid: int) -> float | None:
 class Notifier:
     """Sends state changes to systemd; silent (and free) outside a notify unit."""
 
-    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, env: MutableMapping[str, str] | None = None) -> None:
         env = os.environ if env is None else env
         self.address = notify_address(env)
         self.watchdog = watchdog_interval(env, os.getpid()) if self.address else None
         self._task: asyncio.Task[None] | None = None
+        # sd_notify(unset_environment=1): nothing crirt starts may inherit them. runc and crun
+        # would proxy the socket into every container (runc's notify.sock), and a container,
+        # a monitor or a CNI plugin could then tell systemd that crirt is ready or stopping.
+        for name in _NOTIFY_ENV:
+            env.pop(name, None)
 
     def send(self, *fields: str) -> bool:
         """One datagram of ``KEY=VALUE`` lines; False when it could not be delivered (logged:

@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING
 from crirt._gen import api_pb2
 from crirt.errors import FailedPrecondition, InvalidArgument, RuntimeFailure
 from crirt.log import get_logger
+from crirt.oci.cgroups import cgroup_relpath
 from crirt.oci.spec import build_linux_resources
-from crirt.runtime.model import ContainerState
+from crirt.runtime.model import Container, ContainerState
 from crirt.runtime.store import write_json_atomic
+from crirt.stats.reader import CgroupReader
 
 if TYPE_CHECKING:
     from crirt.runtime.service import RuntimeService
@@ -61,6 +63,29 @@ def _update_bundle(bundle: Path, resources: dict[str, object]) -> None:
     write_json_atomic(path, spec)
 
 
+def _check_memory_limit(svc: RuntimeService, c: Container, limit: int) -> None:
+    """Refuse, on cgroup v2, a memory limit below what the container cannot give back.
+
+    v1 refuses such a limit itself (EBUSY, below). v2 takes any memory.max and OOM-kills the
+    container when reclaim cannot get under it; under the systemd driver the scope then
+    vanishes in the middle of ``runc update``. The kubelet refuses an in-place resize below
+    the working set (usage minus inactive file pages) for the same reason: so does crirt.
+
+    Raises:
+        FailedPrecondition: ``limit`` is below the container's working set.
+    """
+    sb = svc.sandboxes.find(c.sandbox_id)
+    if sb is None:
+        return
+    relpath = cgroup_relpath(svc.cgroup_driver.cgroups_path(sb.cgroup_parent, c.id))
+    mem = CgroupReader().sample(relpath, pids=False).memory
+    if mem is not None and limit < mem.working_set:
+        raise FailedPrecondition(
+            f"cannot update resources of container {c.id}: memory limit {limit} is below its "
+            f"current usage (working set {mem.working_set} bytes); the kernel would OOM-kill it"
+        )
+
+
 async def update_resources(
     svc: RuntimeService, container_id: str, resources: api_pb2.LinuxContainerResources
 ) -> None:
@@ -83,6 +108,8 @@ async def update_resources(
         # StartContainer, which holds this lock): the bundle below carries the new limits to
         # its start. One created by an older crirt (c.pid set) has runc state: update it.
         if c.state is ContainerState.RUNNING or (c.state is ContainerState.CREATED and c.pid):
+            if svc.cgroup_v2 and resources.memory_limit_in_bytes:
+                _check_memory_limit(svc, c, resources.memory_limit_in_bytes)
             try:
                 await svc.runtime(c.handler).update(c.id, oci)
             except RuntimeFailure as exc:

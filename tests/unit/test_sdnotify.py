@@ -90,3 +90,17 @@ def test_watchdog_pings_until_stopping(tmp_path: Path) -> None:
 def test_unreachable_socket_is_reported_not_raised(tmp_path: Path) -> None:
     n = Notifier({"NOTIFY_SOCKET": str(tmp_path / "missing")})
     assert n.send("READY=1") is False
+
+
+def test_the_variables_leave_the_environment_children_inherit(tmp_path: Path) -> None:
+    # runc would proxy NOTIFY_SOCKET into containers, and any child could speak for crirt.
+    env = {
+        "NOTIFY_SOCKET": str(tmp_path / "n"),
+        "WATCHDOG_USEC": "1000000",
+        "WATCHDOG_PID": str(os.getpid()),
+        "PATH": "/usr/bin",
+    }
+    n = Notifier(env)
+    assert n.address == str(tmp_path / "n")
+    assert n.watchdog == 0.5
+    assert env == {"PATH": "/usr/bin"}
