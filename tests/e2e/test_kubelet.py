@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import pytest
 import requests
 
+from tests.helpers.cgroups import driver, unified
 from tests.helpers.crirt import Crirt, find_leftovers, mounts_under, private_network
 
 KUBELET = Path(os.environ.get("CRIRT_KUBELET", "/usr/local/lib/crirt/kubelet"))
@@ -37,6 +38,12 @@ LOGS = Path("/var/tmp/crirt-e2e-logs")
 # /kubepods (two test sessions on one machine) would kill each other's pods.
 CGROUP_ROOT = f"crirt-e2e-{os.getpid()}"
 CGROUPS = Path("/sys/fs/cgroup")
+# The node's layout: the kubelet gets crirt's driver (RuntimeConfig says the same), and on a
+# cgroup v2 node its default failCgroupV1 (true). Under systemd the pods go to kubepods.slice:
+# the kubelet's default root, which a guest of the VM test bed has to itself.
+DRIVER = driver()
+SYSTEMD = DRIVER == "systemd"
+V2 = unified()
 IMAGE = "docker.io/library/busybox:1.36"
 # The host sysctls the kubelet sets to its liking at start (protectKernelDefaults=false): put back
 # afterwards so a test run leaves the machine as it found it.
@@ -124,6 +131,9 @@ def manifests(host_port: int) -> dict[str, dict[str, Any]]:
                     readinessProbe={
                         "exec": {"command": ["cat", "/tmp/ready"]},
                         "periodSeconds": 1,
+                        # The default 1 s is one runc exec on a busy machine or in the VM test
+                        # bed's guest (~1.5 s there): a timed-out probe is a failed one.
+                        "timeoutSeconds": 10,
                     },
                 )
             ],
@@ -207,11 +217,11 @@ class Node:
             "containerLogMonitorInterval": "3s",
             "containerRuntimeEndpoint": sock,
             "imageServiceEndpoint": sock,
-            "cgroupDriver": "cgroupfs",
-            "cgroupRoot": f"/{CGROUP_ROOT}",
+            "cgroupDriver": DRIVER,
+            **({} if SYSTEMD else {"cgroupRoot": f"/{CGROUP_ROOT}"}),
             "failSwapOn": False,
-            # kubelet >= 1.35 refuses cgroup v1 hosts unless told otherwise; this one is v1.
-            "failCgroupV1": False,
+            # kubelet >= 1.35 refuses cgroup v1 hosts unless told otherwise (this machine).
+            **({} if V2 else {"failCgroupV1": False}),
             "address": "127.0.0.1",
             "port": self.port,
             "readOnlyPort": 0,
@@ -327,18 +337,34 @@ def assert_same_containers(node: Node, before: dict[str, dict[str, Any]], why: s
         assert st["state"]["running"]["startedAt"] == before[name]["state"]["running"]["startedAt"]
 
 
-def cgroup_file(controller: str, container_id: str, name: str) -> Path:
-    """The container's cgroup file in one v1 hierarchy (crirt names the leaf ``crirt-<id>``)."""
-    top = CGROUPS / controller / CGROUP_ROOT / "kubepods"
+def kubepods(controller: str) -> Path:
+    """The kubelet's top pod cgroup (in ``controller``'s hierarchy on v1)."""
+    top = CGROUPS if V2 else CGROUPS / controller
+    return top / "kubepods.slice" if SYSTEMD else top / CGROUP_ROOT / "kubepods"
+
+
+def cgroup_dir(controller: str, container_id: str) -> Path:
+    """The container's cgroup: ``crirt-<id>`` (cgroupfs) or ``crirt-<id>.scope`` (systemd)."""
+    top = kubepods(controller)
+    names = {f"crirt-{container_id}", f"crirt-{container_id}.scope"}
     for dirpath, dirnames, _ in os.walk(top):
-        if f"crirt-{container_id}" in dirnames:
-            return Path(dirpath) / f"crirt-{container_id}" / name
-    raise AssertionError(f"no cgroup crirt-{container_id} under {top}")
+        for d in names & set(dirnames):
+            return Path(dirpath) / d
+    raise AssertionError(f"no cgroup {names} under {top}")
+
+
+def pod_cgroup_name(uid: str) -> str:
+    """What the kubelet calls a pod's cgroup: ``pod<uid>`` (cgroupfs) or, as a systemd slice,
+    ``…-pod<uid with _ for ->.slice`` (its systemd names escape the dash, their separator)."""
+    return f"pod{uid.replace('-', '_')}.slice" if SYSTEMD else f"pod{uid}"
 
 
 def make_cgroup_root() -> None:
-    """The kubelet's cgroupRoot must exist in every hierarchy before it starts."""
-    for top in CGROUPS.iterdir():
+    """The kubelet's cgroupRoot must exist in every hierarchy before it starts (cgroupfs only:
+    under systemd the kubelet makes kubepods.slice itself)."""
+    if SYSTEMD:
+        return
+    for top in [CGROUPS] if V2 else CGROUPS.iterdir():
         if top.is_symlink() or not top.is_dir():
             continue
         mine = top / CGROUP_ROOT
@@ -395,7 +421,10 @@ def cleanup_host(base: Path, saved_sysctls: dict[str, str]) -> None:
         for link in logs.iterdir():
             if link.is_symlink() and os.readlink(link).startswith(str(base)):
                 link.unlink()
-    for top in CGROUPS.iterdir():
+    if SYSTEMD:
+        # Every pod is gone by now: its slices are empty.
+        subprocess.run(["systemctl", "stop", "kubepods.slice"], check=False)
+    for top in [CGROUPS, *CGROUPS.iterdir()]:
         mine = top / CGROUP_ROOT
         if mine.is_dir():
             for dirpath, _, _ in sorted(os.walk(mine), key=lambda w: -len(w[0])):
@@ -519,14 +548,30 @@ def test_guaranteed_limits_are_applied(node: Node) -> None:
     pod = node.pods()["guaranteed"]
     assert pod["status"]["qosClass"] == "Guaranteed"
     cid = status(pod)["containerID"].removeprefix("crirt://")
-    mem = cgroup_file("memory", cid, "memory.limit_in_bytes").read_text().strip()
+    mem_dir, cpu_dir = cgroup_dir("memory", cid), cgroup_dir("cpu", cid)
+    if V2:
+        mem = (mem_dir / "memory.max").read_text().strip()
+        quota, period = (cpu_dir / "cpu.max").read_text().split()
+    else:
+        mem = (mem_dir / "memory.limit_in_bytes").read_text().strip()
+        quota = (cpu_dir / "cpu.cfs_quota_us").read_text().strip()
+        period = (cpu_dir / "cpu.cfs_period_us").read_text().strip()
     assert int(mem) == 32 * 1024 * 1024
-    quota = cgroup_file("cpu", cid, "cpu.cfs_quota_us").read_text().strip()
-    period = cgroup_file("cpu", cid, "cpu.cfs_period_us").read_text().strip()
     assert (int(quota), int(period)) == (10000, 100000)
-    # The container's cgroup sits in the kubelet's pod cgroup (Guaranteed: kubepods/pod<uid>).
+    # The container's cgroup sits in the kubelet's pod cgroup (Guaranteed: kubepods/pod<uid>,
+    # or the slice kubepods-pod<uid>.slice, with the container in crirt-<id>.scope).
     uid = pod["metadata"]["uid"]
-    assert f"/kubepods/pod{uid}/" in str(cgroup_file("memory", cid, "tasks"))
+    parent = mem_dir.parent.name
+    assert parent == (f"kubepods-{pod_cgroup_name(uid)}" if SYSTEMD else f"pod{uid}"), mem_dir
+    assert mem_dir.name == (f"crirt-{cid}.scope" if SYSTEMD else f"crirt-{cid}")
+    if SYSTEMD:
+        unit = subprocess.run(
+            ["systemctl", "show", "-P", "Slice", f"crirt-{cid}.scope"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert unit == parent
 
 
 def test_host_port_reaches_the_pod(node: Node) -> None:
@@ -685,10 +730,10 @@ def test_removing_manifests_removes_everything(node: Node) -> None:
     assert find_leftovers(node.crirt, ids) == {}
 
     def no_pod_cgroups() -> bool:
-        names = {f"pod{uid}" for uid in uids}
-        for top in CGROUPS.iterdir():
-            for _, dirnames, _ in os.walk(top / CGROUP_ROOT / "kubepods"):
-                if names & set(dirnames):
+        names = [pod_cgroup_name(uid) for uid in uids]
+        for controller in ("memory", "cpu", "pids"):
+            for _, dirnames, _ in os.walk(kubepods(controller)):
+                if any(d.endswith(n) for d in dirnames for n in names):
                     return False
         return True
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 
 from crirt._gen import api_pb2_grpc
+from tests.helpers.cgroups import cgroup_dirs_of, driver, scope_units_of
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,10 +58,14 @@ class Crirt:
         self.logs = base / "logs"
         self.cni_dir = base / "cni"
         self.log_file = base / "crirt.log"
+        # crictl's own configuration, empty: what a machine's /etc/crictl.yaml says (or that
+        # there is none: a warning on stderr) must not reach the tests.
+        self.crictl_config = base / "crictl-none.yaml"
         self.proc: subprocess.Popen[bytes] | None = None
         self.channel: grpc.Channel | None = None
         self.logs.mkdir(parents=True, exist_ok=True)
         self.cni_dir.mkdir(parents=True, exist_ok=True)
+        self.crictl_config.touch()
         conf = (REPO / "deploy" / "cni" / "10-crirt-bridge.conflist").read_text()
         conf = conf.replace("/var/lib/crirt/cni/ipam", str(base / "ipam"))
         conf = conf.replace('"crirt0"', f'"{bridge}"').replace("10.88.0.0/16", subnet)
@@ -92,6 +97,8 @@ class Crirt:
                 "debug",
                 "--metrics-port",  # if a test enables metrics: a free port (servers run at once)
                 "0",
+                "--runtime-cgroup-driver",  # the layout the suite tests (helpers.cgroups.driver)
+                driver(),
                 *self.extra_args,
             ],
             stdout=log,
@@ -138,7 +145,16 @@ class Crirt:
         env.pop("CONTAINER_RUNTIME_ENDPOINT", None)
         ep = f"unix://{self.sock}"
         res = subprocess.run(
-            ["crictl", "--runtime-endpoint", ep, "--image-endpoint", ep, *args],
+            [
+                "crictl",
+                "--config",
+                str(self.crictl_config),
+                "--runtime-endpoint",
+                ep,
+                "--image-endpoint",
+                ep,
+                *args,
+            ],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -191,17 +207,6 @@ def monitor_pids(srv: Crirt) -> list[int]:
     return sorted(pids - servers)
 
 
-def _cgroups_named(names: set[str]) -> list[str]:
-    """cgroup directories with one of these names, in every hierarchy. os.walk skips what
-    vanishes while it walks (other runtimes on the machine remove their cgroups concurrently;
-    Path.glob raised FileNotFoundError)."""
-    out = []
-    for top in Path("/sys/fs/cgroup").iterdir():
-        for dirpath, dirnames, _ in os.walk(top):
-            out += [os.path.join(dirpath, d) for d in dirnames if d in names]
-    return sorted(out)
-
-
 def find_leftovers(srv: Crirt, ids: list[str]) -> dict[str, list[str]]:
     """Everything a removed pod or container could leave behind, by kind (empty = clean)."""
     found: dict[str, list[str]] = {}
@@ -216,7 +221,8 @@ def find_leftovers(srv: Crirt, ids: list[str]) -> dict[str, list[str]]:
         check=False,
     )
     found["runc"] = runc.stdout.split()
-    found["cgroups"] = _cgroups_named({f"crirt-{i}" for i in ids})
+    found["cgroups"] = cgroup_dirs_of(ids)
+    found["scopes"] = scope_units_of(ids)
     brif = Path("/sys/class/net") / srv.bridge / "brif"
     found["veths"] = sorted(p.name for p in brif.iterdir()) if brif.exists() else []
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=False).stdout

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import signal
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
 from crirt._gen import api_pb2
+from tests.helpers.cgroups import cgroup_file
 from tests.helpers.crirt import Crirt, find_leftovers, mounts_under
 
 pytestmark = [pytest.mark.root, pytest.mark.testbed]
@@ -164,9 +164,7 @@ def test_stop_and_remove_of_a_created_container(crirt: Crirt) -> None:
 def _memory_limit(crirt: Crirt, cid: str) -> int:
     info = _status(crirt, cid, verbose=True).info
     cgroups_path = json.loads(info["info"])["runtimeSpec"]["linux"]["cgroupsPath"]
-    v1 = Path("/sys/fs/cgroup/memory") / cgroups_path.lstrip("/") / "memory.limit_in_bytes"
-    v2 = Path("/sys/fs/cgroup") / cgroups_path.lstrip("/") / "memory.max"
-    return int((v1 if v1.exists() else v2).read_text())
+    return int(cgroup_file(cgroups_path, "memory/memory.limit_in_bytes", "memory.max").read_text())
 
 
 def test_resources_updated_before_the_start_apply_at_the_start(crirt: Crirt) -> None:

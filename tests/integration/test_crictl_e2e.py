@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from crirt._gen import api_pb2
+from tests.helpers.cgroups import cgroup_dirs_of
 from tests.helpers.crirt import Crirt, mounts_under
 
 pytestmark = [pytest.mark.root, pytest.mark.testbed]
@@ -74,7 +75,7 @@ def zombie_children(ppid: int) -> list[int]:
 
 
 def cgroups_named(cid: str) -> list[str]:
-    return glob.glob(f"/sys/fs/cgroup/*/**/crirt-{cid}", recursive=True)
+    return cgroup_dirs_of([cid])
 
 
 def test_pull_run_log_exec_and_clean_teardown(crirt: Crirt) -> None:

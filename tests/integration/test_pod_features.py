@@ -18,6 +18,7 @@ import pytest
 
 from crirt._gen import api_pb2
 from crirt.config import NEWER_RUNC_HANDLER, NEWER_RUNC_PATH
+from tests.helpers.cgroups import cgroup_file
 from tests.helpers.crirt import Crirt, mounts_under
 
 pytestmark = [pytest.mark.root, pytest.mark.testbed]
@@ -216,9 +217,7 @@ def _memory_limit(crirt: Crirt, cid: str) -> int:
         api_pb2.ContainerStatusRequest(container_id=cid, verbose=True)
     ).info
     cgroups_path = json.loads(info["info"])["runtimeSpec"]["linux"]["cgroupsPath"]
-    v1 = Path("/sys/fs/cgroup/memory") / cgroups_path.lstrip("/") / "memory.limit_in_bytes"
-    v2 = Path("/sys/fs/cgroup") / cgroups_path.lstrip("/") / "memory.max"
-    return int((v1 if v1.exists() else v2).read_text())
+    return int(cgroup_file(cgroups_path, "memory/memory.limit_in_bytes", "memory.max").read_text())
 
 
 def test_update_container_resources(crirt: Crirt, pod: tuple[str, Any]) -> None:

@@ -4,22 +4,22 @@ reaching a GetContainerEvents client, and the Prometheus endpoint scraped and pa
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import queue
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from crirt._gen import api_pb2
+from tests.helpers.cgroups import driver, pod_parent, unified
 from tests.helpers.crirt import Crirt
 
 pytestmark = [pytest.mark.root, pytest.mark.testbed]
@@ -61,42 +61,69 @@ def _stats(crirt: Crirt, cid: str) -> api_pb2.ContainerStats:
     return crirt.rt.ContainerStats(api_pb2.ContainerStatsRequest(container_id=cid)).stats
 
 
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60) -> T:
+    """Poll until ``probe`` returns something truthy: a slow or busy machine (the VM test bed,
+    a loaded CI host) takes longer to fill 20 MB or burn a CPU second, never a fixed time."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def _holding(crirt: Crirt, cid: str) -> api_pb2.ContainerStats | None:
+    """The burner's stats once its shell holds the 20 MB (working set and RSS)."""
+    st = _stats(crirt, cid)
+    mem = st.memory
+    ok = mem.working_set_bytes.value > 15 * MiB and mem.rss_bytes.value > 15 * MiB
+    return st if ok else None
+
+
 def test_pod_stats_come_from_the_pod_cgroup(crirt: Crirt) -> None:
-    # Given a pod cgroup of its own with a memory limit, as the kubelet makes (pod<uid>)
-    parent = f"podtest{os.getpid()}x{time.time_ns() % 10**6}"
-    memdir = Path("/sys/fs/cgroup/memory") / parent
-    memdir.mkdir()
-    (memdir / "memory.limit_in_bytes").write_text(str(256 * MiB))
-    try:
-        crirt.img.PullImage(api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=BUSYBOX)))
-        pcfg = api_pb2.PodSandboxConfig(
-            metadata=api_pb2.PodSandboxMetadata(name="podcg", namespace="t", uid="podcg-uid"),
-            linux=api_pb2.LinuxPodSandboxConfig(cgroup_parent=f"/{parent}"),
-        )
-        sid = crirt.rt.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=pcfg)).pod_sandbox_id
-        cid = _create(crirt, sid, pcfg, "burn", ["sh", "-c", BURN])
-        crirt.rt.StartContainer(api_pb2.StartContainerRequest(container_id=cid))
-        time.sleep(2)
-        # When its stats are read
-        pod = crirt.rt.PodSandboxStats(api_pb2.PodSandboxStatsRequest(pod_sandbox_id=sid)).stats
-        # Then memory is the pod cgroup's: its limit shows as available bytes (a sum of the
-        # containers' cgroups has no pod limit), and the burner's 20 MB are in it
-        mem = pod.linux.memory
-        assert mem.working_set_bytes.value > 15 * MiB
-        assert mem.HasField("available_bytes")
-        assert mem.available_bytes.value + mem.working_set_bytes.value == 256 * MiB
-        assert pod.linux.cpu.usage_core_nano_seconds.value > 0
-        assert pod.linux.process.process_count.value >= 4  # infra, sh, dd, sleep
-    finally:
-        for sb in crirt.rt.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items:
-            if sb.metadata.name == "podcg":
-                crirt.rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=sb.id))
-                crirt.rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sb.id))
-        # runc made the parent in every hierarchy; crirt removed its own cgroups under it.
-        for d in Path("/sys/fs/cgroup").glob(f"*/{parent}"):
-            with contextlib.suppress(OSError):
-                d.rmdir()
-    assert not list(Path("/sys/fs/cgroup").glob(f"*/{parent}"))
+    # Given a pod cgroup of its own with a memory limit, as the kubelet makes (pod<uid>; a
+    # slice under the systemd driver)
+    name = f"podtest{os.getpid()}x{time.time_ns() % 10**6}"
+    with pod_parent(name, 256 * MiB, systemd=driver() == "systemd") as parent:
+        try:
+            crirt.img.PullImage(api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=BUSYBOX)))
+            pcfg = api_pb2.PodSandboxConfig(
+                metadata=api_pb2.PodSandboxMetadata(name="podcg", namespace="t", uid="podcg-uid"),
+                linux=api_pb2.LinuxPodSandboxConfig(cgroup_parent=parent),
+            )
+            sid = crirt.rt.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=pcfg)).pod_sandbox_id
+            cid = _create(crirt, sid, pcfg, "burn", ["sh", "-c", BURN])
+            crirt.rt.StartContainer(api_pb2.StartContainerRequest(container_id=cid))
+            time.sleep(2)
+            # When its stats are read
+            pod = crirt.rt.PodSandboxStats(api_pb2.PodSandboxStatsRequest(pod_sandbox_id=sid)).stats
+            # Then memory is the pod cgroup's: its limit shows as available bytes (a sum of
+            # the containers' cgroups has no pod limit), and the burner's 20 MB are in it
+            mem = pod.linux.memory
+            assert mem.working_set_bytes.value > 15 * MiB
+            assert mem.HasField("available_bytes")
+            assert mem.available_bytes.value + mem.working_set_bytes.value == 256 * MiB
+            assert pod.linux.cpu.usage_core_nano_seconds.value > 0
+            assert pod.linux.process.process_count.value >= 4  # infra, sh, dd, sleep
+            # And where the kernel keeps pressure stall times (cgroup v2 with PSI), the pod's
+            # and the burner's come along: a core-burning dd in a 1-CPU guest waits for CPU.
+            if unified() and Path("/proc/pressure/cpu").exists():
+                assert pod.linux.cpu.HasField("psi")
+                assert pod.linux.io.HasField("psi")
+                assert pod.linux.memory.HasField("psi")
+                st = _stats(crirt, cid)
+                assert st.cpu.psi.Some.Total > 0
+                assert st.io.HasField("psi")
+        finally:
+            for sb in crirt.rt.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items:
+                if sb.metadata.name == "podcg":
+                    crirt.rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=sb.id))
+                    crirt.rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sb.id))
 
 
 def test_burning_container_stats_move(crirt: Crirt) -> None:
@@ -105,16 +132,28 @@ def test_burning_container_stats_move(crirt: Crirt) -> None:
     idle = _create(crirt, sid, pcfg, "idle", ["sleep", "600"], labels={"role": "idle"})
     for c in (cid, idle):
         crirt.rt.StartContainer(api_pb2.StartContainerRequest(container_id=c))
-    time.sleep(2)
-    first = _stats(crirt, cid)
-    time.sleep(1.5)
-    second = _stats(crirt, cid)
+    first = wait_for("the burner to hold its 20 MB", lambda: _holding(crirt, cid))
+
+    def burnt() -> api_pb2.ContainerStats | None:
+        st = _stats(crirt, cid)
+        used = st.cpu.usage_core_nano_seconds.value - first.cpu.usage_core_nano_seconds.value
+        # dd burns CPU: half a CPU second shows up, however busy the machine is
+        return st if used > 0.5e9 and st.cpu.timestamp - first.cpu.timestamp > 1e9 else None
+
+    second = wait_for("dd to burn half a CPU second", burnt)
     assert first.attributes.id == cid
     assert first.attributes.metadata.name == "burn"
     assert second.cpu.timestamp > first.cpu.timestamp > 0
     used = second.cpu.usage_core_nano_seconds.value - first.cpu.usage_core_nano_seconds.value
-    assert used > 0.5e9, used  # dd keeps a core busy
-    assert second.cpu.usage_nano_cores.value > 0.5e9
+    # The rate is the usage over the window since the previous sample, once that is a second
+    # old (crirt.stats.collector): with nothing sampled in between, exactly what the two
+    # samples say, whatever share of a core dd gets on this machine.
+    wait_for("a rate window", lambda: time.time_ns() - second.cpu.timestamp > 1.05e9, 5)
+    third = _stats(crirt, cid)
+    delta = third.cpu.usage_core_nano_seconds.value - second.cpu.usage_core_nano_seconds.value
+    window = third.cpu.timestamp - second.cpu.timestamp
+    assert delta > 0
+    assert third.cpu.usage_nano_cores.value == pytest.approx(delta * 1e9 / window, rel=0.01)
     assert second.memory.timestamp > 0
     assert second.memory.working_set_bytes.value > 15 * MiB
     assert second.memory.usage_bytes.value >= second.memory.working_set_bytes.value
@@ -257,15 +296,27 @@ def test_metrics_endpoint_is_scraped_and_parsed(metrics_crirt: Crirt) -> None:
                 return float(s.value)
         raise AssertionError(f"no {sample}{labels} in {family}")
 
-    assert value(
-        "crirt_operations_latency_seconds",
-        "crirt_operations_latency_seconds_count",
-        operation="RunPodSandbox",
-    ) == 1
-    assert value("crirt_operations", "crirt_operations_total", operation="StartContainer",
-                 code="OK") == 1
-    assert value("crirt_operations_errors", "crirt_operations_errors_total",
-                 operation="ContainerStatus", code="NOT_FOUND") == 1
+    assert (
+        value(
+            "crirt_operations_latency_seconds",
+            "crirt_operations_latency_seconds_count",
+            operation="RunPodSandbox",
+        )
+        == 1
+    )
+    assert (
+        value("crirt_operations", "crirt_operations_total", operation="StartContainer", code="OK")
+        == 1
+    )
+    assert (
+        value(
+            "crirt_operations_errors",
+            "crirt_operations_errors_total",
+            operation="ContainerStatus",
+            code="NOT_FOUND",
+        )
+        == 1
+    )
     assert value("crirt_containers", "crirt_containers", state="running") == 1
     assert value("crirt_pod_sandboxes", "crirt_pod_sandboxes", state="ready") == 1
     assert value("crirt_image_pulls_success", "crirt_image_pulls_success_total") >= 1

@@ -93,7 +93,16 @@ def sleeper(pod: Pod) -> str:
 
 def crictl_argv(crirt: Crirt, *args: str) -> list[str]:
     ep = f"unix://{crirt.sock}"
-    return ["crictl", "--runtime-endpoint", ep, "--image-endpoint", ep, *args]
+    return [
+        "crictl",
+        "--config",
+        str(crirt.crictl_config),
+        "--runtime-endpoint",
+        ep,
+        "--image-endpoint",
+        ep,
+        *args,
+    ]
 
 
 def run_crictl(
