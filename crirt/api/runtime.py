@@ -84,6 +84,14 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
                 info["metrics"] = json.dumps({"address": host, "port": port})
             if self.streaming is not None:
                 info["streaming"] = json.dumps(self.streaming.debug_info())
+            # What "auto" and the defaults became on this host (crictl info shows it).
+            info["cgroups"] = json.dumps(
+                {
+                    "driver": self.svc.cgroup_driver.value,
+                    "version": 2 if self.svc.cgroup_v2 else 1,
+                    "defaultParent": self.svc.default_cgroup_parent,
+                }
+            )
         return api_pb2.StatusResponse(
             status=api_pb2.RuntimeStatus(conditions=conditions),
             info=info,

@@ -175,6 +175,11 @@ def test_runtime_config_reports_the_cgroup_driver(srv: Crirt) -> None:
     # The driver the server runs with (tests.helpers.cgroups.driver), as the kubelet reads it.
     want = driver().upper()
     assert srv.crictl("runtime-config").split() == ["cgroup", "driver:", want]
+    # crictl info says what it became on this host, the default parent included
+    cgroups = crictl_json(srv, "info", "-o", "json")["cgroups"]
+    assert cgroups["driver"] == driver()
+    assert cgroups["version"] == (2 if unified() else 1)
+    assert cgroups["defaultParent"] == ("system.slice" if driver() == "systemd" else "/crirt")
 
 
 def test_update_runtime_config_takes_the_pod_cidr(srv: Crirt) -> None:
