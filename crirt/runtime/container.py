@@ -508,7 +508,8 @@ class ContainerOps:
         c = self.svc.containers.get(container_id)
         info: dict[str, str] = {}
         if verbose:
-            info = verbose_info(c, self.svc.runtime(c.handler).path)
+            # From the configuration: a handler the start-up probe left out still has a path.
+            info = verbose_info(c, self.svc.config.handler(c.handler)[1].path)
         return c, info
 
     def list(self, flt: api_pb2.ContainerFilter | None) -> list[Container]:
