@@ -15,6 +15,12 @@ cd "$REPO"
   echo "test-guest.sh: not a cgroup v2 + systemd machine; run it through testbed/vm/run.sh" >&2
   exit 2
 }
+# `test-guest.sh pytest ARGS...`: after the set-up, just that pytest run (e.g. in QEMU, where
+# PSI, cpuset and hugetlb exist: testbed/vm/run.sh --engine qemu scripts/test-guest.sh pytest …).
+if [[ "${1:-}" == pytest ]]; then
+  shift
+  scripts/build-monitor.sh && testbed/setup.sh && exec python3 -m pytest -p no:cacheprovider -ra "$@"
+fi
 stages=("$@")
 ((${#stages[@]})) || stages=(all)
 want() { [[ " ${stages[*]} " == *" all "* || " ${stages[*]} " == *" $1 "* ]]; }

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from crirt.oci.cgroups import cgroup_relpath, slice_relpath
+from crirt.oci.runc import hugetlb_available
 
 ROOT = Path("/sys/fs/cgroup")
 
@@ -24,6 +25,12 @@ def controller_available(name: str) -> bool:
     if unified():
         return name in (ROOT / "cgroup.controllers").read_text().split()
     return (ROOT / name).is_dir()
+
+
+def hugetlb_usable() -> bool:
+    """What crirt decides at start (crirt.oci.runc.hugetlb_available): the v2 root lists the
+    controller, or v1 has a hugetlb hierarchy of its own."""
+    return hugetlb_available(str(ROOT))
 
 
 def systemd_booted() -> bool:

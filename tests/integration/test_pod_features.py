@@ -18,7 +18,7 @@ import pytest
 
 from crirt._gen import api_pb2
 from crirt.config import NEWER_RUNC_HANDLER, NEWER_RUNC_PATH
-from tests.helpers.cgroups import cgroup_file
+from tests.helpers.cgroups import cgroup_file, hugetlb_usable
 from tests.helpers.crirt import Crirt, mounts_under
 
 pytestmark = [pytest.mark.root, pytest.mark.testbed]
@@ -264,6 +264,30 @@ def test_update_container_resources(crirt: Crirt, pod: tuple[str, Any]) -> None:
     )
     assert code is grpc.StatusCode.NOT_FOUND
     remove_pod(crirt, pod_id)
+
+
+def test_hugepage_limits_reach_the_cgroup_where_there_is_a_controller(
+    crirt: Crirt, pod: tuple[str, Any]
+) -> None:
+    # Given the kubelet's resources: a limit for every page size the node has, 0 if not asked
+    pod_id, pcfg = pod
+    res = api_pb2.LinuxContainerResources(memory_limit_in_bytes=64 * MiB)
+    res.hugepage_limits.append(api_pb2.HugepageLimit(page_size="2MB", limit=0))
+    cid = create(crirt, pod_id, pcfg, "huge", linux=api_pb2.LinuxContainerConfig(resources=res))
+    # When it starts: a node without a usable hugetlb controller (this v1 host has it only on
+    # its unified tree; user-mode Linux has none) drops the limit rather than failing
+    start(crirt, cid)
+    info = crirt.rt.ContainerStatus(
+        api_pb2.ContainerStatusRequest(container_id=cid, verbose=True)
+    ).info
+    spec = json.loads(info["info"])["runtimeSpec"]["linux"]
+    if not hugetlb_usable():
+        assert "hugepageLimits" not in spec["resources"]
+        return
+    # Then where there is one (QEMU's guest), the cgroup holds it
+    assert spec["resources"]["hugepageLimits"] == [{"pageSize": "2MB", "limit": 0}]
+    f = cgroup_file(spec["cgroupsPath"], "hugetlb/hugetlb.2MB.limit_in_bytes", "hugetlb.2MB.max")
+    assert f.read_text().strip() == "0"
 
 
 def test_pid_namespace_target(crirt: Crirt, pod: tuple[str, Any]) -> None:
