@@ -20,6 +20,7 @@ cd "$REPO"
 if [[ "${1:-}" == pytest ]]; then
   shift
   scripts/build-monitor.sh && testbed/setup.sh && exec python3 -m pytest -p no:cacheprovider -ra "$@"
+  exit 1
 fi
 stages=("$@")
 ((${#stages[@]})) || stages=(all)
