@@ -19,7 +19,7 @@ import socket
 import subprocess
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +29,7 @@ import requests
 
 from tests.helpers.cgroups import driver, unified
 from tests.helpers.crirt import Crirt, find_leftovers, mounts_under, private_network
+from tests.helpers.wait import wait_for
 
 KUBELET = Path(os.environ.get("CRIRT_KUBELET", "/usr/local/lib/crirt/kubelet"))
 NODE = "crirt-e2e"
@@ -71,18 +72,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, every: float = 0.5) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def container(name: str, command: str, **extra: Any) -> dict[str, Any]:

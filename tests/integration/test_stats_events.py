@@ -10,9 +10,9 @@ import queue
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import pytest
@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from crirt._gen import api_pb2
 from tests.helpers.cgroups import driver, pod_parent, unified
 from tests.helpers.crirt import Crirt
+from tests.helpers.wait import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.testbed]
 
@@ -61,22 +62,6 @@ def _stats(crirt: Crirt, cid: str) -> api_pb2.ContainerStats:
     return crirt.rt.ContainerStats(api_pb2.ContainerStatsRequest(container_id=cid)).stats
 
 
-T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60) -> T:
-    """Poll until ``probe`` returns something truthy: a slow or busy machine (the VM test bed,
-    a loaded CI host) takes longer to fill 20 MB or burn a CPU second, never a fixed time."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
 def _holding(crirt: Crirt, cid: str) -> api_pb2.ContainerStats | None:
     """The burner's stats once its shell holds the 20 MB (working set and RSS)."""
     st = _stats(crirt, cid)
@@ -99,7 +84,7 @@ def test_pod_stats_come_from_the_pod_cgroup(crirt: Crirt) -> None:
             sid = crirt.rt.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=pcfg)).pod_sandbox_id
             cid = _create(crirt, sid, pcfg, "burn", ["sh", "-c", BURN])
             crirt.rt.StartContainer(api_pb2.StartContainerRequest(container_id=cid))
-            time.sleep(2)
+            wait_for("the burner to hold its 20 MB", lambda: _holding(crirt, cid), 60)
             # When its stats are read
             pod = crirt.rt.PodSandboxStats(api_pb2.PodSandboxStatsRequest(pod_sandbox_id=sid)).stats
             # Then memory is the pod cgroup's: its limit shows as available bytes (a sum of
@@ -132,7 +117,7 @@ def test_burning_container_stats_move(crirt: Crirt) -> None:
     idle = _create(crirt, sid, pcfg, "idle", ["sleep", "600"], labels={"role": "idle"})
     for c in (cid, idle):
         crirt.rt.StartContainer(api_pb2.StartContainerRequest(container_id=c))
-    first = wait_for("the burner to hold its 20 MB", lambda: _holding(crirt, cid))
+    first = wait_for("the burner to hold its 20 MB", lambda: _holding(crirt, cid), 60)
 
     def burnt() -> api_pb2.ContainerStats | None:
         st = _stats(crirt, cid)
@@ -140,7 +125,7 @@ def test_burning_container_stats_move(crirt: Crirt) -> None:
         # dd burns CPU: half a CPU second shows up, however busy the machine is
         return st if used > 0.5e9 and st.cpu.timestamp - first.cpu.timestamp > 1e9 else None
 
-    second = wait_for("dd to burn half a CPU second", burnt)
+    second = wait_for("dd to burn half a CPU second", burnt, 60)
     assert first.attributes.id == cid
     assert first.attributes.metadata.name == "burn"
     assert second.cpu.timestamp > first.cpu.timestamp > 0

@@ -14,8 +14,7 @@ import json
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -36,6 +35,7 @@ from tests.helpers.cgroups import (
     unified,
 )
 from tests.helpers.crirt import REPO, Crirt, find_leftovers, monitor_pids
+from tests.helpers.wait import wait_for
 
 pytestmark = [
     pytest.mark.root,
@@ -49,17 +49,6 @@ pytestmark = [
 MiB = 1024 * 1024
 NATIVE_MONITOR = "/usr/local/libexec/crirt/crirt-monitor"
 T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30) -> T:
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def systemctl(*args: str, check: bool = True) -> str:
@@ -427,4 +416,5 @@ def test_monitors_get_a_scope_of_their_own(tmp_path: Path, fork_server: bool) ->
     wait_for(
         f"{unit} to be collected",
         lambda: not systemctl("list-units", "--all", "--plain", "--no-legend", unit, check=False),
+        timeout=30,
     )
