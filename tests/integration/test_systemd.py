@@ -334,6 +334,9 @@ def test_the_unit_notifies_and_a_restart_keeps_pods(unit: Unit) -> None:
     again = unit.srv.rt.ContainerStatus(api_pb2.ContainerStatusRequest(container_id=cid)).status
     assert again.state == api_pb2.CONTAINER_RUNNING
     _remove_pod(unit.srv, sid)
+    # And once crirt itself is stopped too, nothing of the pod is left (crirt's own process
+    # names the state dir, as its monitors would)
+    systemctl("stop", unit.name)
     assert find_leftovers(unit.srv, [sid, cid]) == {}
 
 
