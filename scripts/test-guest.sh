@@ -3,8 +3,9 @@
 #   testbed/vm/run.sh scripts/test-guest.sh [STAGE...]
 # STAGE: unit, integration, convergence (the crash-convergence tests: SIGKILLs at every step),
 # critest (cgroupv2-systemd), critest-cgroupfs (cgroupv2-cgroupfs), kubelet (the e2e kubelet
-# test with the systemd driver), or all (the default: everything, ~50 minutes in user-mode
-# Linux; scripts/test.sh runs it as two guests side by side).
+# test with the systemd driver), controllers (the tests of what user-mode Linux's kernel lacks:
+# PSI, cpuset, hugetlb; run it with --engine qemu), or all (the default: everything but
+# controllers, ~40 minutes in user-mode Linux; scripts/test.sh runs them as three guests).
 # The guest has crirt's packages and the host's Go tools (run.sh); the test bed (registry and
 # images) is built here from the checkout, as on any host. Logs and junit reports go to
 # $CRIRT_VM_ARTIFACTS (run.sh's share) when set.
@@ -25,6 +26,7 @@ fi
 stages=("$@")
 ((${#stages[@]})) || stages=(all)
 want() { [[ " ${stages[*]} " == *" all "* || " ${stages[*]} " == *" $1 "* ]]; }
+only() { [[ " ${stages[*]} " == *" $1 "* ]]; }
 art="${CRIRT_VM_ARTIFACTS:-/var/tmp/crirt-guest}"
 mkdir -p "$art"
 export CRIRT_SKIP_INSTALL=1
@@ -83,6 +85,17 @@ if want kubelet; then
   fi
   python3 -m pytest -p no:cacheprovider -ra tests/e2e/test_kubelet.py || fail kubelet
   cp -r /var/tmp/crirt-e2e-logs "$art/" 2>/dev/null
+fi
+if only controllers; then
+  step "controllers user-mode Linux lacks: PSI, cpuset, hugetlb (engine: QEMU)"
+  for f in /proc/pressure/cpu; do [[ -e $f ]] || { echo "no PSI in this kernel"; fail controllers; }; done
+  for c in cpuset hugetlb; do
+    grep -qw "$c" /sys/fs/cgroup/cgroup.controllers || { echo "no $c controller"; fail controllers; }
+  done
+  python3 -m pytest -p no:cacheprovider -ra --junitxml="$art/junit-controllers.xml" \
+    -k "pod_stats_come_from or hugepage or cpuset or scopes_in_the_pod_slice or oom_kill" \
+    tests/integration/test_stats_events.py tests/integration/test_pod_features.py \
+    tests/integration/test_crictl_matrix.py tests/integration/test_systemd.py || fail controllers
 fi
 step "leftovers"
 left=$(systemctl list-units --all --plain --no-legend 'crirt-*.scope' 'kubepods*.slice' | grep -v 'crirt-monitors-' || true)

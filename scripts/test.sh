@@ -20,33 +20,42 @@ mypy
 # This host is cgroup v1 without systemd; real nodes are cgroup v2 with systemd. The guest stage
 # (scripts/test-guest.sh in testbed/vm: integration tests, crash convergence, critest with both
 # cgroup drivers, the kubelet with the systemd driver) runs as two user-mode Linux guests side by
-# side, in the background beside the host's stages: ~25 minutes, the host's ~10 (ceiling 45
-# minutes, then the VM is ended). Each guest mostly waits (one vCPU each, ~half busy).
+# side, in the background beside the host's stages: ~22 minutes, the host's ~10 (ceiling 45
+# minutes, then the VM is ended). Each guest mostly waits (one vCPU each, ~half busy). After the
+# second, a QEMU guest (~3 minutes) runs what user-mode Linux's kernel cannot show: PSI, the
+# cpuset and hugetlb controllers, two CPUs.
 guest_pids=()
 guest_dir=/var/tmp/crirt-guest-stage
-GUESTS=("a:critest critest-cgroupfs convergence" "b:unit integration kubelet")
+# "name|engine|test-guest.sh arguments"; the guests of one line run one after the other.
+GUESTS=(
+  "a|uml|critest critest-cgroupfs convergence"
+  "b|uml|unit integration kubelet;c|qemu|controllers"
+)
 grc=0
 if [[ "${CRIRT_SKIP_GUEST:-0}" != 1 ]]; then
   rm -rf "$guest_dir" && mkdir -p "$guest_dir"
-  # The image first, once, in the foreground: both guests boot from it.
+  # The image first, once, in the foreground: every guest boots from it.
   if ! testbed/vm/build.sh >/dev/null; then
     echo "test.sh: the guest image could not be built"
     grc=1
     GUESTS=()
   fi
-  for g in "${GUESTS[@]}"; do
-    name=${g%%:*}
-    echo "== guest $name (${g#*:}): started in the background (log: $guest_dir/$name.log)"
+  for line in "${GUESTS[@]}"; do
     (
-      gc=0
-      # shellcheck disable=SC2086 # the stages are words
-      CRIRT_VM_ARTIFACTS_DIR="$guest_dir/artifacts-$name" timeout -k 60 2900 \
-        testbed/vm/run.sh --timeout 2700 scripts/test-guest.sh ${g#*:} \
-        >"$guest_dir/$name.log" 2>&1 || gc=$?
-      echo "$gc" >"$guest_dir/$name.rc"
+      IFS=';' read -ra seq <<<"$line"
+      for g in "${seq[@]}"; do
+        IFS='|' read -r name engine args <<<"$g"
+        gc=0
+        # shellcheck disable=SC2086 # the arguments are words
+        CRIRT_VM_ARTIFACTS_DIR="$guest_dir/artifacts-$name" timeout -k 60 2900 \
+          testbed/vm/run.sh --engine "$engine" --timeout 2700 scripts/test-guest.sh $args \
+          >"$guest_dir/$name.log" 2>&1 || gc=$?
+        echo "$gc" >"$guest_dir/$name.rc"
+      done
     ) &
     guest_pids+=($!)
   done
+  echo "== guest stage: ${#guest_pids[@]} background jobs (logs: $guest_dir/*.log)"
 fi
 
 echo "== pytest"
@@ -63,12 +72,15 @@ CRIRT_SKIP_INSTALL=1 timeout -k 60 900 ./critest.sh || crc=$?
 if ((${#guest_pids[@]})); then
   echo "== guest stage (cgroup v2 + systemd): waiting for it"
   wait "${guest_pids[@]}" || true
-  for g in "${GUESTS[@]}"; do
-    name=${g%%:*}
-    echo "== guest $name (${g#*:})"
-    cat "$guest_dir/$name.log"
-    rc_g=$(cat "$guest_dir/$name.rc" 2>/dev/null || echo 1)
-    ((rc_g == 0)) || grc=$rc_g
+  for line in "${GUESTS[@]}"; do
+    IFS=';' read -ra seq <<<"$line"
+    for g in "${seq[@]}"; do
+      IFS='|' read -r name engine args <<<"$g"
+      echo "== guest $name ($engine): test-guest.sh $args"
+      cat "$guest_dir/$name.log"
+      rc_g=$(cat "$guest_dir/$name.rc" 2>/dev/null || echo 1)
+      ((rc_g == 0)) || grc=$rc_g
+    done
   done
 fi
 
