@@ -130,15 +130,22 @@ def test_burning_container_stats_move(crirt: Crirt) -> None:
     assert first.attributes.metadata.name == "burn"
     assert second.cpu.timestamp > first.cpu.timestamp > 0
     used = second.cpu.usage_core_nano_seconds.value - first.cpu.usage_core_nano_seconds.value
-    # The rate is the usage over the window since the previous sample, once that is a second
-    # old (crirt.stats.collector): with nothing sampled in between, exactly what the two
-    # samples say, whatever share of a core dd gets on this machine.
-    wait_for("a rate window", lambda: time.time_ns() - second.cpu.timestamp > 1.05e9, 5)
-    third = _stats(crirt, cid)
-    delta = third.cpu.usage_core_nano_seconds.value - second.cpu.usage_core_nano_seconds.value
-    window = third.cpu.timestamp - second.cpu.timestamp
+
+    # The rate is the usage over the window since the sample it was last measured from, once
+    # that is a second old (crirt.stats.collector): two samples more than a second apart, with
+    # nothing in between, give exactly what they say, whatever share of a core dd gets here.
+    # (The first of them is the new reference: the previous call may have been inside the
+    # window, which keeps the older one.)
+    def sample_after(prev: api_pb2.ContainerStats) -> api_pb2.ContainerStats:
+        wait_for("a rate window", lambda: time.time_ns() - prev.cpu.timestamp > 1.05e9, 5)
+        return _stats(crirt, cid)
+
+    third = sample_after(second)
+    fourth = sample_after(third)
+    delta = fourth.cpu.usage_core_nano_seconds.value - third.cpu.usage_core_nano_seconds.value
+    window = fourth.cpu.timestamp - third.cpu.timestamp
     assert delta > 0
-    assert third.cpu.usage_nano_cores.value == pytest.approx(delta * 1e9 / window, rel=0.01)
+    assert fourth.cpu.usage_nano_cores.value == pytest.approx(delta * 1e9 / window, rel=0.01)
     assert second.memory.timestamp > 0
     assert second.memory.working_set_bytes.value > 15 * MiB
     assert second.memory.usage_bytes.value >= second.memory.working_set_bytes.value
