@@ -97,11 +97,13 @@ if [[ $engine == uml ]]; then
     "mem=${mem}M" con0=null,fd:1 con=null $cmdline "crirt.share=hostfs:$share" \
     </dev/null >"$run/console.log" 2>&1 &
 else
-  # PSI is compiled into Debian's kernel but off unless asked for.
+  # PSI is compiled into Debian's kernel but off unless asked for. The image is never written
+  # (snapshot=on writes to a temporary overlay): no lock, so that it boots beside UML guests,
+  # which hold the same file open as their backing disk.
   setsid qemu-system-x86_64 -accel tcg,thread=multi -smp "$cpus" -m "$mem" -nographic \
     -kernel "$img/vmlinuz" -initrd "$img/initrd.img" \
     -append "root=LABEL=vmroot console=ttyS0 psi=1 $cmdline crirt.share=9p:crirtshare" \
-    -drive "file=$img/root.img,format=raw,if=virtio,snapshot=on" \
+    -drive "file=$img/root.img,format=raw,if=virtio,snapshot=on,file.locking=off" \
     -virtfs "local,path=$share,mount_tag=crirtshare,security_model=passthrough,id=share" \
     -nic none -serial "file:$run/console.log" -monitor none \
     </dev/null >"$run/qemu.log" 2>&1 &
