@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crirt._gen import api_pb2
-from crirt.errors import CrirtError, FailedPrecondition, InvalidArgument, NotFound
+from crirt.errors import CrirtError, FailedPrecondition, InvalidArgument, NotFound, RuntimeFailure
 from crirt.log import get_logger
 from crirt.monitor.protocol import MonitorSpec
 from crirt.oci.spec import ContainerSpecInput, build_container_spec, build_exec_process
@@ -500,7 +500,15 @@ class ContainerOps:
 
     async def reopen_log(self, container_id: str) -> None:
         c = self._running(container_id)
-        await self.svc.monitor.reopen_log(Path(c.dir) / "ctl")
+        try:
+            await self.svc.monitor.reopen_log(Path(c.dir) / "ctl")
+        except RuntimeFailure:
+            # The container may have exited since the check: its monitor then leaves, resetting
+            # the request it had not read. api.proto lets ReopenContainerLog fail on a container
+            # that is not running, and the kubelet retries its rotation: that is the answer
+            # (FailedPrecondition, from the exit record now there), not an internal error.
+            self._running(container_id)
+            raise
 
     # ----- ContainerStatus / ListContainers --------------------------------------------------
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -10,7 +16,10 @@ import grpc
 import pytest
 
 from crirt._gen import api_pb2
+from crirt.monitor import protocol
+from crirt.monitor.client import _request_sync
 from tests.helpers.crirt import Crirt, mounts_under
+from tests.helpers.wait import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.testbed]
 
@@ -194,3 +203,75 @@ def test_image_requests(crirt: Crirt) -> None:
     assert img.ListImages(api_pb2.ListImagesRequest()).images == []
     layers = crirt.root / "storage" / "layers"
     assert not layers.exists() or list(layers.iterdir()) == []
+
+
+def _accept_queue(pid: int) -> int:
+    """Connections waiting in the accept queue of the stream socket ``pid`` listens on (its
+    bound name may be a /proc/self/fd path: matched by inode)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    out = subprocess.run(["ss", "-xlnH"], capture_output=True, text=True, check=True).stdout
+    # Netid State Recv-Q Send-Q Local-Address Inode ...: a listener's Recv-Q is its queue.
+    rows = [line.split() for line in out.splitlines()]
+    queued = [int(f[2]) for f in rows if f[0] == "u_str" and f[5] in inodes]
+    return sum(queued) if queued else -1
+
+
+def test_reopen_racing_the_container_exit_is_not_running(
+    crirt: Crirt, pod: tuple[str, api_pb2.PodSandboxConfig]
+) -> None:
+    # Given a running container whose monitor is frozen with a ReopenContainerLog request
+    # waiting in its accept queue (the kubelet rotating the log as the pod is deleted)
+    rt = crirt.rt
+    cid = rt.CreateContainer(
+        api_pb2.CreateContainerRequest(
+            pod_sandbox_id=pod[0], config=ctr("racer"), sandbox_config=pod[1]
+        )
+    ).container_id
+    rt.StartContainer(api_pb2.StartContainerRequest(container_id=cid))
+    info = rt.ContainerStatus(api_pb2.ContainerStatusRequest(container_id=cid, verbose=True)).info
+    pid = json.loads(info["info"])["pid"]
+    ctl = crirt.state / "containers" / cid / "ctl"
+    monitor = _request_sync(str(ctl), protocol.encode_request(protocol.OP_PING), 5)["pid"]
+    result: list[tuple[grpc.StatusCode, str]] = []
+
+    def reopen() -> None:
+        try:
+            rt.ReopenContainerLog(api_pb2.ReopenContainerLogRequest(container_id=cid))
+            result.append((grpc.StatusCode.OK, ""))
+        except grpc.RpcError as exc:
+            result.append((exc.code(), exc.details()))
+
+    os.kill(monitor, signal.SIGSTOP)
+    try:
+        t = threading.Thread(target=reopen)
+        t.start()
+        wait_for("the request queued", lambda: _accept_queue(monitor) == 1, 30)
+        # When the container dies, and the monitor wakes to its exit and the request together
+        os.kill(pid, signal.SIGKILL)
+        wait_for("the container dead", lambda: _proc_state(pid) in ("Z", ""), 30)
+    finally:
+        os.kill(monitor, signal.SIGCONT)
+    t.join(60)
+    # Then the monitor leaves without reading the request, and crirt answers what the CRI
+    # allows for a container that is not running, not an internal error
+    assert len(result) == 1
+    code, msg = result[0]
+    assert code is grpc.StatusCode.FAILED_PRECONDITION, msg
+    assert "is not running" in msg
+    st = rt.ContainerStatus(api_pb2.ContainerStatusRequest(container_id=cid)).status
+    assert (st.state, st.exit_code) == (api_pb2.CONTAINER_EXITED, 137)
+    rt.RemoveContainer(api_pb2.RemoveContainerRequest(container_id=cid))
+    assert_clean(crirt, (pod[0],))
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return ""
