@@ -145,22 +145,31 @@ class Env:
             pid_file=str(d / "bundle" / "pidfile"),
             ctl_socket=str(d / "ctl"),
             attach_socket=str(d / "attach"),
-            **{k: v for k, v in kw.items() if k in ("stdin", "stdin_once", "tty", "log_max_line")},
+            **{
+                k: v
+                for k, v in kw.items()
+                if k in ("stdin", "stdin_once", "tty", "log_max_line", "start")
+            },
         )
 
     def runc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        r = subprocess.run(
             [RUNC, "--root", str(self.runc_root), *args],
-            check=check,
             capture_output=True,
             text=True,
             timeout=30,
         )
+        # runc's words on failure, not just its status.
+        assert not check or r.returncode == 0, f"runc {' '.join(args)}: {r.returncode} {r.stderr}"
+        return r
 
     async def create_and_start(self, spec: MonitorSpec) -> int:
+        """Start the container the way crirt starts a container: the monitor's ``runc run
+        --detach`` (``spec.start``). A separate ``runc start`` (the pod's infra) races a
+        short-lived process: the monitor reaps it and deletes runc's state while ``runc start``
+        still wants to remove its exec fifo (test_runc_start_of_a_created_container)."""
         self.started.append(spec.container_id)
-        report = await self.client.start(spec)
-        self.runc("start", spec.container_id)
+        report = await self.client.start(replace(spec, start=True))
         return report.monitor_pid
 
     def wait_exit(self, spec: MonitorSpec, timeout: float = 10.0) -> Any:
@@ -280,6 +289,25 @@ def test_sigkill_is_exit_code_137(env: Env) -> None:
     env.runc("kill", "kill", "KILL")
     info = env.wait_exit(spec)
     assert (info.exit_code, info.signal) == (137, 9)
+
+
+@pytest.mark.root
+@needs_root
+def test_runc_start_of_a_created_container(env: Env) -> None:
+    # Given a container the monitor only created (the pod's infra: crirt runs `runc start`)
+    spec = env.spec("infra", ["sh", "-c", "echo up; exec sleep 600"])
+    env.started.append("infra")
+    pid = run(env.client.start_monitor(spec))
+    # Then it waits in runc's created state, its process not yet the command
+    assert json.loads(env.runc("state", "infra").stdout)["status"] == "created"
+    assert log_messages(spec) == []
+    # When runc starts it, it runs the command, its output reaching the log
+    env.runc("start", "infra")
+    assert json.loads(env.runc("state", "infra").stdout)["status"] == "running"
+    wait_for(lambda: log_messages(spec) == [("stdout", b"up\n")], 10)
+    # And its death is the monitor's exit record
+    os.kill(pid, signal.SIGKILL)
+    assert env.wait_exit(spec).exit_code == 137
 
 
 @pytest.mark.root
