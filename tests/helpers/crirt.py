@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -33,6 +34,14 @@ def private_network() -> tuple[str, str]:
     (developers, CI leftovers) never see each other's veths or addresses."""
     idx = os.getpid() % 200 + 20
     return f"crirtit{idx}", f"10.89.{idx}.0/24"
+
+
+def cri_stubs(channel: grpc.Channel) -> tuple[Any, Any]:
+    """The RuntimeService and ImageService stubs on ``channel`` (grpcio-tools generates them
+    untyped: callers get Any, as from any dynamic client)."""
+    rt = api_pb2_grpc.RuntimeServiceStub(channel)  # type: ignore[no-untyped-call]
+    img = api_pb2_grpc.ImageServiceStub(channel)  # type: ignore[no-untyped-call]
+    return rt, img
 
 
 class Crirt:
@@ -117,8 +126,7 @@ class Crirt:
         self.channel = grpc.insecure_channel(
             f"unix://{self.sock}", options=[("grpc.max_receive_message_length", 16 << 20)]
         )
-        self.rt = api_pb2_grpc.RuntimeServiceStub(self.channel)
-        self.img = api_pb2_grpc.ImageServiceStub(self.channel)
+        self.rt, self.img = cri_stubs(self.channel)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.channel is not None:

@@ -244,7 +244,7 @@ def test_reopen_racing_the_container_exit_is_not_running(
             rt.ReopenContainerLog(api_pb2.ReopenContainerLogRequest(container_id=cid))
             result.append((grpc.StatusCode.OK, ""))
         except grpc.RpcError as exc:
-            result.append((exc.code(), exc.details()))
+            result.append((exc.code(), exc.details() or ""))
 
     os.kill(monitor, signal.SIGSTOP)
     try:

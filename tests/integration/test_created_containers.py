@@ -47,13 +47,15 @@ def _create(
         **kw,
     )
     req = api_pb2.CreateContainerRequest(pod_sandbox_id=pod[0], config=cfg, sandbox_config=pod[1])
-    return crirt.rt.CreateContainer(req).container_id
+    cid: str = crirt.rt.CreateContainer(req).container_id
+    return cid
 
 
 def _status(crirt: Crirt, cid: str, verbose: bool = False) -> api_pb2.ContainerStatusResponse:
-    return crirt.rt.ContainerStatus(
+    r: api_pb2.ContainerStatusResponse = crirt.rt.ContainerStatus(
         api_pb2.ContainerStatusRequest(container_id=cid, verbose=verbose)
     )
+    return r
 
 
 def _start(crirt: Crirt, cid: str) -> None:
@@ -63,7 +65,7 @@ def _start(crirt: Crirt, cid: str) -> None:
 def _code(fn: Any, req: Any) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as err:
         fn(req)
-    return err.value.code(), err.value.details()
+    return err.value.code(), err.value.details() or ""
 
 
 def _runc_ids(crirt: Crirt) -> list[str]:

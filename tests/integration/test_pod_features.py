@@ -61,7 +61,10 @@ def start(crirt: Crirt, cid: str) -> None:
 
 
 def exec_sync(crirt: Crirt, cid: str, *cmd: str) -> api_pb2.ExecSyncResponse:
-    return crirt.rt.ExecSync(api_pb2.ExecSyncRequest(container_id=cid, cmd=list(cmd), timeout=30))
+    r: api_pb2.ExecSyncResponse = crirt.rt.ExecSync(
+        api_pb2.ExecSyncRequest(container_id=cid, cmd=list(cmd), timeout=30)
+    )
+    return r
 
 
 def remove_pod(crirt: Crirt, pod_id: str) -> None:

@@ -34,7 +34,10 @@ def _ctr(name: str, script: str) -> api_pb2.ContainerConfig:
 
 
 def _status(crirt: Crirt, cid: str) -> api_pb2.ContainerStatus:
-    return crirt.rt.ContainerStatus(api_pb2.ContainerStatusRequest(container_id=cid)).status
+    st: api_pb2.ContainerStatus = crirt.rt.ContainerStatus(
+        api_pb2.ContainerStatusRequest(container_id=cid)
+    ).status
+    return st
 
 
 def test_sigkill_restart_keeps_containers_and_reports_exits(crirt: Crirt) -> None:

@@ -136,7 +136,7 @@ class Harness:
         return spec
 
     def start(self, spec: dict[str, Any]) -> str:
-        cid = spec["annotations"]["test.id"]
+        cid = str(spec["annotations"]["test.id"])
         bundle = Path(spec["annotations"]["test.bundle"])
         (bundle / "config.json").write_text(json.dumps(spec))
         self.ids.append(cid)

@@ -59,7 +59,10 @@ def _create(
 
 
 def _stats(crirt: Crirt, cid: str) -> api_pb2.ContainerStats:
-    return crirt.rt.ContainerStats(api_pb2.ContainerStatsRequest(container_id=cid)).stats
+    st: api_pb2.ContainerStats = crirt.rt.ContainerStats(
+        api_pb2.ContainerStatsRequest(container_id=cid)
+    ).stats
+    return st
 
 
 def _holding(crirt: Crirt, cid: str) -> api_pb2.ContainerStats | None:
@@ -216,7 +219,7 @@ def test_every_lifecycle_change_reaches_an_events_client(crirt: Crirt) -> None:
     crirt.rt.RemoveContainer(api_pb2.RemoveContainerRequest(container_id=cid))
     crirt.rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=sid))
     crirt.rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=sid))
-    events = []
+    events: list[api_pb2.ContainerEventResponse] = []
     deadline = time.monotonic() + 10
     while len(events) < 8 and time.monotonic() < deadline:
         try:

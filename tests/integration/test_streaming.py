@@ -124,7 +124,8 @@ def in_container(crirt: Crirt, cid: str, script: str) -> str:
     resp = crirt.rt.ExecSync(
         api_pb2.ExecSyncRequest(container_id=cid, cmd=["sh", "-c", script], timeout=10)
     )
-    return resp.stdout.decode()
+    out: bytes = resp.stdout
+    return out.decode()
 
 
 def run_in_pty(

@@ -34,7 +34,7 @@ from tests.helpers.cgroups import (
     systemd_booted,
     unified,
 )
-from tests.helpers.crirt import REPO, Crirt, find_leftovers, monitor_pids
+from tests.helpers.crirt import REPO, Crirt, cri_stubs, find_leftovers, monitor_pids
 from tests.helpers.wait import wait_for
 
 pytestmark = [
@@ -91,7 +91,7 @@ def _container(
         linux=api_pb2.LinuxContainerConfig(**linux),  # type: ignore[arg-type]
     )
     req = api_pb2.CreateContainerRequest(pod_sandbox_id=sid, config=cfg, sandbox_config=pcfg)
-    cid = srv.rt.CreateContainer(req).container_id
+    cid: str = srv.rt.CreateContainer(req).container_id
     srv.rt.StartContainer(api_pb2.StartContainerRequest(container_id=cid))
     return cid
 
@@ -268,11 +268,8 @@ def _connect(u: Unit) -> None:
     """Stubs on the unit's socket (the Crirt helper did not start this server itself)."""
     import grpc as _grpc
 
-    from crirt._gen import api_pb2_grpc
-
     u.srv.channel = _grpc.insecure_channel(f"unix://{u.srv.sock}")
-    u.srv.rt = api_pb2_grpc.RuntimeServiceStub(u.srv.channel)
-    u.srv.img = api_pb2_grpc.ImageServiceStub(u.srv.channel)
+    u.srv.rt, u.srv.img = cri_stubs(u.srv.channel)
 
 
 def test_the_unit_notifies_and_a_restart_keeps_pods(unit: Unit) -> None:

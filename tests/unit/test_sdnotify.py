@@ -66,7 +66,7 @@ def test_watchdog_pings_until_stopping(tmp_path: Path) -> None:
         async def run() -> None:
             n.ready("serving")
             # Given the loop runs, pings keep coming
-            got = []
+            got: list[bytes] = []
             while len(got) < 3:
                 data = await asyncio.get_running_loop().run_in_executor(None, sock.recv, 4096)
                 if data == b"WATCHDOG=1":

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from crirt.api import server as server_mod
 from crirt.api.server import start_server
 
 
@@ -64,7 +63,7 @@ def test_a_failed_start_leaves_no_socket(tmp_path: Path, monkeypatch: pytest.Mon
     def refuse(src: object, dst: object) -> None:
         raise OSError("rename refused")
 
-    monkeypatch.setattr(server_mod.os, "rename", refuse)
+    monkeypatch.setattr(os, "rename", refuse)  # the os module crirt.api.server calls
     path = tmp_path / "crirt.sock"
 
     async def main() -> None:

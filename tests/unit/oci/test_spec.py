@@ -28,6 +28,7 @@ from crirt.oci.spec import (
 )
 from crirt.oci.spec_caps import (
     ALL_CAPABILITIES,
+    DEFAULT_CAPABILITIES,
     compute_capabilities,
     normalize_capability,
     parse_capability_mask,
@@ -63,9 +64,9 @@ INFRA = "/proc/4242/ns"
 
 def pod_config(
     *,
-    network: int = api_pb2.POD,
-    pid: int = api_pb2.CONTAINER,
-    ipc: int = api_pb2.POD,
+    network: api_pb2.NamespaceMode = api_pb2.POD,
+    pid: api_pb2.NamespaceMode = api_pb2.CONTAINER,
+    ipc: api_pb2.NamespaceMode = api_pb2.POD,
     privileged: bool = False,
     sysctls: dict[str, str] | None = None,
 ) -> api_pb2.PodSandboxConfig:
@@ -538,7 +539,7 @@ def test_explicit_capability_the_host_lacks_is_invalid() -> None:
 
 
 def test_drop_all_then_add() -> None:
-    sets = compute_capabilities(default=oci_spec.DEFAULT_CAPABILITIES, add=["CHOWN"], drop=["ALL"])
+    sets = compute_capabilities(default=DEFAULT_CAPABILITIES, add=["CHOWN"], drop=["ALL"])
     assert sets.bounding == ["CAP_CHOWN"]
 
 
@@ -616,7 +617,7 @@ def _ns(spec: dict[str, Any]) -> dict[str, str | None]:
         (api_pb2.NODE, "absent"),
     ],
 )
-def test_container_pid_namespace_modes(mode: int, expected: str | None) -> None:
+def test_container_pid_namespace_modes(mode: api_pb2.NamespaceMode, expected: str | None) -> None:
     cfg = container_config()
     cfg.linux.security_context.namespace_options.pid = mode
     ns = _ns(build_container_spec(cinput(cfg)))
@@ -683,7 +684,9 @@ def test_cri_mount_over_default_drops_the_default() -> None:
         (api_pb2.PROPAGATION_BIDIRECTIONAL, "rshared", "rshared"),
     ],
 )
-def test_mount_propagation(propagation: int, option: str, rootfs: str | None) -> None:
+def test_mount_propagation(
+    propagation: api_pb2.MountPropagation, option: str, rootfs: str | None
+) -> None:
     cfg = container_config(
         mounts=[api_pb2.Mount(container_path="/m", host_path="/h", propagation=propagation)]
     )
@@ -783,7 +786,7 @@ def _allowed(oci: dict[str, Any]) -> set[str]:
 
 def test_default_profile_shape() -> None:
     profile = load_default_seccomp()
-    oci = to_oci_seccomp(profile, capabilities=oci_spec.DEFAULT_CAPABILITIES, arch="amd64")
+    oci = to_oci_seccomp(profile, capabilities=DEFAULT_CAPABILITIES, arch="amd64")
     assert oci["defaultAction"] == "SCMP_ACT_ERRNO"
     assert oci["defaultErrnoRet"] == 1
     assert oci["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
@@ -801,7 +804,7 @@ def test_default_profile_shape() -> None:
 
 
 def test_default_profile_capability_conditions() -> None:
-    caps = (*oci_spec.DEFAULT_CAPABILITIES, "CAP_SYS_ADMIN")
+    caps = (*DEFAULT_CAPABILITIES, "CAP_SYS_ADMIN")
     allowed = _allowed(to_oci_seccomp(load_default_seccomp(), capabilities=caps))
     assert {"sethostname", "mount", "setns", "clone", "clone3"} <= allowed
     assert "arch_prctl" in allowed

@@ -25,7 +25,7 @@ def nso(
     mode: int | None,
     uids: list[api_pb2.IDMapping] | None = None,
     gids: list[api_pb2.IDMapping] | None = None,
-    **modes: int,
+    **modes: api_pb2.NamespaceMode,
 ) -> api_pb2.NamespaceOption:
     out = api_pb2.NamespaceOption(
         network=modes.get("network", api_pb2.POD),

@@ -30,7 +30,7 @@ CRICTL_PORTFORWARD = bytes.fromhex(
 
 def events(conn: spdy.Connection, data: bytes) -> list[object]:
     conn.receive_data(data)
-    out = []
+    out: list[object] = []
     while (ev := conn.next_event()) is not spdy.NEED_DATA:
         out.append(ev)
         if isinstance(ev, spdy.ConnectionClosed):

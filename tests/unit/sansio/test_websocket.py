@@ -11,7 +11,7 @@ KEY = bytes([0x37, 0xFA, 0x21, 0x3D])
 
 def events(conn: ws.ServerConnection, data: bytes) -> list[object]:
     conn.receive_data(data)
-    out = []
+    out: list[object] = []
     while (ev := conn.next_event()) is not ws.NEED_DATA:
         out.append(ev)
         if isinstance(ev, ws.ConnectionClosed):
