@@ -70,7 +70,6 @@ class RuntimeConfig:
     # CVE-2022-1708). The reply must also fit the CRI clients' 16 MiB message limit, so the
     # default leaves 4 KiB of headroom for the rest of the message.
     exec_sync_output_limit: int = 16 * 1024 * 1024 - 4096
-    stop_timeout_floor: int = 0
     # The native per-container monitor (crirt/monitor/native, built by scripts/build-monitor.sh):
     # ~0.3 MB PSS per container, as conmon. Empty, or not an executable file: the Python monitor
     # (crirt.monitor, same protocol and behaviour) at ~2.3 MB per container.

@@ -302,19 +302,7 @@ class ContainerOps:
         async with svc.locked(c.id):
             if svc.containers.find(c.id) is not c:
                 raise NotFound(f"container {c.id} was removed")
-            if not c.state.can_start():
-                # api.proto: StartContainer starts a *created* container; a second call finds
-                # it running or exited (containerd and CRI-O answer an error too).
-                raise FailedPrecondition(
-                    f"container {c.id} is {c.state.value}; only a created container can start"
-                )
-            if c.pid:
-                await self._start_legacy(c)
-                return
-            # Set before the monitor runs so an exit reported during the call finds started_at
-            # set and started_at <= finished_at always holds.
-            c.started_at = now_ns()
-            c.starting = True
+            c.mark_starting(now_ns())
             # Intent record first: a crash from here on is completed or rolled back at restart.
             svc.save_container(c)
             try:
@@ -322,30 +310,14 @@ class ContainerOps:
             except BaseException as exc:
                 await self._start_failed(c, exc)
                 raise
-            c.pid = report.pid
-            c.pid_start = process_start_time(c.pid) or 0
-            c.starting = False
-            if c.state is ContainerState.CREATED:  # else: its exit was folded in meanwhile
-                c.state = ContainerState.RUNNING
+            pid_start = process_start_time(report.pid) or 0
+            if c.state is ContainerState.CREATED:
+                c.mark_running(report.pid, pid_start)
+            else:  # its exit was folded in meanwhile: exited already, with the pid it had
+                c.pid, c.pid_start = report.pid, pid_start
             svc.save_container(c)
             svc.emit(EventType.STARTED, c.id, c.sandbox_id)
         log.info("container started", container_id=c.id, pid=c.pid)
-
-    async def _start_legacy(self, c: Container) -> None:
-        """A container created by an older crirt already has its monitor and runc's created
-        state: only ``runc start`` is left."""
-        from crirt.runtime.service import now_ns
-
-        c.started_at = now_ns()
-        try:
-            await self.svc.runtime(c.handler).start(c.id)
-        except BaseException:
-            c.started_at = 0
-            raise
-        if c.state is ContainerState.CREATED:
-            c.state = ContainerState.RUNNING
-        self.svc.save_container(c)
-        self.svc.emit(EventType.STARTED, c.id, c.sandbox_id)
 
     async def _start_failed(self, c: Container, exc: BaseException) -> None:
         """Record a failed start and leave nothing running or mounted behind.
@@ -388,18 +360,13 @@ class ContainerOps:
             reply = None
         pid = reply.get("container_pid") if reply else None
         if isinstance(pid, int) and pid > 0:
-            c.pid = pid
-            c.pid_start = process_start_time(pid) or 0
-            c.starting = False
-            c.state = ContainerState.RUNNING
+            c.mark_running(pid, process_start_time(pid) or 0)
             svc.save_container(c)
             log.info("completed an interrupted container start", container_id=c.id, pid=pid)
             return
         with contextlib.suppress(CrirtError):
             await svc.runtime(c.handler).delete(c.id, force=True)
-        c.starting = False
-        c.started_at = 0
-        c.pid = c.pid_start = 0
+        c.mark_start_undone()
         svc.save_container(c)
         log.warning("rolled back an interrupted container start", container_id=c.id)
 
@@ -417,7 +384,7 @@ class ContainerOps:
 
     async def _stop_locked(self, c: Container, timeout: int) -> None:
         svc = self.svc
-        if c.state is ContainerState.CREATED and not c.pid:
+        if c.state is ContainerState.CREATED:
             # Never started (StartContainer holds this lock while it runs): no process to
             # signal, only the state to settle. api.proto: StopContainer "is idempotent"; a
             # second call finds it exited.

@@ -106,8 +106,8 @@ async def update_resources(
         # api.proto: UpdateContainerResources "updates ContainerConfig of the container
         # synchronously". A created container has no cgroup yet (no runc state until
         # StartContainer, which holds this lock): the bundle below carries the new limits to
-        # its start. One created by an older crirt (c.pid set) has runc state: update it.
-        if c.state is ContainerState.RUNNING or (c.state is ContainerState.CREATED and c.pid):
+        # its start.
+        if c.state is ContainerState.RUNNING:
             if svc.cgroup_v2 and resources.memory_limit_in_bytes:
                 _check_memory_limit(svc, c, resources.memory_limit_in_bytes)
             try:

@@ -1,9 +1,11 @@
 """Typed state of sandboxes and containers, and their on-disk codec.
 
-Rule: every state change goes through ``transition`` methods here so that the allowed moves are
-in one place; the service persists the record after each change (atomic write, see
-``crirt.runtime.store``). The CRI configs are kept as protobuf messages (plain data) and
-serialised as base64 protobuf so a restarted server sees exactly what the kubelet sent.
+Rule: every state change goes through the ``mark_*`` methods here, which check it against the
+tables of allowed moves (``CONTAINER_MOVES``, ``SANDBOX_MOVES``) and refuse the others; nothing
+else assigns ``state`` (tests/unit/runtime/test_model.py checks the tree). The use-cases persist
+the record after each change (atomic write, see ``crirt.runtime.store``). The CRI configs are
+kept as protobuf messages (plain data) and serialised as base64 protobuf so a restarted server
+sees exactly what the kubelet sent.
 """
 
 from __future__ import annotations
@@ -44,8 +46,30 @@ class ContainerState(enum.Enum):
 
     def has_process(self) -> bool:
         """The monitor may still hold a live container process (a created container has one
-        only while StartContainer runs, or when an older crirt created it: ``Container.pid``)."""
+        only while StartContainer runs)."""
         return self in (ContainerState.CREATED, ContainerState.RUNNING, ContainerState.UNKNOWN)
+
+
+# The moves a record may make; anything else is a bug (or a request the use-case should have
+# refused first) and raises InvalidTransition. api.proto's ContainerState: created → running
+# → exited, with unknown for a process crirt lost track of (its monitor died without a record).
+CONTAINER_MOVES: dict[ContainerState, frozenset[ContainerState]] = {
+    # started; or exited: a failed start, a stop before the start, an exit folded in mid-start
+    ContainerState.CREATED: frozenset({ContainerState.RUNNING, ContainerState.EXITED}),
+    # its exit; or unknown: at restart its monitor is gone and left no exit record
+    ContainerState.RUNNING: frozenset({ContainerState.EXITED, ContainerState.UNKNOWN}),
+    # the record turns up after all, or a stop finds runc's state gone
+    ContainerState.UNKNOWN: frozenset({ContainerState.EXITED}),
+    ContainerState.EXITED: frozenset(),
+}
+SANDBOX_MOVES: dict[SandboxState, frozenset[SandboxState]] = {
+    SandboxState.READY: frozenset({SandboxState.NOTREADY}),
+    SandboxState.NOTREADY: frozenset(),
+}
+
+
+class InvalidTransition(FailedPrecondition):
+    """A state change the tables do not allow."""
 
 
 def _encode(rec: Any) -> dict[str, Any]:
@@ -82,6 +106,14 @@ class Sandbox:
     network_set_up: bool = False
     # False from the intent record until creation finished: a restart rolls incomplete ones back.
     complete: bool = True
+
+    def mark_not_ready(self) -> bool:
+        """The pod stopped, or its infra process died; False if it was not ready already."""
+        if self.state is SandboxState.NOTREADY:
+            return False
+        _check(SANDBOX_MOVES, "pod sandbox", self.id, self.state, SandboxState.NOTREADY)
+        self.state = SandboxState.NOTREADY
+        return True
 
     def to_json(self) -> dict[str, Any]:
         return _encode(self)
@@ -123,16 +155,43 @@ class Container:
     # outcome is saved: a restart completes the start or rolls it back (ContainerOps.converge).
     starting: bool = False
 
-    def mark_started(self, now: int) -> None:
+    def _move(self, to: ContainerState) -> None:
+        _check(CONTAINER_MOVES, "container", self.id, self.state, to)
+        self.state = to
+
+    def mark_starting(self, now: int) -> None:
+        """StartContainer's intent: set before the monitor runs, so that an exit reported
+        during the call finds ``started_at`` set (started_at <= finished_at always holds)."""
         if not self.state.can_start():
-            raise FailedPrecondition(
-                f"container {self.id} is {self.state.value}, only a created container can start"
+            # api.proto: StartContainer starts a *created* container; a second call finds it
+            # running or exited (containerd and CRI-O answer an error too).
+            raise InvalidTransition(
+                f"container {self.id} is {self.state.value}; only a created container can start"
             )
-        self.state = ContainerState.RUNNING
         self.started_at = now
+        self.starting = True
+
+    def mark_running(self, pid: int, pid_start: int) -> None:
+        """The monitor reported the container's process: it runs. Still created only."""
+        self._move(ContainerState.RUNNING)
+        self.pid = pid
+        self.pid_start = pid_start
+        self.starting = False
+
+    def mark_start_undone(self) -> None:
+        """A start that a crash interrupted before it happened: created again, to be retried."""
+        if self.state is not ContainerState.CREATED:
+            raise InvalidTransition(f"container {self.id} is {self.state.value}, not starting")
+        self.starting = False
+        self.started_at = 0
+        self.pid = self.pid_start = 0
+
+    def mark_unknown(self) -> None:
+        """Its monitor is gone and left no exit record: the process's fate is unknown."""
+        self._move(ContainerState.UNKNOWN)
 
     def mark_exited(self, exit_code: int, finished_at: int, oom_killed: bool) -> None:
-        self.state = ContainerState.EXITED
+        self._move(ContainerState.EXITED)
         self.starting = False
         self.exit_code = exit_code
         self.finished_at = finished_at
@@ -151,7 +210,9 @@ class Container:
         error as the message; reason and exit code as containerd's (``StartError``, 128), which
         tell the user that the process never ran.
         """
-        self.state = ContainerState.EXITED
+        if self.state is not ContainerState.CREATED:
+            raise InvalidTransition(f"container {self.id} is {self.state.value}, not starting")
+        self._move(ContainerState.EXITED)
         self.starting = False
         self.pid = 0
         self.pid_start = 0
@@ -164,6 +225,8 @@ class Container:
         """StopContainer of a created container: there is no process to signal. CRI-O moves it
         to exited (it kills the runc init waiting to exec), and so does crirt, with a SIGKILL's
         137: the kubelet never waits for a container that can no longer run."""
+        if self.state is not ContainerState.CREATED:
+            raise InvalidTransition(f"container {self.id} is {self.state.value}, not created")
         self.mark_exited(137, finished_at, False)
         self.message = "stopped before it was started"
 
@@ -173,3 +236,8 @@ class Container:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Container:
         return cls(**_decode(d, api_pb2.ContainerConfig, ContainerState))
+
+
+def _check(moves: dict[Any, frozenset[Any]], kind: str, obj_id: str, cur: Any, to: Any) -> None:
+    if to not in moves[cur]:
+        raise InvalidTransition(f"{kind} {obj_id} is {cur.value}; it cannot become {to.value}")

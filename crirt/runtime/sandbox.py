@@ -280,8 +280,7 @@ class SandboxOps:
             netns.remove(Path(sb.netns_path))
         if sb.shm_path:
             mounts.unmount(Path(sb.shm_path))
-        if sb.state is not SandboxState.NOTREADY:
-            sb.state = SandboxState.NOTREADY
+        if sb.mark_not_ready():
             svc.emit(EventType.STOPPED, sb.id, sb.id)
             log.info("sandbox stopped", pod_id=sb.id)
         svc.save_sandbox(sb)

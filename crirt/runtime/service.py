@@ -31,7 +31,7 @@ from crirt.oci.runc import (
 from crirt.runtime.events import EventBroadcaster, EventType
 from crirt.runtime.exits import ExitWatcher
 from crirt.runtime.handlers import HandlerFeatures
-from crirt.runtime.model import Container, ContainerState, Sandbox, SandboxState
+from crirt.runtime.model import Container, ContainerState, Sandbox
 from crirt.runtime.ports import CniPort, ImagesPort, OciRuntimePort, RootfsPort
 from crirt.runtime.store import Index, write_json_atomic
 
@@ -80,10 +80,6 @@ class Paths:
         for p in (self.sandboxes, self.containers):
             p.mkdir(parents=True, exist_ok=True, mode=0o711)
             p.chmod(0o711)
-            for child in p.iterdir():  # made by an older crirt with 0711
-                mode = child.lstat().st_mode
-                if child.is_dir() and mode & 0o007:
-                    child.chmod(mode & 0o770)
 
 
 class RuntimeService:
@@ -213,10 +209,9 @@ class RuntimeService:
             self.emit(EventType.STOPPED, c.id, c.sandbox_id)
             log.info("container exited", container_id=c.id, exit_code=info.exit_code)
         sb = self.sandboxes.find(obj_id) if c is None else None
-        if sb is not None and sb.state is SandboxState.READY:
+        if sb is not None and sb.mark_not_ready():
             # A pod whose infra process died is no longer ready; the kubelet then stops it
             # (tearing down its network) and creates a new one.
-            sb.state = SandboxState.NOTREADY
             self.save_sandbox(sb)
             self.emit(EventType.STOPPED, sb.id, sb.id)
             log.warning("infra process exited; sandbox not ready", pod_id=sb.id)
@@ -301,21 +296,11 @@ class RuntimeService:
             if c.state is ContainerState.CREATED and c.starting:
                 # Killed inside StartContainer: finish the start or undo it.
                 await self.container_ops.converge_start(c)
-            if c.state is ContainerState.CREATED and not c.pid:
-                # Created, never started: no monitor and no process to look for (api.proto
-                # CONTAINER_CREATED: "Container has been created but not started").
-                continue
-            if c.state is ContainerState.CREATED:
-                # Created by an older crirt (runc create in CreateContainer), then a crash
-                # between `runc start` and saving the record: runc knows better.
-                st = await self.runtime(c.handler).state(c.id)
-                if st is not None and st.get("status") == "running":
-                    c.state = ContainerState.RUNNING
-                    c.started_at = c.started_at or now_ns()
-                    self.save_container(c)
-            if c.state.has_process() and not self.monitor_alive(c):
+            if c.state is ContainerState.RUNNING and not self.monitor_alive(c):
                 # The monitor is gone and left no exit file: the process state is unknown.
-                c.state = ContainerState.UNKNOWN
+                # (A created container has no process: api.proto CONTAINER_CREATED "has been
+                # created but not started"; an unknown one stays unknown.)
+                c.mark_unknown()
                 self.save_container(c)
         log.info("restored state", sandboxes=len(self.sandboxes), containers=len(self.containers))
 
