@@ -58,11 +58,11 @@ def test_start_then_exit() -> None:
     assert (c.state, c.exit_code, c.finished_at, c.reason) == (E, 137, 300, "OOMKilled")
 
 
-@pytest.mark.parametrize(("code", "reason"), [(0, "Completed"), (1, "Error")])
+@pytest.mark.parametrize(("code", "reason"), [(0, "Completed"), (1, "Error"), (3, "Error")])
 def test_exit_reasons(code: int, reason: str) -> None:
     c = container(R)
     c.mark_exited(code, 1, oom_killed=False)
-    assert c.reason == reason
+    assert (c.reason, c.exit_code) == (reason, code)
 
 
 @pytest.mark.parametrize("state", [R, E, U])

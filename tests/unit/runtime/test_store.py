@@ -71,25 +71,6 @@ def test_records_round_trip_through_json(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_exit_reasons() -> None:
-    c = Container(
-        id="c",
-        name="n",
-        sandbox_id="s",
-        config=api_pb2.ContainerConfig(),
-        handler="runc",
-        image_id="i",
-        image_name="i",
-        image_ref="i",
-        created_at=0,
-        dir="/",
-    )
-    c.mark_exited(0, 1, False)
-    assert (c.reason, c.exit_code) == ("Completed", 0)
-    c.mark_exited(3, 1, False)
-    assert (c.reason, c.exit_code) == ("Error", 3)
-
-
 def test_names_follow_kubelet_shape() -> None:
     pod = api_pb2.PodSandboxMetadata(name="web", namespace="default", uid="u1", attempt=2)
     assert naming.sandbox_name(pod) == "k8s_POD_web_default_u1_2"
