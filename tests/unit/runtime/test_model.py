@@ -45,7 +45,7 @@ def container(state: ContainerState = C) -> Container:
 
 
 def test_the_table_is_the_cri_lifecycle() -> None:
-    assert CONTAINER_MOVES == {C: {R, E}, R: {E, U}, U: {E}, E: set()}
+    assert {C: {R, E}, R: {E, U}, U: {E}, E: set()} == CONTAINER_MOVES
 
 
 def test_start_then_exit() -> None:
@@ -145,7 +145,7 @@ def test_records_round_trip_their_state() -> None:
 def test_nothing_outside_the_model_assigns_a_state() -> None:
     offenders = []
     for path in CRIRT.rglob("*.py"):
-        if path.name == "model.py" and path.parent.name == "runtime" or "_gen" in path.parts:
+        if (path.name == "model.py" and path.parent.name == "runtime") or "_gen" in path.parts:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             targets = (
