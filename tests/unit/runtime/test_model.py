@@ -158,5 +158,5 @@ def test_nothing_outside_the_model_assigns_a_state() -> None:
             for t in targets:
                 for el in t.elts if isinstance(t, ast.Tuple) else [t]:
                     if isinstance(el, ast.Attribute) and el.attr == "state":
-                        offenders.append(f"{path.relative_to(CRIRT.parent)}:{node.lineno}")
+                        offenders.append(f"{path.relative_to(CRIRT.parent)}:{el.lineno}")
     assert offenders == []
