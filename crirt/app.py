@@ -1,14 +1,13 @@
 """Composition root: builds every object from Config, wires them, runs the server.
 
-Start order: state dirs → image store → runtimes → monitor client → CNI → runtime service
-(restores state) → gRPC server. SIGTERM/SIGINT stop the server only: containers keep running
-under their monitors, and the next start finds them again.
+Start order: state dirs → image store → runtimes (probed) → monitor client → CNI → the
+lifecycle (restores state) → streaming → gRPC server. SIGTERM/SIGINT stop the server only:
+containers keep running under their monitors, and the next start finds them again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import shutil
 import signal
@@ -20,15 +19,19 @@ from crirt.api.runtime import RuntimeServicer
 from crirt.api.server import start_server
 from crirt.config import Config
 from crirt.image.service import ImageService, pinned_patterns
+from crirt.linux.libc import LIBC
 from crirt.monitor.client import MonitorClient
 from crirt.network.cni import CniManager
+from crirt.network.pod import HostMounts, HostPodNetwork
 from crirt.oci.cgroups import CgroupDriver, check_slice, parse_driver
 from crirt.oci.runc import OciRuntime, systemd_booted
 from crirt.oci.spec import load_default_seccomp
+from crirt.runtime import crash
 from crirt.runtime.handlers import probe_handlers
-from crirt.runtime.ports import OciRuntimePort
+from crirt.runtime.host import HostFacts
 from crirt.runtime.rootfs import ImageRootfs
-from crirt.runtime.service import RuntimeService
+from crirt.runtime.runner import MonitoredRuntime
+from crirt.runtime.service import Lifecycle
 from crirt.sdnotify import Notifier
 from crirt.streaming import StreamingServer
 
@@ -46,8 +49,9 @@ def native_monitor(path: str) -> str | None:
     return path
 
 
-def build(cfg: Config) -> tuple[RuntimeService, ImageService]:
-    """Every long-lived object, wired.
+async def build(cfg: Config) -> tuple[Lifecycle, ImageService]:
+    """Every long-lived object, wired; the runtime handlers probed (only those that work on
+    this host are offered, with what each supports).
 
     Raises:
         InvalidArgument: the configuration cannot work on this host (e.g. the systemd cgroup
@@ -67,7 +71,8 @@ def build(cfg: Config) -> tuple[RuntimeService, ImageService]:
     images = ImageService.from_config(
         root, cfg.image, pinned=pinned_patterns((), cfg.runtime.pause_image)
     )
-    runtimes: dict[str, OciRuntimePort] = {}
+    host = HostFacts.probe(driver, default_parent, load_default_seccomp())
+    runtimes: dict[str, OciRuntime] = {}
     for name, h in cfg.runtime.handlers.items():
         if shutil.which(h.path) is None:
             log.warning("runtime handler missing; disabled", handler=name, path=h.path)
@@ -77,45 +82,46 @@ def build(cfg: Config) -> tuple[RuntimeService, ImageService]:
         runtimes[name] = OciRuntime(
             h.path, cfg.handler_root(name), systemd_cgroup=driver is CgroupDriver.SYSTEMD
         )
+    features = await probe_handlers(
+        runtimes,
+        workdir=state / "probe",
+        catatonit=cfg.runtime.catatonit_path,
+        cgroups_path=lambda cid: host.cgroups_path(host.default_cgroup_parent, cid),
+        min_oom_score_adj=host.min_oom_score_adj,
+    )
+    usable = {n: f for n, f in features.items() if f.usable}
     monitor = MonitorClient(
         state / "monitor",
         monitor_path=native_monitor(cfg.runtime.monitor_path),
         systemd_slice=monitor_slice,
+    )
+    runtime = MonitoredRuntime(
+        monitor,
+        {n: rt for n, rt in runtimes.items() if n in usable},
+        usable,
+        cfg.runtime.default_handler,
+        {n: h.path for n, h in cfg.runtime.handlers.items()},
     )
     # The attachment cache lives beside the persistent IPAM state, so a reboot (which empties
     # the state dir) cannot orphan allocated IPs; netns.create already brings lo up.
     cni = CniManager(
         cfg.network.cni_conf_dir, cfg.network.cni_bin_dirs, root / "cni" / "cache", loopback=False
     )
-    svc = RuntimeService(
-        cfg,
-        images=images,
-        monitor=monitor,
-        runtimes=runtimes,
-        cni=cni,
+    lifecycle = Lifecycle(
+        state_dir=state,
+        runtime=runtime,
+        network=HostPodNetwork(cni),
+        mounts=HostMounts(),
         rootfs=ImageRootfs(images),
-        seccomp_default=load_default_seccomp(),
-        cgroup_driver=driver,
-        default_cgroup_parent=default_parent,
+        images=images,
+        host=host,
+        pause_image=cfg.runtime.pause_image,
+        catatonit_path=cfg.runtime.catatonit_path,
+        exec_sync_output_limit=cfg.runtime.exec_sync_output_limit,
+        crash_hook=crash.from_env(),
     )
-    log.info("cgroups", driver=driver.value, default_parent=default_parent, v2=svc.cgroup_v2)
-    return svc, images
-
-
-async def _probe_handlers(cfg: Config, svc: RuntimeService) -> None:
-    """Keep only the handlers that work on this host, with what each supports."""
-    runtimes = {n: rt for n, rt in svc.runtimes.items() if isinstance(rt, OciRuntime)}
-    features = await probe_handlers(
-        runtimes,
-        workdir=Path(cfg.state_dir) / "probe",
-        catatonit=cfg.runtime.catatonit_path,
-        cgroups_path=lambda cid: svc.cgroup_driver.cgroups_path(svc.default_cgroup_parent, cid),
-        min_oom_score_adj=svc.min_oom_score_adj,
-    )
-    for name, f in features.items():
-        if not f.usable:
-            del svc.runtimes[name]
-    svc.handler_features = {n: f for n, f in features.items() if f.usable}
+    log.info("cgroups", driver=driver.value, default_parent=default_parent, v2=host.cgroup_v2)
+    return lifecycle, images
 
 
 # mallopt(3) M_ARENA_MAX: glibc gives each thread that contends for malloc its own arena (up to
@@ -132,7 +138,7 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     if "MALLOC_ARENA_MAX" in os.environ:
         return False
     try:
-        mallopt = ctypes.CDLL(None).mallopt
+        mallopt = LIBC.mallopt
     except (OSError, AttributeError):
         return False
     return bool(mallopt(_M_ARENA_MAX, arenas))
@@ -144,10 +150,9 @@ async def serve(cfg: Config) -> int:
     # environment every child (runc, monitors, CNI plugins) would inherit.
     notifier = Notifier()
     crirt_log.setup(cfg.log_level, cfg.log_format)
-    svc, images = build(cfg)
-    await _probe_handlers(cfg, svc)
-    await svc.start()
-    streaming = StreamingServer(cfg.streaming, svc)
+    lifecycle, images = await build(cfg)
+    await lifecycle.start()
+    streaming = StreamingServer(cfg.streaming, lifecycle.container_ops, lifecycle.sandbox_ops)
     await streaming.start()
     metrics = None
     if cfg.metrics.enabled:
@@ -156,12 +161,12 @@ async def serve(cfg: Config) -> int:
         from crirt.metrics import Metrics
 
         metrics = Metrics()
-        metrics.watch(svc)
+        metrics.watch(lifecycle)
         images.observer = metrics
         metrics.serve(cfg.metrics.address, cfg.metrics.port)
     server = await start_server(
         Path(cfg.listen),
-        RuntimeServicer(svc, streaming, metrics),
+        RuntimeServicer(cfg, lifecycle, streaming, metrics),
         ImageServicer(images),
         observer=metrics,
     )
@@ -187,5 +192,5 @@ async def serve(cfg: Config) -> int:
     await streaming.stop()
     if metrics is not None:
         metrics.stop()
-    svc.close()
+    lifecycle.close()
     return 0

@@ -23,7 +23,7 @@ from crirt.log import get_logger
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from crirt.runtime.service import RuntimeService
+    from crirt.runtime.service import Lifecycle
 
 log = get_logger(__name__)
 
@@ -64,40 +64,42 @@ def pss_bytes(pid: int) -> int | None:
 
 
 class _StateCollector(Collector):
-    """Counts and gauges read from RuntimeService at scrape time."""
+    """Counts and gauges read from the lifecycle's records, exits and events at scrape time."""
 
-    def __init__(self, svc: RuntimeService) -> None:
-        self.svc = svc
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self.records = lifecycle.records
+        self.exits = lifecycle.exits
+        self.events = lifecycle.events
 
     def collect(self) -> Iterator[Any]:
-        svc = self.svc
+        records, events = self.records, self.events
         ctr = GaugeMetricFamily(f"{NAMESPACE}_containers", "Containers by state.", labels=["state"])
-        for state, n in sorted(_Tally(c.state.value for c in svc.containers).items()):
+        for state, n in sorted(_Tally(c.state.value for c in records.containers).items()):
             ctr.add_metric([state], n)
         yield ctr
         pods = GaugeMetricFamily(
             f"{NAMESPACE}_pod_sandboxes", "Pod sandboxes by state.", labels=["state"]
         )
-        for state, n in sorted(_Tally(s.state.value for s in svc.sandboxes).items()):
+        for state, n in sorted(_Tally(s.state.value for s in records.sandboxes).items()):
             pods.add_metric([state], n)
         yield pods
         yield CounterMetricFamily(
             f"{NAMESPACE}_containers_oom",
             "Containers the kernel OOM-killed since crirt started.",
-            value=svc.oom_kills,
+            value=self.exits.oom_kills,
         )
         yield CounterMetricFamily(
             f"{NAMESPACE}_containers_events_dropped",
             "Lifecycle events dropped because a GetContainerEvents client fell behind.",
-            value=svc.events.dropped,
+            value=events.dropped,
         )
         yield GaugeMetricFamily(
             f"{NAMESPACE}_containers_events_subscribers",
             "GetContainerEvents clients connected.",
-            value=svc.events.subscribers,
+            value=events.subscribers,
         )
-        pids = [c.pid for c in svc.containers if c.state.has_process() and c.pid > 0]
-        pids += [s.infra_pid for s in svc.sandboxes if s.infra_pid > 0]
+        pids = [c.pid for c in records.containers if c.state.has_process() and c.pid > 0]
+        pids += [s.infra_pid for s in records.sandboxes if s.infra_pid > 0]
         monitors, pss = self._monitors(pids)
         yield GaugeMetricFamily(
             f"{NAMESPACE}_monitor_processes", "Live per-container monitor processes.", monitors
@@ -210,9 +212,9 @@ class Metrics:
     def pull_failed(self, error: str) -> None:
         self.pull_failure.labels(error).inc()
 
-    def watch(self, svc: RuntimeService) -> None:
-        """Read containers, pods and monitors from ``svc`` at every scrape."""
-        self.registry.register(_StateCollector(svc))
+    def watch(self, lifecycle: Lifecycle) -> None:
+        """Read containers, pods and monitors from ``lifecycle`` at every scrape."""
+        self.registry.register(_StateCollector(lifecycle))
 
     # ----- HTTP ---------------------------------------------------------------------------------
 

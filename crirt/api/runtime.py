@@ -14,11 +14,11 @@ from crirt._gen import api_pb2, api_pb2_grpc
 from crirt.api import convert
 from crirt.api.chunks import chunked
 from crirt.api.listcache import ListCache
+from crirt.config import Config
 from crirt.errors import Unavailable
 from crirt.log import get_logger
-from crirt.runtime import container_update
 from crirt.runtime.events import Event, EventType
-from crirt.runtime.service import RuntimeService
+from crirt.runtime.service import Lifecycle
 from crirt.stats import StatsService, descriptors
 from crirt.streaming import AttachRequest, ExecRequest, PortForwardRequest, StreamingServer
 
@@ -33,14 +33,22 @@ log = get_logger(__name__)
 class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     def __init__(
         self,
-        svc: RuntimeService,
+        config: Config,
+        lifecycle: Lifecycle,
         streaming: StreamingServer | None = None,
         metrics: Metrics | None = None,
+        stats: StatsService | None = None,
     ) -> None:
-        self.svc = svc
+        self.config = config
+        self.pods = lifecycle.sandbox_ops
+        self.ctrs = lifecycle.container_ops
+        self.runtime = lifecycle.runtime
+        self.network = lifecycle.network
+        self.host = lifecycle.host
+        self.events = lifecycle.events
         self.streaming = streaming
         self.metrics = metrics
-        self.stats = StatsService(svc)
+        self.stats = stats or StatsService(lifecycle.records, config.root, lifecycle.host)
         # The kubelet's twice-a-second lists: converted items reused while unchanged.
         self._pods = ListCache(convert.pod_sandbox)
         self._ctrs = ListCache(convert.container)
@@ -54,7 +62,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         )
 
     async def Status(self, request: api_pb2.StatusRequest, context: Ctx) -> Any:
-        net_ok, net_reason = self.svc.cni.status()
+        net_ok, net_reason = self.network.cni.status()
         conditions = [
             api_pb2.RuntimeCondition(type="RuntimeReady", status=True),
             api_pb2.RuntimeCondition(
@@ -67,18 +75,18 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         # Probed once at start (crirt.runtime.handlers): Status must stay cheap.
         handlers = [
             api_pb2.RuntimeHandler(
-                name=name if name != self.svc.config.runtime.default_handler else "",
+                name=name if name != self.config.runtime.default_handler else "",
                 features=api_pb2.RuntimeHandlerFeatures(
                     recursive_read_only_mounts=f.recursive_read_only_mounts,
                     user_namespaces=f.user_namespaces,
                 ),
             )
-            for name, f in self.svc.handler_features.items()
+            for name, f in self.runtime.usable().items()
         ]
         info: dict[str, str] = {}
         if request.verbose:
             # The effective configuration, as the merged files and flags produced it.
-            info["config"] = json.dumps(dataclasses.asdict(self.svc.config))
+            info["config"] = json.dumps(dataclasses.asdict(self.config))
             if self.metrics is not None and self.metrics.address is not None:
                 host, port = self.metrics.address
                 info["metrics"] = json.dumps({"address": host, "port": port})
@@ -87,9 +95,9 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
             # What "auto" and the defaults became on this host (crictl info shows it).
             info["cgroups"] = json.dumps(
                 {
-                    "driver": self.svc.cgroup_driver.value,
-                    "version": 2 if self.svc.cgroup_v2 else 1,
-                    "defaultParent": self.svc.default_cgroup_parent,
+                    "driver": self.host.cgroup_driver.value,
+                    "version": 2 if self.host.cgroup_v2 else 1,
+                    "defaultParent": self.host.default_cgroup_parent,
                 }
             )
         return api_pb2.StatusResponse(
@@ -101,7 +109,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
 
     async def RuntimeConfig(self, request: api_pb2.RuntimeConfigRequest, context: Ctx) -> Any:
         # The driver applied (never "auto"): kubelets >= 1.28 take theirs from this answer.
-        driver = self.svc.cgroup_driver.to_pb()
+        driver = self.host.cgroup_driver.to_pb()
         return api_pb2.RuntimeConfigResponse(
             linux=api_pb2.LinuxRuntimeConfiguration(cgroup_driver=driver)
         )
@@ -118,57 +126,57 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     # ----- sandboxes ---------------------------------------------------------------------
 
     async def RunPodSandbox(self, request: api_pb2.RunPodSandboxRequest, context: Ctx) -> Any:
-        sid = await self.svc.sandbox_ops.run(request.config, request.runtime_handler)
+        sid = await self.pods.run(request.config, request.runtime_handler)
         return api_pb2.RunPodSandboxResponse(pod_sandbox_id=sid)
 
     async def StopPodSandbox(self, request: api_pb2.StopPodSandboxRequest, context: Ctx) -> Any:
-        await self.svc.sandbox_ops.stop(request.pod_sandbox_id)
+        await self.pods.stop(request.pod_sandbox_id)
         return api_pb2.StopPodSandboxResponse()
 
     async def RemovePodSandbox(self, request: api_pb2.RemovePodSandboxRequest, context: Ctx) -> Any:
-        await self.svc.sandbox_ops.remove(request.pod_sandbox_id)
+        await self.pods.remove(request.pod_sandbox_id)
         return api_pb2.RemovePodSandboxResponse()
 
     async def PodSandboxStatus(self, request: api_pb2.PodSandboxStatusRequest, context: Ctx) -> Any:
-        sb, info = self.svc.sandbox_ops.status(request.pod_sandbox_id, request.verbose)
+        sb, info = self.pods.status(request.pod_sandbox_id, request.verbose)
         return api_pb2.PodSandboxStatusResponse(status=convert.pod_sandbox_status(sb), info=info)
 
     async def ListPodSandbox(self, request: api_pb2.ListPodSandboxRequest, context: Ctx) -> Any:
         flt = request.filter if request.HasField("filter") else None
         return api_pb2.ListPodSandboxResponse(
-            items=self._pods.items(self.svc.sandbox_ops.list(flt), len(self.svc.sandboxes))
+            items=self._pods.items(self.pods.list(flt), self.pods.count())
         )
 
     # ----- containers --------------------------------------------------------------------
 
     async def CreateContainer(self, request: api_pb2.CreateContainerRequest, context: Ctx) -> Any:
-        cid = await self.svc.container_ops.create(request.pod_sandbox_id, request.config)
+        cid = await self.ctrs.create(request.pod_sandbox_id, request.config)
         return api_pb2.CreateContainerResponse(container_id=cid)
 
     async def StartContainer(self, request: api_pb2.StartContainerRequest, context: Ctx) -> Any:
-        await self.svc.container_ops.start(request.container_id)
+        await self.ctrs.start(request.container_id)
         return api_pb2.StartContainerResponse()
 
     async def StopContainer(self, request: api_pb2.StopContainerRequest, context: Ctx) -> Any:
-        await self.svc.container_ops.stop(request.container_id, request.timeout)
+        await self.ctrs.stop(request.container_id, request.timeout)
         return api_pb2.StopContainerResponse()
 
     async def RemoveContainer(self, request: api_pb2.RemoveContainerRequest, context: Ctx) -> Any:
-        await self.svc.container_ops.remove(request.container_id)
+        await self.ctrs.remove(request.container_id)
         return api_pb2.RemoveContainerResponse()
 
     async def ListContainers(self, request: api_pb2.ListContainersRequest, context: Ctx) -> Any:
         flt = request.filter if request.HasField("filter") else None
         return api_pb2.ListContainersResponse(
-            containers=self._ctrs.items(self.svc.container_ops.list(flt), len(self.svc.containers))
+            containers=self._ctrs.items(self.ctrs.list(flt), self.ctrs.count())
         )
 
     async def ContainerStatus(self, request: api_pb2.ContainerStatusRequest, context: Ctx) -> Any:
-        c, info = self.svc.container_ops.status(request.container_id, request.verbose)
+        c, info = self.ctrs.status(request.container_id, request.verbose)
         return api_pb2.ContainerStatusResponse(status=convert.container_status(c), info=info)
 
     async def ExecSync(self, request: api_pb2.ExecSyncRequest, context: Ctx) -> Any:
-        code, out, err = await self.svc.container_ops.exec_sync(
+        code, out, err = await self.ctrs.exec_sync(
             request.container_id, list(request.cmd), request.timeout
         )
         return api_pb2.ExecSyncResponse(stdout=out, stderr=err, exit_code=code)
@@ -177,15 +185,15 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         self, request: api_pb2.UpdateContainerResourcesRequest, context: Ctx
     ) -> Any:
         if request.HasField("linux"):
-            await container_update.update_resources(self.svc, request.container_id, request.linux)
+            await self.ctrs.update_resources(request.container_id, request.linux)
         else:
-            self.svc.containers.get(request.container_id)  # NotFound for an unknown id
+            self.ctrs.status(request.container_id, verbose=False)  # NotFound for an unknown id
         return api_pb2.UpdateContainerResourcesResponse()
 
     async def ReopenContainerLog(
         self, request: api_pb2.ReopenContainerLogRequest, context: Ctx
     ) -> Any:
-        await self.svc.container_ops.reopen_log(request.container_id)
+        await self.ctrs.reopen_log(request.container_id)
         return api_pb2.ReopenContainerLogResponse()
 
     # ----- stats -------------------------------------------------------------------------
@@ -230,7 +238,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         self, request: api_pb2.StreamPodSandboxesRequest, context: Ctx
     ) -> AsyncIterator[Any]:
         flt = request.filter if request.HasField("filter") else None
-        items = [convert.pod_sandbox(sb) for sb in self.svc.sandbox_ops.list(flt)]
+        items = [convert.pod_sandbox(sb) for sb in self.pods.list(flt)]
         for chunk in chunked(items):
             yield api_pb2.StreamPodSandboxesResponse(pod_sandboxes=chunk)
 
@@ -238,7 +246,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         self, request: api_pb2.StreamContainersRequest, context: Ctx
     ) -> AsyncIterator[Any]:
         flt = request.filter if request.HasField("filter") else None
-        items = [convert.container(c) for c in self.svc.container_ops.list(flt)]
+        items = [convert.container(c) for c in self.ctrs.list(flt)]
         for chunk in chunked(items):
             yield api_pb2.StreamContainersResponse(containers=chunk)
 
@@ -267,7 +275,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     async def GetContainerEvents(
         self, request: api_pb2.GetEventsRequest, context: Ctx
     ) -> AsyncIterator[Any]:
-        with self.svc.events.subscribe() as sub:
+        with self.events.subscribe() as sub:
             while True:
                 yield _event(await sub.get())
 

@@ -31,6 +31,7 @@ import termios
 import time
 from typing import Any, NoReturn
 
+from crirt.linux.libc import LIBC
 from crirt.monitor import protocol
 from crirt.sansio import crilog
 
@@ -68,8 +69,8 @@ class MonitorError(Exception):
     """Setting up the container failed; the message goes back on the sync pipe."""
 
 
-# dlopen(NULL) once at import: the fork server's copy is shared by every monitor.
-_LIBC = ctypes.CDLL(None, use_errno=True)
+# Loaded once at import (crirt.linux.libc): the fork server's copy is shared by every monitor.
+_LIBC = LIBC
 
 
 def _prctl(option: int, arg: int | bytes) -> None:

@@ -80,8 +80,8 @@ class MonitorSpec:
     ``log_path`` empty means the output is read and discarded. ``exit_file`` is written only if
     ``runc create`` succeeded. ``log_max_line`` <= 0 disables the splitting of long lines.
     ``start``: start the container too before reporting (``runc run --detach`` instead of
-    ``runc create``: StartContainer's single round trip); without it the caller runs ``runc
-    start`` itself (the pod's infra process).
+    ``runc create``: one runtime process); crirt always sets it (crirt.runtime.runner), pods
+    and containers alike. Without it the caller runs ``runc start`` itself.
     """
 
     container_id: str

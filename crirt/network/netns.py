@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import fcntl
 import os
 import socket
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from crirt.errors import Internal
+from crirt.linux import mount as linux_mount
+from crirt.linux.libc import LIBC
 
 _T = TypeVar("_T")
 
@@ -39,17 +40,7 @@ _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
 _IFREQ = "16sH22x"  # struct ifreq: name[IFNAMSIZ], short ifr_flags, padded to 40 bytes
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.unshare.argtypes = [ctypes.c_int]
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-_libc.mount.argtypes = [
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_ulong,
-    ctypes.c_void_p,
-]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc = LIBC
 
 # Directories already made private mount points by this process (a cache, not state).
 _private_dirs: set[str] = set()
@@ -174,15 +165,11 @@ def remove(path: Path) -> None:
     Raises:
         crirt.errors.Internal: unmount failed for another reason than "not mounted".
     """
-    target = str(path).encode()
-    # A path can carry stacked mounts (e.g. a pin made twice by a crashed caller): drop all.
-    for _ in range(16):
-        if _libc.umount2(target, _MNT_DETACH) == 0:
-            continue
-        err = ctypes.get_errno()
-        if err in (errno.EINVAL, errno.ENOENT):
-            break
-        raise Internal(f"failed to unmount network namespace {path}: {os.strerror(err)}")
+    # A path can carry stacked mounts (e.g. a pin made twice by a crashed caller): all go.
+    try:
+        linux_mount.unmount(path)
+    except OSError as exc:
+        raise Internal(f"failed to unmount network namespace {path}: {exc.strerror}") from exc
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
 

@@ -20,24 +20,39 @@ import json
 import os
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from crirt._gen import api_pb2
 from crirt.errors import CrirtError, FailedPrecondition, InvalidArgument, NotFound, RuntimeFailure
 from crirt.log import get_logger
-from crirt.monitor.protocol import MonitorSpec
-from crirt.oci.spec import ContainerSpecInput, build_container_spec, build_exec_process
-from crirt.runtime import idmap, mounts, naming
+from crirt.oci.spec import (
+    ContainerSpecInput,
+    build_container_spec,
+    build_exec_process,
+    build_linux_resources,
+)
+from crirt.runtime import container_update, crash, idmap, mounts, naming
+from crirt.runtime.clock import Clock
 from crirt.runtime.container_extras import ContainerExtras, container_extras
 from crirt.runtime.container_info import verbose_info
-from crirt.runtime.events import EventType
+from crirt.runtime.crash import CrashHook
+from crirt.runtime.events import Emitter, EventType
+from crirt.runtime.exits import Exits
 from crirt.runtime.filters import container_matches
-from crirt.runtime.model import Container, ContainerState
+from crirt.runtime.host import HostFacts
+from crirt.runtime.model import Container, ContainerState, Sandbox, SandboxState
+from crirt.runtime.ports import (
+    ImageRecordLike,
+    ImagesPort,
+    OciRuntimePort,
+    ProcessSpec,
+    RootfsPort,
+    RuntimePort,
+)
+from crirt.runtime.records import Records
+from crirt.runtime.runner import delete_quietly
 from crirt.runtime.store import write_json_atomic
 from crirt.storage.images import delete_dirs
-
-if TYPE_CHECKING:
-    from crirt.runtime.service import RuntimeService
 
 log = get_logger(__name__)
 
@@ -59,28 +74,53 @@ def signal_number(name: str) -> int:
 
 
 class ContainerOps:
-    def __init__(self, svc: RuntimeService) -> None:
-        self.svc = svc
+    """The container use-cases, on narrow parts (wired by crirt.runtime.service)."""
+
+    def __init__(
+        self,
+        *,
+        records: Records,
+        clock: Clock,
+        runtime: RuntimePort,
+        rootfs: RootfsPort,
+        images: ImagesPort,
+        exits: Exits,
+        emitter: Emitter,
+        host: HostFacts,
+        exec_sync_output_limit: int,
+        crash_hook: CrashHook = crash.no_crash,
+    ) -> None:
+        self.records = records
+        self.clock = clock
+        self.runtime = runtime
+        self.rootfs = rootfs
+        self.images = images
+        self.exits = exits
+        self.emitter = emitter
+        self.host = host
+        self.exec_sync_output_limit = exec_sync_output_limit
+        self.crash = crash_hook
 
     # ----- CreateContainer -------------------------------------------------------------------
 
     async def create(self, pod_id: str, config: api_pb2.ContainerConfig) -> str:
-        svc = self.svc
-        sb = svc.sandboxes.get(pod_id)
-        svc.sandbox_ops.ensure_ready(sb)
+        records = self.records
+        sb = records.sandboxes.get(pod_id)
+        if sb.state is not SandboxState.READY:
+            raise FailedPrecondition(f"pod sandbox {sb.id} is not ready")
         name = naming.container_name(config.metadata, sb.config.metadata)
         ref = config.image.image
         if not ref:
             raise InvalidArgument("ContainerConfig.image.image is required")
-        img = svc.images.status(ref)
+        img = self.images.status(ref)
         if img is None:
             raise NotFound(f"image {ref!r} not found: pull it first")
         key = sb.id.encode() + b"\0" + config.SerializeToString(deterministic=True)
-        inflight = svc.inflight.get(name)
+        inflight = records.inflight.get(name)
         if inflight is not None and inflight[0] == key:
             # A retried request while the first is still running: join it.
             return await asyncio.shield(inflight[1])
-        held = svc.containers.find_by_name(name)
+        held = records.containers.find_by_name(name)
         if (
             held is not None
             and held.sandbox_id == sb.id
@@ -91,24 +131,34 @@ class ContainerOps:
             log.info("CreateContainer retried; returning the same container", container_id=held.id)
             return held.id
         cid = naming.new_id()
-        svc.containers.reserve(name, cid)
-        task = svc.spawn(name, key, self._create(cid, name, config, sb, img))
+        records.containers.reserve(name, cid)
+        task = records.spawn(name, key, self._create(cid, name, config, sb, img))
         return await asyncio.shield(task)
 
     async def _create(
-        self, cid: str, name: str, config: api_pb2.ContainerConfig, sb: Any, img: Any
+        self,
+        cid: str,
+        name: str,
+        config: api_pb2.ContainerConfig,
+        sb: Sandbox,
+        img: ImageRecordLike,
     ) -> str:
-        svc = self.svc
-        from crirt.runtime.service import now_ns
-
-        cdir = svc.paths.containers / cid
+        records = self.records
+        cdir = records.paths.container_dir(cid)
         rootfs = cdir / "rootfs"
         log_path = ""
         if sb.config.log_directory and config.log_path:
             log_path = os.path.join(sb.config.log_directory, config.log_path)
         try:
-            async with svc.locked(cid):
-                extras = container_extras(svc, sb, config)
+            async with records.locked(cid):
+                extras = container_extras(
+                    sb,
+                    config,
+                    records,
+                    self.exits,
+                    self.runtime.features(sb.handler),
+                    records.paths.userns / sb.id,
+                )
                 cdir.mkdir(mode=0o700)
                 idmap.private_dir(cdir, extras.userns)
                 c = Container(
@@ -120,16 +170,18 @@ class ContainerOps:
                     image_id=img.id,
                     image_name=config.image.user_specified_image or config.image.image,
                     image_ref=img.repo_digests[0] if img.repo_digests else img.id,
-                    created_at=now_ns(),
+                    created_at=self.clock.now_ns(),
                     dir=str(cdir),
                     log_path=log_path,
                     complete=False,
                 )
                 # Intent record first: a crash from here on is rolled back at restart.
-                svc.save_container(c)
+                records.save_container(c)
+                self.crash(crash.CTR_INTENT)
                 rootfs.mkdir()
-                svc.rootfs.mount(img.id, cid, rootfs, extras.userns)
+                self.rootfs.mount(img.id, cid, rootfs, extras.userns)
                 c.rootfs_mounted = True
+                self.crash(crash.CTR_ROOTFS)
                 spec = self._build_spec(cid, config, sb, img, rootfs, extras)
                 write_json_atomic(cdir / "config.json", spec)
                 user = spec["process"].get("user", {})
@@ -139,17 +191,18 @@ class ContainerOps:
                 c.stop_signal = (
                     api_pb2.Signal.Name(config.stop_signal)
                     if config.stop_signal
-                    else svc.rootfs.image_config(img.id).stop_signal
+                    else self.rootfs.image_config(img.id).stop_signal
                 )
                 # No monitor and no `runc create` here: StartContainer does both (module doc).
                 c.complete = True
-                svc.save_container(c)
-                svc.containers.add(c)
-                svc.emit(EventType.CREATED, cid, sb.id)
+                records.save_container(c)
+                self.crash(crash.CTR_COMPLETE)
+                records.containers.add(c)
+                self.emitter.emit(EventType.CREATED, cid, sb.id)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.destroy(cid, sb.handler)  # logs its own failure; the first error wins
-            svc.containers.release(name, cid)
+            records.containers.release(name, cid)
             raise
         log.info("container created", container_id=cid, pod_id=sb.id, name=name)
         return cid
@@ -161,17 +214,16 @@ class ContainerOps:
         dir into ``<state>/trash``), deleted by a worker thread after the call: the two rmtrees
         were most of RemoveContainer. A crash before that leaves them to the next start.
         """
-        svc = self.svc
-        cdir = svc.paths.containers / cid
+        paths = self.records.paths
+        cdir = paths.container_dir(cid)
         try:
-            with contextlib.suppress(CrirtError):
-                await svc.runtime(handler).delete(cid, force=True)
-            svc.rootfs.unmount(cdir / "rootfs")
-            garbage = [svc.rootfs.discard(cid)]
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(svc.exit_file(cid))
+            await delete_quietly(self.runtime, handler, cid)
+            self.rootfs.unmount(cdir / "rootfs")
+            garbage = [self.rootfs.discard(cid)]
+            self.crash(crash.REMOVE_DISCARDED)
+            self.exits.forget(cid)
             # The record goes with its dir in one rename: a restart finds it whole or not at all.
-            dest = svc.paths.trash / cid
+            dest = paths.trash / cid
             try:
                 os.rename(cdir, dest)
                 garbage.append(dest)
@@ -186,12 +238,12 @@ class ContainerOps:
         self,
         cid: str,
         config: api_pb2.ContainerConfig,
-        sb: Any,
-        img: Any,
+        sb: Sandbox,
+        img: ImageRecordLike,
         rootfs: Path,
         extras: ContainerExtras,
     ) -> dict[str, Any]:
-        svc = self.svc
+        host = self.host
         resolved = api_pb2.ContainerConfig()
         resolved.CopyFrom(config)
         for m in resolved.mounts:
@@ -219,29 +271,29 @@ class ContainerOps:
             container_id=cid,
             config=resolved,
             sandbox_config=sb.config,
-            image_config=svc.rootfs.image_config(img.id),
+            image_config=self.rootfs.image_config(img.id),
             rootfs=str(rootfs),
             namespace_paths=ns_paths,
-            cgroups_path=svc.cgroup_driver.cgroups_path(sb.cgroup_parent, cid),
-            cgroup_v2=svc.cgroup_v2,
+            cgroups_path=host.cgroups_path(sb.cgroup_parent, cid),
+            cgroup_v2=host.cgroup_v2,
             hostname_path=str(sdir / "hostname"),
             resolv_conf_path=str(sdir / "resolv.conf"),
             hosts_path=str(sdir / "hosts"),
             shm_path=sb.shm_path or None,
             passwd=mounts.read_in_root(rootfs, "/etc/passwd"),
             group=mounts.read_in_root(rootfs, "/etc/group"),
-            min_oom_score_adj=svc.min_oom_score_adj,
-            seccomp_default=svc.seccomp_default,
+            min_oom_score_adj=host.min_oom_score_adj,
+            seccomp_default=host.seccomp_default,
             seccomp_localhost=self._localhost_seccomp(config),
             # Privileged and "ALL" mean the host's bounding set: without CAP_SYS_RESOURCE here,
             # asking runc for every capability fails (notes.md).
-            host_capabilities=svc.host_capabilities,
+            host_capabilities=host.host_capabilities,
             sandbox_id=sb.id,
             devices=extras.devices,
             userns=extras.userns,
             idmap_mounts=extras.idmap_mounts,
             rro_mounts=extras.rro_mounts,
-            hugetlb=svc.hugetlb,
+            hugetlb=host.hugetlb,
         )
         return build_container_spec(inp)
 
@@ -266,29 +318,22 @@ class ContainerOps:
 
     # ----- StartContainer --------------------------------------------------------------------
 
-    def _monitor_spec(self, c: Container) -> MonitorSpec:
-        svc = self.svc
+    def _process(self, c: Container) -> ProcessSpec:
         cdir = Path(c.dir)
-        rt = svc.runtime(c.handler)
-        return MonitorSpec(
-            container_id=c.id,
-            bundle=str(cdir),
-            runtime_path=rt.path,
-            runtime_root=rt.root,
-            systemd_cgroup=rt.systemd_cgroup,
+        return ProcessSpec(
+            obj_id=c.id,
+            handler=c.handler,
+            bundle=cdir,
+            obj_dir=cdir,
+            exit_file=self.exits.file(c.id),
             log_path=c.log_path,
-            exit_file=str(svc.exit_file(c.id)),
-            pid_file=str(cdir / "pidfile"),
-            ctl_socket=str(cdir / "ctl"),
-            attach_socket=str(cdir / "attach"),
             stdin=c.config.stdin,
             stdin_once=c.config.stdin_once,
             tty=c.config.tty,
-            start=True,
         )
 
     async def start(self, container_id: str) -> None:
-        c = self.svc.containers.get(container_id)
+        c = self.records.containers.get(container_id)
         # Shielded: a caller that goes away mid-call must not abandon a monitor half-way (its
         # outcome is recorded either way; a retry then finds the container running or failed).
         task = asyncio.get_running_loop().create_task(self._start(c))
@@ -296,27 +341,27 @@ class ContainerOps:
         await asyncio.shield(task)
 
     async def _start(self, c: Container) -> None:
-        svc = self.svc
-        from crirt.runtime.service import now_ns, process_start_time
-
-        async with svc.locked(c.id):
-            if svc.containers.find(c.id) is not c:
+        records = self.records
+        async with records.locked(c.id):
+            if records.containers.find(c.id) is not c:
                 raise NotFound(f"container {c.id} was removed")
-            c.mark_starting(now_ns())
+            c.mark_starting(self.clock.now_ns())
             # Intent record first: a crash from here on is completed or rolled back at restart.
-            svc.save_container(c)
+            records.save_container(c)
+            self.crash(crash.START_INTENT)
             try:
-                report = await svc.monitor.start(self._monitor_spec(c))
+                pid = await self.runtime.start(self._process(c))
             except BaseException as exc:
                 await self._start_failed(c, exc)
                 raise
-            pid_start = process_start_time(report.pid) or 0
+            self.crash(crash.START_RUNNING)
+            pid_start = self.runtime.start_time(pid)
             if c.state is ContainerState.CREATED:
-                c.mark_running(report.pid, pid_start)
+                c.mark_running(pid, pid_start)
             else:  # its exit was folded in meanwhile: exited already, with the pid it had
-                c.pid, c.pid_start = report.pid, pid_start
-            svc.save_container(c)
-            svc.emit(EventType.STARTED, c.id, c.sandbox_id)
+                c.pid, c.pid_start = pid, pid_start
+            records.save_container(c)
+            self.emitter.emit(EventType.STARTED, c.id, c.sandbox_id)
         log.info("container started", container_id=c.id, pid=c.pid)
 
     async def _start_failed(self, c: Container, exc: BaseException) -> None:
@@ -326,20 +371,18 @@ class ContainerOps:
         failure (or finds nobody listening: crirt timed out). ``runc delete`` here covers a
         monitor that has not got there yet; it spawns nothing when runc has no state.
         """
-        svc = self.svc
         message = str(exc) or type(exc).__name__
-        with contextlib.suppress(CrirtError):
-            await svc.runtime(c.handler).delete(c.id, force=True)
+        await delete_quietly(self.runtime, c.handler, c.id)
         try:
-            svc.rootfs.unmount(Path(c.dir) / "rootfs")
+            self.rootfs.unmount(Path(c.dir) / "rootfs")
             c.rootfs_mounted = False
         except CrirtError:
             log.warning("unmount after a failed start failed", container_id=c.id, exc_info=True)
         if c.state is ContainerState.CREATED:
             c.mark_start_failed(message)
         c.starting = False
-        svc.save_container(c)
-        svc.emit(EventType.STOPPED, c.id, c.sandbox_id)
+        self.records.save_container(c)
+        self.emitter.emit(EventType.STOPPED, c.id, c.sandbox_id)
         log.warning("container start failed", container_id=c.id, error=message)
 
     async def converge_start(self, c: Container) -> None:
@@ -351,97 +394,93 @@ class ContainerOps:
         delete what it made) means it did not: roll back to created, so the kubelet's retry of
         StartContainer runs it.
         """
-        svc = self.svc
-        from crirt.runtime.service import process_start_time
-
-        try:
-            reply = await svc.monitor.ping(Path(c.dir) / "ctl")
-        except CrirtError:
-            reply = None
-        pid = reply.get("container_pid") if reply else None
-        if isinstance(pid, int) and pid > 0:
-            c.mark_running(pid, process_start_time(pid) or 0)
-            svc.save_container(c)
+        pid = await self.runtime.ping(Path(c.dir))
+        if pid is not None:
+            c.mark_running(pid, self.runtime.start_time(pid))
+            self.records.save_container(c)
             log.info("completed an interrupted container start", container_id=c.id, pid=pid)
             return
-        with contextlib.suppress(CrirtError):
-            await svc.runtime(c.handler).delete(c.id, force=True)
+        await delete_quietly(self.runtime, c.handler, c.id)
         c.mark_start_undone()
-        svc.save_container(c)
+        self.records.save_container(c)
         log.warning("rolled back an interrupted container start", container_id=c.id)
 
     # ----- StopContainer ---------------------------------------------------------------------
 
     async def stop(self, container_id: str, timeout: int) -> None:
-        svc = self.svc
-        c = svc.containers.find(container_id)
+        c = self.records.containers.find(container_id)
         if c is None:
             # api.proto: StopContainer "is idempotent, and must not return an error if the
             # container has already been stopped." An unknown id is the extreme of that.
             return
-        async with svc.locked(c.id):
+        async with self.records.locked(c.id):
             await self._stop_locked(c, timeout)
 
     async def _stop_locked(self, c: Container, timeout: int) -> None:
-        svc = self.svc
+        records, runtime, exits = self.records, self.runtime, self.exits
         if c.state is ContainerState.CREATED:
             # Never started (StartContainer holds this lock while it runs): no process to
             # signal, only the state to settle. api.proto: StopContainer "is idempotent"; a
             # second call finds it exited.
-            from crirt.runtime.service import now_ns
-
-            c.mark_stopped_unstarted(now_ns())
-            svc.save_container(c)
-            svc.emit(EventType.STOPPED, c.id, c.sandbox_id)
+            c.mark_stopped_unstarted(self.clock.now_ns())
+            records.save_container(c)
+            self.emitter.emit(EventType.STOPPED, c.id, c.sandbox_id)
             log.info("created container stopped before it started", container_id=c.id)
             return
-        if not c.state.has_process() or svc.apply_exit(c.id):
+        if not c.state.has_process() or exits.apply(c.id):
             return
-        rt = svc.runtime(c.handler)
         if timeout > 0 and c.state is ContainerState.RUNNING:
             with contextlib.suppress(CrirtError):
-                await rt.kill(c.id, signal_number(c.stop_signal))
-            if await svc.wait_exit(c.id, float(timeout)):
+                await runtime.kill(c.handler, c.id, signal_number(c.stop_signal))
+            self.crash(crash.STOP_SIGNALLED)
+            if await exits.wait(c.id, float(timeout)):
                 return
         with contextlib.suppress(CrirtError):
-            await rt.kill(c.id, signal.SIGKILL, all_=True)
-        if await svc.wait_exit(c.id, KILL_WAIT):
+            await runtime.kill(c.handler, c.id, signal.SIGKILL, all_=True)
+        # An unknown container has no monitor left to write a record (crirt found its process
+        # gone at restart): waiting for one would only add KILL_WAIT to every removal.
+        if c.state is not ContainerState.UNKNOWN and await exits.wait(c.id, KILL_WAIT):
             return
-        st = await rt.state(c.id)
+        st = await runtime.state(c.handler, c.id)
         if st is None or st.get("status") == "stopped":
-            from crirt.runtime.service import now_ns
-
             log.warning("container gone without an exit record", container_id=c.id)
-            c.mark_exited(137, now_ns(), False)
+            c.mark_exited(137, self.clock.now_ns(), False)
             c.reason = "Unknown"
-            svc.save_container(c)
+            records.save_container(c)
             return
         raise FailedPrecondition(f"container {c.id} did not stop after SIGKILL")
 
     # ----- RemoveContainer -------------------------------------------------------------------
 
     async def remove(self, container_id: str) -> None:
-        svc = self.svc
-        c = svc.containers.find(container_id)
+        records = self.records
+        c = records.containers.find(container_id)
         if c is None:
             # api.proto: RemoveContainer "is idempotent, and must not return an error if the
             # container has already been removed."
             return
-        async with svc.locked(c.id):
-            if svc.containers.find(c.id) is None:
+        async with records.locked(c.id):
+            if records.containers.find(c.id) is None:
                 return  # removed while we waited for the lock
             # api.proto: "If the container is running, the container must be forcibly removed."
             await self._stop_locked(c, 0)
+            self.crash(crash.REMOVE_DESTROYING)
             await self.destroy(c.id, c.handler)
-            svc.containers.remove(c)
-            svc.emit(EventType.DELETED, c.id, c.sandbox_id)
+            records.containers.remove(c)
+            self.emitter.emit(EventType.DELETED, c.id, c.sandbox_id)
         log.info("container removed", container_id=c.id)
 
     # ----- ExecSync / ReopenContainerLog -----------------------------------------------------
 
-    def _running(self, container_id: str) -> Container:
-        c = self.svc.containers.get(container_id)
-        self.svc.apply_exit(c.id) if c.state is ContainerState.RUNNING else None
+    def running(self, container_id: str) -> Container:
+        """The container, if it runs (its exit record, if there is one now, folded in).
+
+        Raises:
+            NotFound: no such container. FailedPrecondition: it does not run.
+        """
+        c = self.records.containers.get(container_id)
+        if c.state is ContainerState.RUNNING:
+            self.exits.apply(c.id)
         if c.state is not ContainerState.RUNNING:
             raise FailedPrecondition(f"container {c.id} is not running ({c.state.value})")
         return c
@@ -449,15 +488,14 @@ class ContainerOps:
     async def exec_sync(
         self, container_id: str, cmd: list[str], timeout: int
     ) -> tuple[int, bytes, bytes]:
-        svc = self.svc
         if not cmd:
             raise InvalidArgument("ExecSync needs a command")
-        c = self._running(container_id)
+        c = self.running(container_id)
         with open(Path(c.dir) / "config.json") as f:
             spec = json.load(f)
         process = build_exec_process(spec["process"], cmd, tty=False)
-        limit = svc.config.runtime.exec_sync_output_limit
-        res = await svc.runtime(c.handler).exec_sync(
+        limit = self.exec_sync_output_limit
+        res = await self.runtime.oci(c.handler).exec_sync(
             c.id, process, float(timeout) if timeout > 0 else None, limit
         )
         # The cap is on both streams together (one reply message); stdout keeps priority.
@@ -466,26 +504,78 @@ class ContainerOps:
         return res.exit_code, out, err
 
     async def reopen_log(self, container_id: str) -> None:
-        c = self._running(container_id)
+        c = self.running(container_id)
         try:
-            await self.svc.monitor.reopen_log(Path(c.dir) / "ctl")
+            await self.runtime.reopen_log(Path(c.dir))
         except RuntimeFailure:
             # The container may have exited since the check: its monitor then leaves, resetting
             # the request it had not read. api.proto lets ReopenContainerLog fail on a container
             # that is not running, and the kubelet retries its rotation: that is the answer
             # (FailedPrecondition, from the exit record now there), not an internal error.
-            self._running(container_id)
+            self.running(container_id)
             raise
 
     # ----- ContainerStatus / ListContainers --------------------------------------------------
 
     def status(self, container_id: str, verbose: bool) -> tuple[Container, dict[str, str]]:
-        c = self.svc.containers.get(container_id)
+        c = self.records.containers.get(container_id)
         info: dict[str, str] = {}
         if verbose:
             # From the configuration: a handler the start-up probe left out still has a path.
-            info = verbose_info(c, self.svc.config.handler(c.handler)[1].path)
+            info = verbose_info(c, self.runtime.binary(c.handler))
         return c, info
 
     def list(self, flt: api_pb2.ContainerFilter | None) -> list[Container]:
-        return [c for c in self.svc.containers if container_matches(c, flt)]
+        return [c for c in self.records.containers if container_matches(c, flt)]
+
+    def count(self) -> int:
+        return len(self.records.containers)
+
+    def exec_runtime(self, c: Container) -> OciRuntimePort:
+        """The OCI runtime that execs in ``c`` (streaming exec)."""
+        return self.runtime.oci(c.handler)
+
+    # ----- UpdateContainerResources ----------------------------------------------------------
+
+    async def update_resources(
+        self, container_id: str, resources: api_pb2.LinuxContainerResources
+    ) -> None:
+        """Apply ``resources`` to the container and remember them (crirt.runtime.container_update).
+
+        Raises:
+            NotFound: unknown container.
+            InvalidArgument: see :func:`container_update.validate_resources`.
+            FailedPrecondition: the kernel refused the new limits for the current usage.
+            RuntimeFailure: runc failed otherwise.
+        """
+        records, host = self.records, self.host
+        c = records.containers.get(container_id)
+        container_update.validate_resources(resources)
+        oci = build_linux_resources(resources, hugetlb=host.hugetlb, cgroup_v2=host.cgroup_v2)
+        async with records.locked(c.id):
+            if c.state is ContainerState.RUNNING:
+                self.exits.apply(c.id)
+            # api.proto: UpdateContainerResources "updates ContainerConfig of the container
+            # synchronously". A created container has no cgroup yet (no runc state until
+            # StartContainer, which holds this lock): the bundle below carries the new limits
+            # to its start.
+            if c.state is ContainerState.RUNNING:
+                sb = records.sandboxes.find(c.sandbox_id)
+                if host.cgroup_v2 and resources.memory_limit_in_bytes and sb is not None:
+                    container_update.check_memory_limit(
+                        c.id,
+                        host.cgroups_path(sb.cgroup_parent, c.id),
+                        resources.memory_limit_in_bytes,
+                    )
+                try:
+                    await self.runtime.oci(c.handler).update(c.id, oci)
+                except RuntimeFailure as exc:
+                    if container_update.is_busy(exc):
+                        raise FailedPrecondition(
+                            f"cannot update resources of container {c.id}: {exc}"
+                        ) from exc
+                    raise
+            c.config.linux.resources.CopyFrom(resources)
+            records.save_container(c)
+            container_update.update_bundle(Path(c.dir), oci)
+        log.info("container resources updated", container_id=c.id)

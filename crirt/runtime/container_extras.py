@@ -15,17 +15,16 @@ import posixpath
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 from crirt._gen import api_pb2
 from crirt.errors import InvalidArgument, NotFound
 from crirt.oci.spec import LinuxDevice
 from crirt.oci.spec_userns import PodUserns, check_container_userns, pod_userns
-from crirt.runtime.infra import userns_pin
+from crirt.runtime.exits import Exits
+from crirt.runtime.handlers import HandlerFeatures
 from crirt.runtime.model import ContainerState, Sandbox
-
-if TYPE_CHECKING:
-    from crirt.runtime.service import RuntimeService
+from crirt.runtime.records import Records
 
 
 def host_device(d: api_pb2.Device) -> LinuxDevice:
@@ -81,13 +80,13 @@ class ContainerExtras:
     rro_mounts: bool = False
 
 
-def _target_pid_path(svc: RuntimeService, sb: Sandbox, target_id: str) -> str:
+def _target_pid_path(records: Records, exits: Exits, sb: Sandbox, target_id: str) -> str:
     if not target_id:
         raise InvalidArgument("pid namespace mode TARGET needs a target_id")
-    target = svc.containers.find(target_id)
+    target = records.containers.find(target_id)
     if target is None or target.sandbox_id != sb.id:
         raise NotFound(f"target container {target_id!r} not found in pod {sb.id}")
-    svc.apply_exit(target.id)
+    exits.apply(target.id)
     if target.state is not ContainerState.RUNNING or not target.pid:
         raise NotFound(f"target container {target.id} is not running")
     path = f"/proc/{target.pid}/ns/pid"
@@ -97,9 +96,15 @@ def _target_pid_path(svc: RuntimeService, sb: Sandbox, target_id: str) -> str:
 
 
 def container_extras(
-    svc: RuntimeService, sb: Sandbox, config: api_pb2.ContainerConfig
+    sb: Sandbox,
+    config: api_pb2.ContainerConfig,
+    records: Records,
+    exits: Exits,
+    features: HandlerFeatures | None,
+    userns_pin: Path,
 ) -> ContainerExtras:
-    """What CreateContainer adds to the spec input for ``config`` in pod ``sb``.
+    """What CreateContainer adds to the spec input for ``config`` in pod ``sb`` (``features``:
+    the pod's handler's; ``userns_pin``: where the pod's own user namespace is pinned).
 
     Raises:
         InvalidArgument: bad devices, a TARGET without target, a user namespace different
@@ -110,12 +115,11 @@ def container_extras(
     own_nso = sc.namespace_options if sc.HasField("namespace_options") else None
     paths: dict[str, str] = {}
     if own_nso is not None and own_nso.pid == api_pb2.TARGET:
-        paths["pid"] = _target_pid_path(svc, sb, own_nso.target_id)
+        paths["pid"] = _target_pid_path(records, exits, sb, own_nso.target_id)
     userns = pod_userns(sb.config.linux.security_context.namespace_options)
     check_container_userns(userns, own_nso)
     if userns is not None:
-        paths["user"] = str(userns_pin(svc, sb.id))
-    features = svc.handler_features.get(sb.handler)
+        paths["user"] = str(userns_pin)
     return ContainerExtras(
         namespace_paths=paths,
         devices=host_devices(config.devices),

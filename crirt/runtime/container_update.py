@@ -1,4 +1,5 @@
-"""UpdateContainerResources: new cgroup limits for a container, applied with ``runc update``.
+"""UpdateContainerResources' rules (the use-case is ``ContainerOps.update_resources``): new
+cgroup limits for a container, applied with ``runc update``.
 
 The new resources replace the old ones on the container record (ContainerStatus.resources
 shows them) and in its bundle's config.json (what verbose status shows). A container without a
@@ -13,21 +14,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from crirt._gen import api_pb2
 from crirt.errors import FailedPrecondition, InvalidArgument, RuntimeFailure
-from crirt.log import get_logger
 from crirt.oci.cgroups import cgroup_relpath
-from crirt.oci.spec import build_linux_resources
-from crirt.runtime.model import Container, ContainerState
 from crirt.runtime.store import write_json_atomic
 from crirt.stats.reader import CgroupReader
-
-if TYPE_CHECKING:
-    from crirt.runtime.service import RuntimeService
-
-log = get_logger(__name__)
 
 _BUSY = ("current usage", "device or resource busy")
 
@@ -51,7 +43,7 @@ def validate_resources(r: api_pb2.LinuxContainerResources) -> None:
             raise InvalidArgument("resources: hugepage limit without a page size")
 
 
-def _update_bundle(bundle: Path, resources: dict[str, object]) -> None:
+def update_bundle(bundle: Path, resources: dict[str, object]) -> None:
     path = bundle / "config.json"
     try:
         spec = json.loads(path.read_text())
@@ -63,62 +55,26 @@ def _update_bundle(bundle: Path, resources: dict[str, object]) -> None:
     write_json_atomic(path, spec)
 
 
-def _check_memory_limit(svc: RuntimeService, c: Container, limit: int) -> None:
+def is_busy(exc: RuntimeFailure) -> bool:
+    """runc's words for limits the kernel refused for the current usage."""
+    return any(s in str(exc).lower() for s in _BUSY)
+
+
+def check_memory_limit(container_id: str, cgroups_path: str, limit: int) -> None:
     """Refuse, on cgroup v2, a memory limit below what the container cannot give back.
 
-    v1 refuses such a limit itself (EBUSY, below). v2 takes any memory.max and OOM-kills the
-    container when reclaim cannot get under it; under the systemd driver the scope then
+    v1 refuses such a limit itself (EBUSY, ``is_busy``). v2 takes any memory.max and OOM-kills
+    the container when reclaim cannot get under it; under the systemd driver the scope then
     vanishes in the middle of ``runc update``. The kubelet refuses an in-place resize below
     the working set (usage minus inactive file pages) for the same reason: so does crirt.
 
     Raises:
         FailedPrecondition: ``limit`` is below the container's working set.
     """
-    sb = svc.sandboxes.find(c.sandbox_id)
-    if sb is None:
-        return
-    relpath = cgroup_relpath(svc.cgroup_driver.cgroups_path(sb.cgroup_parent, c.id))
-    mem = CgroupReader().sample(relpath, pids=False).memory
+    mem = CgroupReader().sample(cgroup_relpath(cgroups_path), pids=False).memory
     if mem is not None and limit < mem.working_set:
         raise FailedPrecondition(
-            f"cannot update resources of container {c.id}: memory limit {limit} is below its "
-            f"current usage (working set {mem.working_set} bytes); the kernel would OOM-kill it"
+            f"cannot update resources of container {container_id}: memory limit {limit} is "
+            f"below its current usage (working set {mem.working_set} bytes); the kernel would "
+            "OOM-kill it"
         )
-
-
-async def update_resources(
-    svc: RuntimeService, container_id: str, resources: api_pb2.LinuxContainerResources
-) -> None:
-    """Apply ``resources`` to the container and remember them.
-
-    Raises:
-        NotFound: unknown container.
-        InvalidArgument: see :func:`validate_resources`.
-        FailedPrecondition: the kernel refused the new limits for the current usage.
-        RuntimeFailure: runc failed otherwise.
-    """
-    c = svc.containers.get(container_id)
-    validate_resources(resources)
-    oci = build_linux_resources(resources, hugetlb=svc.hugetlb, cgroup_v2=svc.cgroup_v2)
-    async with svc.locked(c.id):
-        if c.state is ContainerState.RUNNING:
-            svc.apply_exit(c.id)
-        # api.proto: UpdateContainerResources "updates ContainerConfig of the container
-        # synchronously". A created container has no cgroup yet (no runc state until
-        # StartContainer, which holds this lock): the bundle below carries the new limits to
-        # its start.
-        if c.state is ContainerState.RUNNING:
-            if svc.cgroup_v2 and resources.memory_limit_in_bytes:
-                _check_memory_limit(svc, c, resources.memory_limit_in_bytes)
-            try:
-                await svc.runtime(c.handler).update(c.id, oci)
-            except RuntimeFailure as exc:
-                if any(s in str(exc).lower() for s in _BUSY):
-                    raise FailedPrecondition(
-                        f"cannot update resources of container {c.id}: {exc}"
-                    ) from exc
-                raise
-        c.config.linux.resources.CopyFrom(resources)
-        svc.save_container(c)
-        _update_bundle(Path(c.dir), oci)
-    log.info("container resources updated", container_id=c.id)

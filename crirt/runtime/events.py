@@ -1,6 +1,6 @@
 """Container lifecycle events for GetContainerEvents (the kubelet's evented PLEG).
 
-The broadcaster is owned by RuntimeService and fed from the state transitions; it never blocks
+The broadcaster is fed from the state transitions (``Emitter``); it never blocks
 them: each subscriber has a bounded queue, and an event that does not fit is dropped and
 counted (the subscriber's kubelet falls back to relisting). Events carry copies of the records
 as they were at the transition, so the RPC layer can build the statuses later.
@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from crirt.runtime.model import Container, Sandbox
+from crirt.runtime.records import Records
 
 
 class EventType(enum.Enum):
@@ -90,3 +91,19 @@ class Subscription:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Emitter:
+    """Publishes lifecycle events with the pod and its containers as they are now."""
+
+    def __init__(self, records: Records, broadcaster: EventBroadcaster) -> None:
+        self.records = records
+        self.broadcaster = broadcaster
+
+    def emit(self, type_: EventType, obj_id: str, sandbox_id: str) -> None:
+        """An event of ``obj_id`` (a container, or the pod itself); free while nobody
+        subscribes."""
+        if not self.broadcaster.subscribers:
+            return
+        sb = self.records.sandboxes.find(sandbox_id) if sandbox_id else None
+        self.broadcaster.publish(type_, obj_id, sb, self.records.containers_of(sandbox_id))

@@ -27,13 +27,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from crirt.errors import Internal
+from crirt.linux.libc import LIBC, MS_BIND
 from crirt.network import netns
 from crirt.oci.spec_userns import PodUserns
 from crirt.runtime import mounts
 from crirt.storage import overlay
-
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-_LIBC.syscall.restype = ctypes.c_long
 
 # x86_64 and every architecture since the new mount API (unified syscall table).
 _SYS_OPEN_TREE = 428
@@ -134,7 +132,7 @@ def _pin(source: str, target: Path) -> None:
     netns.ensure_private_dir(target.parent)
     fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
     os.close(fd)
-    mounts.mount(source, target, "", mounts.MS_BIND)
+    mounts.mount(source, target, "", MS_BIND)
 
 
 def create_pod_namespaces(userns: PodUserns, user_pin: Path, net_pin: Path) -> None:
@@ -177,7 +175,7 @@ def idmapped_clone(src: Path, dst: Path, ns_fd: int) -> None:
         Internal: the kernel or the filesystem cannot idmap ``src``.
     """
     tree = _check(
-        _LIBC.syscall(
+        LIBC.syscall(
             _SYS_OPEN_TREE,
             _AT_FDCWD,
             os.fsencode(src),
@@ -188,7 +186,7 @@ def idmapped_clone(src: Path, dst: Path, ns_fd: int) -> None:
     try:
         attr = _MountAttr(_MOUNT_ATTR_IDMAP, 0, 0, ns_fd)
         _check(
-            _LIBC.syscall(
+            LIBC.syscall(
                 _SYS_MOUNT_SETATTR,
                 tree,
                 b"",
@@ -199,7 +197,7 @@ def idmapped_clone(src: Path, dst: Path, ns_fd: int) -> None:
             f"idmap {src}",
         )
         _check(
-            _LIBC.syscall(
+            LIBC.syscall(
                 _SYS_MOVE_MOUNT, tree, b"", _AT_FDCWD, os.fsencode(dst), _MOVE_MOUNT_F_EMPTY_PATH
             ),
             f"move_mount {src} to {dst}",
@@ -209,7 +207,7 @@ def idmapped_clone(src: Path, dst: Path, ns_fd: int) -> None:
 
 
 def _detach(path: Path) -> None:
-    if _LIBC.umount2(os.fsencode(path), _MNT_DETACH) != 0:
+    if LIBC.umount2(os.fsencode(path), _MNT_DETACH) != 0:
         err = ctypes.get_errno()
         if err not in (errno.EINVAL, errno.ENOENT):
             raise Internal(f"detach {path}: {os.strerror(err)}")

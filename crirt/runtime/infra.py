@@ -16,20 +16,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from crirt._gen import api_pb2
 from crirt.errors import InvalidArgument, NotFound
 from crirt.log import get_logger
-from crirt.network import netns
 from crirt.oci.spec import resolve_args
 from crirt.oci.spec_sysctls import validate_sysctls
 from crirt.oci.spec_userns import PodUserns, pod_userns
-from crirt.runtime import idmap
-
-if TYPE_CHECKING:
-    from crirt.runtime.model import Sandbox
-    from crirt.runtime.service import RuntimeService
+from crirt.runtime.handlers import HandlerFeatures
+from crirt.runtime.ports import ImagesPort, RootfsPort
 
 log = get_logger(__name__)
 
@@ -38,7 +34,7 @@ POD_FILES = ("hostname", "resolv.conf", "hosts", "shm")
 
 
 def check_pod_config(
-    svc: RuntimeService, config: api_pb2.PodSandboxConfig, handler: str
+    features: HandlerFeatures | None, config: api_pb2.PodSandboxConfig, handler: str
 ) -> PodUserns | None:
     """Validate what RunPodSandbox must refuse before it creates anything; the pod's userns.
 
@@ -53,42 +49,19 @@ def check_pod_config(
         host_ipc=nso.ipc == api_pb2.NODE,
     )
     userns = pod_userns(nso)
-    if userns is not None:
-        features = svc.handler_features.get(handler)
-        if features is None or not features.user_namespaces:
-            why = features.userns_reason if features is not None else "unknown handler"
-            raise InvalidArgument(
-                f"runtime handler {handler!r} does not support user namespaces: {why}"
-            )
+    if userns is not None and (features is None or not features.user_namespaces):
+        why = features.userns_reason if features is not None else "unknown handler"
+        raise InvalidArgument(
+            f"runtime handler {handler!r} does not support user namespaces: {why}"
+        )
     return userns
 
 
-async def ensure_pause_image(svc: RuntimeService) -> None:
+async def ensure_pause_image(images: ImagesPort, ref: str) -> None:
     """Pull the configured pause image if it is not there (no-op without one)."""
-    ref = svc.config.runtime.pause_image
-    if ref and svc.images.status(ref) is None:
+    if ref and images.status(ref) is None:
         log.info("pulling the pause image", image=ref)
-        await svc.images.pull(ref)
-
-
-def userns_pin(svc: RuntimeService, sid: str) -> Path:
-    """Where a pod's own user namespace is pinned (it owns the pod's network namespace)."""
-    return Path(svc.config.state_dir) / "userns" / sid
-
-
-def create_netns(
-    svc: RuntimeService, sid: str, path: Path, config: api_pb2.PodSandboxConfig
-) -> None:
-    """The pod's network namespace at ``path``: owned by the pod's user namespace if it has one.
-
-    Raises:
-        Internal: a namespace could not be created.
-    """
-    userns = pod_userns(config.linux.security_context.namespace_options)
-    if userns is None:
-        netns.create(path)
-    else:
-        idmap.create_pod_namespaces(userns, userns_pin(svc, sid), path)
+        await images.pull(ref)
 
 
 def own_pod_files(sdir: Path, userns: PodUserns | None) -> None:
@@ -122,9 +95,17 @@ def _numeric_user(user: str) -> tuple[int, int]:
     return int(uid), int(gid) if gid else int(uid)
 
 
-def prepare_infra(
-    svc: RuntimeService, sb: Sandbox, rootfs: Path, userns: PodUserns | None
-) -> InfraPlan:
+@dataclass(frozen=True)
+class InfraSource:
+    """What runs as a pod's infra: the pause image, or (without one) catatonit."""
+
+    images: ImagesPort
+    rootfs: RootfsPort
+    pause_image: str
+    catatonit_path: str
+
+
+def prepare_infra(src: InfraSource, sid: str, rootfs: Path, userns: PodUserns | None) -> InfraPlan:
     """Create the infra's rootfs at ``rootfs`` and say what the infra runs.
 
     Raises:
@@ -132,7 +113,7 @@ def prepare_infra(
         StorageError, Internal: the image rootfs could not be mounted.
     """
     rootfs.mkdir()
-    ref = svc.config.runtime.pause_image
+    ref = src.pause_image
     if not ref:
         infra = rootfs / INFRA_BIN.lstrip("/")
         infra.touch(mode=0o555)
@@ -142,15 +123,15 @@ def prepare_infra(
         mount = {
             "destination": INFRA_BIN,
             "type": "bind",
-            "source": svc.config.runtime.catatonit_path,
+            "source": src.catatonit_path,
             "options": ["bind", "ro", "nosuid", "nodev"],
         }
         return InfraPlan(args=[INFRA_BIN, "-P"], extra_mounts=(mount,))
-    img = svc.images.status(ref)
+    img = src.images.status(ref)
     if img is None:
         raise NotFound(f"pause image {ref!r} not found")
-    svc.rootfs.mount(img.id, sb.id, rootfs, userns)
-    cfg = svc.rootfs.image_config(img.id)
+    src.rootfs.mount(img.id, sid, rootfs, userns)
+    cfg = src.rootfs.image_config(img.id)
     return InfraPlan(
         args=resolve_args([], [], cfg.entrypoint, cfg.cmd),
         env=tuple(cfg.env),
@@ -158,8 +139,7 @@ def prepare_infra(
     )
 
 
-def remove_infra_rootfs(svc: RuntimeService, sid: str, rootfs: Path) -> None:
-    """Undo :func:`prepare_infra`'s image mount and the user namespace pin, if any; idempotent."""
-    svc.rootfs.unmount(rootfs)
-    svc.rootfs.remove(sid)
-    netns.remove(userns_pin(svc, sid))
+def remove_infra_rootfs(rootfs_port: RootfsPort, sid: str, rootfs: Path) -> None:
+    """Undo :func:`prepare_infra`'s image mount, if any; idempotent."""
+    rootfs_port.unmount(rootfs)
+    rootfs_port.remove(sid)

@@ -1,31 +1,20 @@
-"""Mount helpers (ctypes on libc: no subprocess on the pod start path) and safe rootfs paths."""
+"""Mounts the lifecycle makes (crirt.linux.mount, errors as crirt's) and safe rootfs paths."""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import errno
 import os
 from pathlib import Path
 
 from crirt.errors import Internal
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-MNT_DETACH = 2
-MS_RDONLY = 1
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_NOEXEC = 8
-MS_BIND = 4096
+from crirt.linux import mount as linux_mount
+from crirt.linux.libc import MS_NODEV, MS_NOEXEC, MS_NOSUID
 
 
 def mount(source: str, target: Path, fstype: str, flags: int = 0, data: str = "") -> None:
-    rc = _libc.mount(
-        source.encode(), os.fsencode(target), fstype.encode(), flags, data.encode() or None
-    )
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise Internal(f"mount {fstype} on {target}: {os.strerror(err)}")
+    try:
+        linux_mount.mount(source, target, fstype, flags, data)
+    except OSError as exc:
+        raise Internal(str(exc)) from exc
 
 
 def mount_tmpfs(target: Path, options: str) -> None:
@@ -43,14 +32,11 @@ def is_mountpoint(path: Path) -> bool:
 
 
 def unmount(target: Path) -> None:
-    """Detach every mount stacked on ``target``; idempotent."""
-    for _ in range(16):
-        rc = _libc.umount2(os.fsencode(target), MNT_DETACH)
-        if rc != 0:
-            err = ctypes.get_errno()
-            if err in (errno.EINVAL, errno.ENOENT):
-                return  # not (or no longer) a mount point
-            raise Internal(f"unmount {target}: {os.strerror(err)}")
+    """Remove every mount stacked on ``target`` (crirt.linux.mount.unmount); idempotent."""
+    try:
+        linux_mount.unmount(target)
+    except OSError as exc:
+        raise Internal(str(exc)) from exc
 
 
 def read_in_root(root: Path, path: str, limit: int = 1 << 20) -> str | None:

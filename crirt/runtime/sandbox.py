@@ -10,28 +10,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import shutil
 import signal
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from crirt._gen import api_pb2
 from crirt.errors import CrirtError, FailedPrecondition
 from crirt.log import get_logger
-from crirt.monitor.protocol import MonitorSpec
-from crirt.network import netns
 from crirt.oci.spec import SandboxSpecInput, build_sandbox_spec
 from crirt.oci.spec_userns import PodUserns, pod_userns
-from crirt.runtime import idmap, infra, mounts, naming
-from crirt.runtime.events import EventType
+from crirt.runtime import crash, idmap, infra, naming
+from crirt.runtime.clock import Clock
+from crirt.runtime.container import ContainerOps
+from crirt.runtime.crash import CrashHook
+from crirt.runtime.events import Emitter, EventType
+from crirt.runtime.exits import Exits
 from crirt.runtime.filters import sandbox_matches
+from crirt.runtime.host import HostFacts
 from crirt.runtime.model import Sandbox, SandboxState
+from crirt.runtime.ports import MountsPort, PodNetworkPort, ProcessSpec, RuntimePort
+from crirt.runtime.records import Records
+from crirt.runtime.runner import delete_quietly
 from crirt.runtime.store import write_json_atomic
-
-if TYPE_CHECKING:
-    from crirt.runtime.service import RuntimeService
 
 log = get_logger(__name__)
 
@@ -55,27 +56,55 @@ def hosts_file(hostname: str, ip: str) -> str:
 
 
 class SandboxOps:
-    def __init__(self, svc: RuntimeService) -> None:
-        self.svc = svc
+    """The pod use-cases, on narrow parts (wired by crirt.runtime.service.build_lifecycle)."""
+
+    def __init__(
+        self,
+        *,
+        records: Records,
+        clock: Clock,
+        runtime: RuntimePort,
+        network: PodNetworkPort,
+        mounts: MountsPort,
+        infra_source: infra.InfraSource,
+        exits: Exits,
+        emitter: Emitter,
+        host: HostFacts,
+        containers: ContainerOps,
+        crash_hook: CrashHook = crash.no_crash,
+    ) -> None:
+        self.records = records
+        self.clock = clock
+        self.runtime = runtime
+        self.network = network
+        self.mounts = mounts
+        self.infra = infra_source
+        self.exits = exits
+        self.emitter = emitter
+        self.host = host
+        self.containers = containers
+        self.crash = crash_hook
 
     # ----- RunPodSandbox ---------------------------------------------------------------------
 
     async def run(self, config: api_pb2.PodSandboxConfig, handler: str) -> str:
-        svc = self.svc
+        records = self.records
         name = naming.sandbox_name(config.metadata)
-        handler_name, _ = svc.config.handler(handler)
-        svc.runtime(handler_name)  # fail early on a handler that is not available here
+        handler_name = self.runtime.handler(handler)  # fails early on an unusable handler
         # Refused requests (sysctls, user namespace options, a cgroup parent of the other
         # driver's form) leave nothing behind.
-        infra.check_pod_config(svc, config, handler_name)
-        parent = svc.cgroup_driver.pod_parent(config.linux.cgroup_parent, svc.default_cgroup_parent)
-        await infra.ensure_pause_image(svc)
+        infra.check_pod_config(self.runtime.features(handler_name), config, handler_name)
+        host = self.host
+        parent = host.cgroup_driver.pod_parent(
+            config.linux.cgroup_parent, host.default_cgroup_parent
+        )
+        await infra.ensure_pause_image(self.infra.images, self.infra.pause_image)
         key = handler_name.encode() + b"\0" + config.SerializeToString(deterministic=True)
-        inflight = svc.inflight.get(name)
+        inflight = records.inflight.get(name)
         if inflight is not None and inflight[0] == key:
             # The kubelet gave up on a request still in progress and retried it: join it.
             return await asyncio.shield(inflight[1])
-        held = svc.sandboxes.find_by_name(name)
+        held = records.sandboxes.find_by_name(name)
         if (
             held is not None
             and held.state is SandboxState.READY
@@ -87,99 +116,94 @@ class SandboxOps:
             log.info("RunPodSandbox retried; returning the existing sandbox", pod_id=held.id)
             return held.id
         sid = naming.new_id()
-        svc.sandboxes.reserve(name, sid)
+        records.sandboxes.reserve(name, sid)
         # Shielded: a client that times out must not abort the creation half-way; its retry
         # joins the same work (above) instead.
-        task = svc.spawn(name, key, self._run(sid, name, config, handler_name, parent))
+        task = records.spawn(name, key, self._run(sid, name, config, handler_name, parent))
         return await asyncio.shield(task)
 
     async def _run(
         self, sid: str, name: str, config: api_pb2.PodSandboxConfig, handler: str, parent: str
     ) -> str:
-        svc = self.svc
-        sdir = svc.paths.sandboxes / sid
+        records = self.records
+        sdir = records.paths.sandbox_dir(sid)
         try:
-            async with svc.locked(sid):
+            async with records.locked(sid):
                 userns = pod_userns(config.linux.security_context.namespace_options)
                 sdir.mkdir(mode=0o700)
                 idmap.private_dir(sdir, userns)
-                sb = self._new_record(sid, name, config, handler, sdir, parent)
+                sb = Sandbox(
+                    id=sid,
+                    name=name,
+                    config=config,
+                    handler=handler,
+                    created_at=self.clock.now_ns(),
+                    dir=str(sdir),
+                    cgroup_parent=parent,
+                    complete=False,
+                )
                 # The intent record comes first: a crash from here on is rolled back at restart
                 # (every resource's location follows from the id).
-                svc.save_sandbox(sb)
-                await self._create(sb)
+                records.save_sandbox(sb)
+                self.crash(crash.POD_INTENT)
+                await self._create(sb, userns)
+                self.crash(crash.POD_NETWORK)
                 infra.own_pod_files(sdir, userns)
                 bundle = sdir / "bundle"
                 bundle.mkdir()
                 await self._start_infra(sb, bundle, userns)
+                self.crash(crash.POD_INFRA)
                 sb.complete = True
-                svc.save_sandbox(sb)
-                svc.sandboxes.add(sb)
-                svc.emit(EventType.CREATED, sid, sid)
-                svc.emit(EventType.STARTED, sid, sid)
+                records.save_sandbox(sb)
+                self.crash(crash.POD_COMPLETE)
+                records.sandboxes.add(sb)
+                self.emitter.emit(EventType.CREATED, sid, sid)
+                self.emitter.emit(EventType.STARTED, sid, sid)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.destroy(sid, handler)  # logs its own failure; the first error wins
-            svc.sandboxes.release(name, sid)
+            records.sandboxes.release(name, sid)
             raise
         log.info("sandbox ready", pod_id=sid, name=name, ip=sb.ip)
         return sid
 
+    def _userns_pin(self, sid: str) -> Path:
+        return self.records.paths.userns / sid
+
     async def destroy(self, sid: str, handler: str) -> None:
         """Remove everything a sandbox may own, whatever state it got to; idempotent."""
-        svc = self.svc
-        sdir = svc.paths.sandboxes / sid
+        records = self.records
+        sdir = records.paths.sandbox_dir(sid)
         try:
-            with contextlib.suppress(CrirtError):
-                await svc.runtime(handler).delete(sid, force=True)
-            ns_path = svc.paths.netns / sid
+            await delete_quietly(self.runtime, handler, sid)
+            ns_path = records.paths.netns / sid
             try:
-                await svc.cni.teardown(sid, str(ns_path) if netns.exists(ns_path) else None)
+                await self.network.cni.teardown(
+                    sid, str(ns_path) if self.network.pinned(ns_path) else None
+                )
             except CrirtError:
                 log.warning("CNI teardown failed; will retry at restart", pod_id=sid, exc_info=True)
-            netns.remove(ns_path)
-            mounts.unmount(sdir / "shm")
-            infra.remove_infra_rootfs(svc, sid, sdir / "bundle" / "rootfs")
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(svc.exit_file(sid))
+            self.network.remove_pin(ns_path)
+            self.mounts.unmount(sdir / "shm")
+            infra.remove_infra_rootfs(self.infra.rootfs, sid, sdir / "bundle" / "rootfs")
+            self.network.remove_pin(self._userns_pin(sid))
+            self.exits.forget(sid)
             shutil.rmtree(sdir, ignore_errors=True)
         except Exception:
             log.warning("sandbox cleanup step failed", pod_id=sid, exc_info=True)
             raise
 
-    def _new_record(
-        self,
-        sid: str,
-        name: str,
-        config: api_pb2.PodSandboxConfig,
-        handler: str,
-        sdir: Path,
-        parent: str,
-    ) -> Sandbox:
-        from crirt.runtime.service import now_ns
-
-        return Sandbox(
-            id=sid,
-            name=name,
-            config=config,
-            handler=handler,
-            created_at=now_ns(),
-            dir=str(sdir),
-            cgroup_parent=parent,
-            complete=False,
-        )
-
-    async def _create(self, sb: Sandbox) -> None:
-        svc = self.svc
+    async def _create(self, sb: Sandbox, userns: PodUserns | None) -> None:
         sid, config, sdir = sb.id, sb.config, Path(sb.dir)
         ns = config.linux.security_context.namespace_options
         host_net = ns.network == api_pb2.NODE
         if not host_net:
-            path = svc.paths.netns / sid
-            infra.create_netns(svc, sid, path, config)  # owned by the pod's userns, if any
+            path = self.records.paths.netns / sid
+            # Owned by the pod's user namespace, if it has one.
+            self.network.create_netns(path, userns, self._userns_pin(sid))
             sb.netns_path = str(path)
             md = config.metadata
-            result = await svc.cni.setup(
+            result = await self.network.cni.setup(
                 sid, str(path), md.namespace, md.name, md.uid, list(config.port_mappings)
             )
             sb.network_set_up = True
@@ -203,14 +227,14 @@ class SandboxOps:
         if ns.ipc != api_pb2.NODE:
             shm = sdir / "shm"
             shm.mkdir()
-            mounts.mount_tmpfs(shm, f"mode=1777,size={SHM_SIZE}")
+            self.mounts.mount_tmpfs(shm, f"mode=1777,size={SHM_SIZE}")
             sb.shm_path = str(shm)
 
     async def _start_infra(self, sb: Sandbox, bundle: Path, userns: PodUserns | None) -> None:
-        svc = self.svc
+        host = self.host
         rootfs = bundle / "rootfs"
         # catatonit in an empty rootfs, or the configured pause image (crirt.runtime.infra).
-        plan = infra.prepare_infra(svc, sb, rootfs, userns)
+        plan = infra.prepare_infra(self.infra, sb.id, rootfs, userns)
         inp = SandboxSpecInput(
             sandbox_id=sb.id,
             config=sb.config,
@@ -220,94 +244,86 @@ class SandboxOps:
             env=plan.env,
             extra_mounts=plan.extra_mounts,
             userns=userns,
-            userns_path=str(infra.userns_pin(svc, sb.id)) if userns is not None else None,
+            userns_path=str(self._userns_pin(sb.id)) if userns is not None else None,
             netns_path=sb.netns_path or None,
-            cgroups_path=svc.cgroup_driver.cgroups_path(sb.cgroup_parent, sb.id),
-            cgroup_v2=svc.cgroup_v2,
+            cgroups_path=host.cgroups_path(sb.cgroup_parent, sb.id),
+            cgroup_v2=host.cgroup_v2,
             hostname_path=str(Path(sb.dir) / "hostname"),
             resolv_conf_path=str(Path(sb.dir) / "resolv.conf"),
             hosts_path=str(Path(sb.dir) / "hosts"),
             shm_path=sb.shm_path or None,
-            min_oom_score_adj=svc.min_oom_score_adj,
+            min_oom_score_adj=host.min_oom_score_adj,
         )
-        spec = build_sandbox_spec(inp)
-        write_json_atomic(bundle / "config.json", spec)
-        rt = svc.runtime(sb.handler)
-        mspec = MonitorSpec(
-            container_id=sb.id,
-            bundle=str(bundle),
-            runtime_path=rt.path,
-            runtime_root=rt.root,
-            systemd_cgroup=rt.systemd_cgroup,
-            log_path="",
-            exit_file=str(svc.exit_file(sb.id)),
-            pid_file=str(bundle / "pidfile"),
-            ctl_socket=str(Path(sb.dir) / "ctl"),
-            stdin=False,
-            stdin_once=False,
-            tty=False,
+        write_json_atomic(bundle / "config.json", build_sandbox_spec(inp))
+        sb.infra_pid = await self.runtime.start(
+            ProcessSpec(
+                obj_id=sb.id,
+                handler=sb.handler,
+                bundle=bundle,
+                obj_dir=Path(sb.dir),
+                exit_file=self.exits.file(sb.id),
+                attach=False,
+            )
         )
-        sb.infra_pid = await svc.monitor.start_monitor(mspec)
-        await rt.start(sb.id)
 
     # ----- StopPodSandbox --------------------------------------------------------------------
 
     async def stop(self, pod_id: str) -> None:
-        svc = self.svc
-        sb = svc.sandboxes.find(pod_id)
+        sb = self.records.sandboxes.find(pod_id)
         if sb is None:
             # api.proto: "This call is idempotent, and must not return an error if all relevant
             # resources have already been reclaimed."
             return
-        for c in svc.containers:
-            if c.sandbox_id == sb.id:
-                await svc.container_ops.stop(c.id, 0)
-        async with svc.locked(sb.id):
+        for c in self.records.containers_of(sb.id):
+            await self.containers.stop(c.id, 0)
+        async with self.records.locked(sb.id):
             await self._stop_locked(sb)
 
     async def _stop_locked(self, sb: Sandbox) -> None:
         """Idempotent: each step checks whether it is still needed."""
-        svc = self.svc
-        if not os.path.exists(svc.exit_file(sb.id)):
+        if not self.exits.exists(sb.id):
             with contextlib.suppress(CrirtError):
-                await svc.runtime(sb.handler).kill(sb.id, signal.SIGKILL)
-            if not await svc.wait_exit(sb.id, 10.0):
+                await self.runtime.kill(sb.handler, sb.id, signal.SIGKILL)
+            self.crash(crash.POD_INFRA_KILLED)
+            if not await self.exits.wait(sb.id, 10.0):
                 log.warning("infra process did not report its exit", pod_id=sb.id)
         if sb.network_set_up:
-            await svc.cni.teardown(sb.id, sb.netns_path or None)
+            await self.network.cni.teardown(sb.id, sb.netns_path or None)
             sb.network_set_up = False
+            self.records.save_sandbox(sb)
+            self.crash(crash.POD_NETWORK_DOWN)
         if sb.netns_path:
-            netns.remove(Path(sb.netns_path))
+            self.network.remove_pin(Path(sb.netns_path))
         if sb.shm_path:
-            mounts.unmount(Path(sb.shm_path))
+            self.mounts.unmount(Path(sb.shm_path))
         if sb.mark_not_ready():
-            svc.emit(EventType.STOPPED, sb.id, sb.id)
+            self.emitter.emit(EventType.STOPPED, sb.id, sb.id)
             log.info("sandbox stopped", pod_id=sb.id)
-        svc.save_sandbox(sb)
+        self.records.save_sandbox(sb)
 
     # ----- RemovePodSandbox ------------------------------------------------------------------
 
     async def remove(self, pod_id: str) -> None:
-        svc = self.svc
-        sb = svc.sandboxes.find(pod_id)
+        records = self.records
+        sb = records.sandboxes.find(pod_id)
         if sb is None:
             # api.proto: "This call is idempotent, and must not return an error if the sandbox
             # has already been removed."
             return
-        for c in svc.containers:
-            if c.sandbox_id == sb.id:
-                await svc.container_ops.remove(c.id)
-        async with svc.locked(sb.id):
+        for c in records.containers_of(sb.id):
+            await self.containers.remove(c.id)
+        async with records.locked(sb.id):
             await self._stop_locked(sb)
+            self.crash(crash.POD_DESTROYING)
             await self.destroy(sb.id, sb.handler)
-            svc.emit(EventType.DELETED, sb.id, sb.id)
-            svc.sandboxes.remove(sb)
+            self.emitter.emit(EventType.DELETED, sb.id, sb.id)
+            records.sandboxes.remove(sb)
         log.info("sandbox removed", pod_id=sb.id)
 
     # ----- PodSandboxStatus / ListPodSandbox -------------------------------------------------
 
     def status(self, pod_id: str, verbose: bool) -> tuple[Sandbox, dict[str, str]]:
-        sb = self.svc.sandboxes.get(pod_id)
+        sb = self.records.sandboxes.get(pod_id)
         info: dict[str, str] = {}
         if verbose:
             info["info"] = json.dumps(
@@ -321,8 +337,18 @@ class SandboxOps:
         return sb, info
 
     def list(self, flt: api_pb2.PodSandboxFilter | None) -> list[Sandbox]:
-        return [sb for sb in self.svc.sandboxes if sandbox_matches(sb, flt)]
+        return [sb for sb in self.records.sandboxes if sandbox_matches(sb, flt)]
 
-    def ensure_ready(self, sb: Sandbox) -> None:
+    def count(self) -> int:
+        return len(self.records.sandboxes)
+
+    def ready(self, pod_id: str) -> Sandbox:
+        """The pod, if it is ready (for port-forward).
+
+        Raises:
+            NotFound: no such pod. FailedPrecondition: it is not ready.
+        """
+        sb = self.records.sandboxes.get(pod_id)
         if sb.state is not SandboxState.READY:
             raise FailedPrecondition(f"pod sandbox {sb.id} is not ready")
+        return sb

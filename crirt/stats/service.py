@@ -3,53 +3,59 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from crirt._gen import api_pb2
 from crirt.runtime.filters import container_matches, sandbox_matches
+from crirt.runtime.host import HostFacts
 from crirt.runtime.model import Container, Sandbox
+from crirt.runtime.records import Records
 from crirt.stats import descriptors
 from crirt.stats.collector import StatsCollector
 
-if TYPE_CHECKING:
-    from crirt.runtime.service import RuntimeService
-
 
 class StatsService:
-    def __init__(self, svc: RuntimeService, collector: StatsCollector | None = None) -> None:
-        self.svc = svc
+    """Reads the records (never changes them) and samples cgroups and the store."""
+
+    def __init__(
+        self,
+        records: Records,
+        root: str,
+        host: HostFacts,
+        collector: StatsCollector | None = None,
+    ) -> None:
+        self.records = records
         self.collector = collector or StatsCollector(
-            Path(svc.config.root) / "storage", driver=svc.cgroup_driver
+            Path(root) / "storage", driver=host.cgroup_driver
         )
 
     def _containers(self, flt: api_pb2.ContainerStatsFilter | None) -> list[Container]:
-        return [c for c in self.svc.containers if container_matches(c, flt)]
+        return [c for c in self.records.containers if container_matches(c, flt)]
 
     def _sandboxes(self, flt: api_pb2.PodSandboxStatsFilter | None) -> list[Sandbox]:
-        return [sb for sb in self.svc.sandboxes if sandbox_matches(sb, flt)]
+        return [sb for sb in self.records.sandboxes if sandbox_matches(sb, flt)]
 
     def _by_pod(self) -> dict[str, list[Container]]:
         pods: dict[str, list[Container]] = {}
-        for c in self.svc.containers:
+        for c in self.records.containers:
             pods.setdefault(c.sandbox_id, []).append(c)
         return pods
 
     def _forget_gone(self) -> None:
-        live = {c.id for c in self.svc.containers} | {s.id for s in self.svc.sandboxes}
+        live = {c.id for c in self.records.containers} | {s.id for s in self.records.sandboxes}
         self.collector.forget(live)
 
     # ----- RPCs ----------------------------------------------------------------------------------
 
     async def container_stats(self, container_id: str) -> api_pb2.ContainerStats:
-        c = self.svc.containers.get(container_id)
-        sb = self.svc.sandboxes.find(c.sandbox_id)
+        c = self.records.containers.get(container_id)
+        sb = self.records.sandboxes.find(c.sandbox_id)
         col = self.collector
         return await col.run(lambda: col.container_stats(col.sample_container(c, sb)))
 
     async def list_container_stats(
         self, flt: api_pb2.ContainerStatsFilter | None
     ) -> list[api_pb2.ContainerStats]:
-        pairs = [(c, self.svc.sandboxes.find(c.sandbox_id)) for c in self._containers(flt)]
+        pairs = [(c, self.records.sandboxes.find(c.sandbox_id)) for c in self._containers(flt)]
         self._forget_gone()
         col = self.collector
         return await col.run(
@@ -57,7 +63,7 @@ class StatsService:
         )
 
     async def pod_sandbox_stats(self, sandbox_id: str) -> api_pb2.PodSandboxStats:
-        sb = self.svc.sandboxes.get(sandbox_id)
+        sb = self.records.sandboxes.get(sandbox_id)
         cs = self._by_pod().get(sb.id, [])
         col = self.collector
         return await col.run(lambda: col.pod_stats(sb, cs)[0])
@@ -73,7 +79,7 @@ class StatsService:
 
     async def pod_sandbox_metrics(self) -> list[api_pb2.PodSandboxMetrics]:
         pods = self._by_pod()
-        work = [(sb, pods.get(sb.id, [])) for sb in self.svc.sandboxes]
+        work = [(sb, pods.get(sb.id, [])) for sb in self.records.sandboxes]
         col = self.collector
 
         def collect() -> list[api_pb2.PodSandboxMetrics]:

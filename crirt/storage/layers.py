@@ -51,6 +51,7 @@ from typing import Any, Protocol
 import structlog
 
 from crirt.errors import DigestMismatch, InvalidArgument, StorageError
+from crirt.linux.libc import LIBC
 from crirt.sansio import tarplan
 from crirt.sansio.manifest import LAYER_COMPRESSION, Descriptor
 from crirt.sansio.tarplan import EntryType, UnsafeTarEntry
@@ -224,12 +225,9 @@ class _HashingReader:
         return f"{self._algorithm}:{self._hash.hexdigest()}"
 
 
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-
-
 def _syncfs(fd: int) -> None:
     """``syncfs(2)``: one flush for the whole layer instead of an fsync per file."""
-    if _LIBC.syncfs(fd) != 0:
+    if LIBC.syncfs(fd) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 

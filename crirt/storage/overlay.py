@@ -20,13 +20,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from crirt.errors import StorageError
+from crirt.linux import mount as linux_mount
+from crirt.linux.libc import LIBC
 
 MAX_MOUNT_DATA = 4000
 MS_RDONLY = 1
 MNT_DETACH = 2
 _LINK_LEN = 20
 
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 # Cleared the first time the kernel refuses overlay's "volatile" option (Linux < 5.10).
 _volatile_ok = True
 
@@ -90,13 +91,13 @@ def mount_overlay(
     if len(data) <= MAX_MOUNT_DATA:
         if volatile and upper is not None and _volatile_ok:
             vdata = f"{data},volatile".encode()
-            if _LIBC.mount(b"overlay", os.fsencode(target), b"overlay", flags, vdata) == 0:
+            if LIBC.mount(b"overlay", os.fsencode(target), b"overlay", flags, vdata) == 0:
                 return
             if ctypes.get_errno() != errno.EINVAL:
                 err = ctypes.get_errno()
                 raise StorageError(f"{what}: mount overlay at {target}: {os.strerror(err)}")
             _volatile_ok = False  # an older kernel: plain mounts from now on
-        if _LIBC.mount(b"overlay", os.fsencode(target), b"overlay", flags, data.encode()) != 0:
+        if LIBC.mount(b"overlay", os.fsencode(target), b"overlay", flags, data.encode()) != 0:
             err = ctypes.get_errno()
             raise StorageError(f"{what}: mount overlay at {target}: {os.strerror(err)}")
         return
@@ -121,21 +122,16 @@ def mount_overlay(
 
 
 def unmount(target: Path) -> None:
-    """Unmount ``target``; not mounted or missing is fine. Busy mounts are detached.
+    """Unmount ``target``; not mounted or missing is fine. Busy mounts are detached
+    (crirt.linux.mount.unmount).
 
     Raises:
         StorageError: umount2(2) failed otherwise.
     """
-    path = os.fsencode(target)
-    if _LIBC.umount2(path, 0) == 0:
-        return
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOENT):
-        return  # not a mount point (any more), or gone
-    if err == errno.EBUSY and _LIBC.umount2(path, MNT_DETACH) == 0:
-        return
-    err = ctypes.get_errno()
-    raise StorageError(f"unmount {target}: {os.strerror(err)}")
+    try:
+        linux_mount.unmount(target)
+    except OSError as exc:
+        raise StorageError(str(exc)) from exc
 
 
 def _unescape(field: str) -> str:

@@ -17,13 +17,14 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from crirt.config import StreamingConfig
-from crirt.errors import CrirtError, FailedPrecondition, InvalidArgument
+from crirt.errors import CrirtError, InvalidArgument
 from crirt.log import get_logger
 from crirt.oci.spec import build_exec_process
-from crirt.runtime.model import ContainerState, SandboxState
+from crirt.runtime.model import Container, Sandbox
+from crirt.runtime.ports import OciRuntimePort
 from crirt.sansio import http1
 from crirt.sansio import portforward as pf
 from crirt.sansio import remotecommand as rc
@@ -35,8 +36,19 @@ from crirt.streaming.remotecommand import Backend, serve_spdy, serve_websocket
 from crirt.streaming.tokens import TokenCache
 from crirt.streaming.transport import TcpDuplex, WsSession, WsTunnel
 
-if TYPE_CHECKING:
-    from crirt.runtime.service import RuntimeService
+
+class Containers(Protocol):
+    """What the streaming server asks of the container use-cases (ContainerOps)."""
+
+    def running(self, container_id: str) -> Container: ...
+    def exec_runtime(self, c: Container) -> OciRuntimePort: ...
+
+
+class Pods(Protocol):
+    """What the streaming server asks of the pod use-cases (SandboxOps)."""
+
+    def ready(self, pod_id: str) -> Sandbox: ...
+
 
 log = get_logger(__name__)
 
@@ -90,9 +102,10 @@ def _check_stdio(tty: bool, stdin: bool, stdout: bool, stderr: bool) -> None:
 
 
 class StreamingServer:
-    def __init__(self, config: StreamingConfig, svc: RuntimeService) -> None:
+    def __init__(self, config: StreamingConfig, containers: Containers, pods: Pods) -> None:
         self.config = config
-        self.svc = svc
+        self.containers = containers
+        self.pods = pods
         self.cache: TokenCache[StreamRequest] = TokenCache(ttl=config.token_ttl)
         self._server: asyncio.Server | None = None
         self._sessions: set[asyncio.Task[Any]] = set()
@@ -151,12 +164,7 @@ class StreamingServer:
     def _running_container(self, container_id: str) -> Any:
         if not container_id:
             raise InvalidArgument("missing required container_id")
-        c = self.svc.containers.get(container_id)
-        if c.state is ContainerState.RUNNING:
-            self.svc.apply_exit(c.id)
-        if c.state is not ContainerState.RUNNING:
-            raise FailedPrecondition(f"container {c.id} is not running ({c.state.value})")
-        return c
+        return self.containers.running(container_id)
 
     def exec_url(self, req: ExecRequest) -> str:
         """Raises:
@@ -185,9 +193,7 @@ class StreamingServer:
         for p in req.ports:
             if not 0 < p <= 0xFFFF:
                 raise InvalidArgument(f"invalid port {p}")
-        sb = self.svc.sandboxes.get(req.pod_sandbox_id)
-        if sb.state is not SandboxState.READY:
-            raise FailedPrecondition(f"sandbox {sb.id} is not ready")
+        sb = self.pods.ready(req.pod_sandbox_id)
         return self._url("portforward", PortForwardRequest(sb.id, req.ports))
 
     # ----- the HTTP side ---------------------------------------------------------------------
@@ -265,14 +271,13 @@ class StreamingServer:
     def _command(
         self, kind: str, cached: StreamRequest
     ) -> tuple[rc.StreamOptions, list[str], Backend]:
-        svc = self.svc
         if kind == "exec" and isinstance(cached, ExecRequest):
             c = self._live(cached.container_id)
             try:
                 with open(Path(c.dir) / "config.json") as f:
                     spec = json.load(f)
                 process = build_exec_process(spec["process"], list(cached.cmd), tty=cached.tty)
-                runtime = svc.runtime(c.handler)
+                runtime = self.containers.exec_runtime(c)
             except (OSError, ValueError, KeyError, CrirtError) as exc:
                 raise _HttpError(500, f"cannot exec in container {c.id}: {exc}") from exc
             opts = rc.StreamOptions(cached.stdin, cached.stdout, cached.stderr, cached.tty)
@@ -298,9 +303,10 @@ class StreamingServer:
     async def _port_forward(
         self, req: http1.Request, tcp: TcpDuplex, cached: PortForwardRequest
     ) -> None:
-        sb = self.svc.sandboxes.find(cached.pod_sandbox_id)
-        if sb is None or sb.state is not SandboxState.READY:
-            raise _HttpError(500, f"sandbox {cached.pod_sandbox_id} is not ready")
+        try:
+            sb = self.pods.ready(cached.pod_sandbox_id)
+        except CrirtError as exc:
+            raise _HttpError(500, str(exc)) from exc
         if _upgrade_kind(req) == "spdy":
             proto = _negotiate_spdy(req, pf.SPDY_PROTOCOLS)
             _accept_spdy(tcp, proto)

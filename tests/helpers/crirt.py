@@ -81,7 +81,8 @@ class Crirt:
         conf = conf.replace("10.88.0.1", subnet.rsplit(".", 1)[0] + ".1")
         (self.cni_dir / "10-test.conflist").write_text(conf)
 
-    def start(self) -> None:
+    def start(self, env: dict[str, str] | None = None) -> None:
+        """Start ``crirt serve``; ``env``: more environment variables (a crash point)."""
         self.sock.unlink(missing_ok=True)
         log = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
@@ -115,6 +116,7 @@ class Crirt:
             stdin=subprocess.DEVNULL,
             cwd=REPO,
             start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
         log.close()
         deadline = time.monotonic() + 20
@@ -137,9 +139,9 @@ class Crirt:
             self.proc.wait(timeout=20)
         self.proc = None
 
-    def restart(self, sig: int = signal.SIGTERM) -> None:
+    def restart(self, sig: int = signal.SIGTERM, env: dict[str, str] | None = None) -> None:
         self.stop(sig)
-        self.start()
+        self.start(env)
 
     def cleanup(self) -> None:
         self.stop()

@@ -28,10 +28,12 @@ pytestmark = [pytest.mark.root, pytest.mark.testbed]
 BUSYBOX = "busybox"
 MiB = 1024 * 1024
 # dd burns a core; the shell variable holds ~20 MB of anonymous memory for the rest of the run
-# (the trailing echo keeps the shell from exec'ing sleep and freeing it).
+# (the trailing echo keeps the shell alive with it). The sleep starts before the shell builds
+# its 20 MB: once it holds them (what the tests wait for), the pod has its four processes
+# (infra, sh, dd, sleep), not three with a sleep to come.
 BURN = (
-    "dd if=/dev/zero of=/dev/null & x=$(head -c 20000000 /dev/zero | tr '\\0' a); "
-    "sleep 600; echo ${#x}"
+    "dd if=/dev/zero of=/dev/null & sleep 600 & x=$(head -c 20000000 /dev/zero | tr '\\0' a); "
+    "wait; echo ${#x}"
 )
 
 

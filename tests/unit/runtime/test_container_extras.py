@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -96,10 +95,6 @@ def test_pause_image_user(user: str, expected: tuple[int, int]) -> None:
     assert _numeric_user(user) == expected
 
 
-def _svc(**features: HandlerFeatures) -> Any:
-    return SimpleNamespace(handler_features=features)
-
-
 def _userns_pod() -> api_pb2.PodSandboxConfig:
     m = [api_pb2.IDMapping(container_id=0, host_id=1000, length=100000)]
     cfg = api_pb2.PodSandboxConfig()
@@ -113,18 +108,20 @@ def test_user_namespace_needs_a_handler_that_has_them() -> None:
     # Given Debian's runc (no idmapped mounts) and a newer one
     old = HandlerFeatures(usable=True, userns_reason="the runtime has no idmapped mounts")
     new = HandlerFeatures(usable=True, user_namespaces=True)
-    svc = _svc(runc=old, **{"runc-v1.3": new})
     # Then a user-namespaced pod is refused on the first and accepted on the second
     with pytest.raises(InvalidArgument, match="no idmapped mounts"):
-        check_pod_config(svc, _userns_pod(), "runc")
-    assert check_pod_config(svc, _userns_pod(), "runc-v1.3") is not None
-    assert check_pod_config(svc, api_pb2.PodSandboxConfig(), "runc") is None
+        check_pod_config(old, _userns_pod(), "runc")
+    assert check_pod_config(new, _userns_pod(), "runc-v1.3") is not None
+    assert check_pod_config(old, api_pb2.PodSandboxConfig(), "runc") is None
+    # And a handler nobody probed has none
+    with pytest.raises(InvalidArgument, match="unknown handler"):
+        check_pod_config(None, _userns_pod(), "nope")
 
 
 def test_pod_sysctls_are_checked_against_its_namespaces() -> None:
     cfg = api_pb2.PodSandboxConfig()
     cfg.linux.sysctls["net.ipv4.ip_forward"] = "1"
-    check_pod_config(_svc(), cfg, "runc")
+    check_pod_config(None, cfg, "runc")
     cfg.linux.security_context.namespace_options.network = api_pb2.NODE
     with pytest.raises(InvalidArgument, match="host-network"):
-        check_pod_config(_svc(), cfg, "runc")
+        check_pod_config(None, cfg, "runc")

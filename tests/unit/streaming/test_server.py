@@ -95,21 +95,9 @@ class FakeSandbox:
     netns_path: str = ""
 
 
-class FakeIndex:
-    def __init__(self, items: dict[str, Any], what: str) -> None:
-        self.items = items
-        self.what = what
+class FakeContainers:
+    """The streaming server's view of the container use-cases."""
 
-    def get(self, obj_id: str) -> Any:
-        if obj_id not in self.items:
-            raise NotFound(f"{self.what} {obj_id} not found")
-        return self.items[obj_id]
-
-    def find(self, obj_id: str) -> Any:
-        return self.items.get(obj_id)
-
-
-class FakeService:
     def __init__(self, tmp: Path) -> None:
         bundle = tmp / "c1"
         bundle.mkdir()
@@ -117,30 +105,41 @@ class FakeService:
             json.dumps({"process": {"args": ["sleep"], "env": ["PATH=/usr/bin:/bin"], "cwd": "/"}})
         )
         self.rt = FakeRuntime()
-        self.containers = FakeIndex(
-            {
-                "c1": FakeContainer("c1", str(bundle)),
-                "dead": FakeContainer("dead", str(bundle), ContainerState.EXITED),
-            },
-            "container",
-        )
-        self.sandboxes = FakeIndex(
-            {"p1": FakeSandbox("p1"), "gone": FakeSandbox("gone", SandboxState.NOTREADY)},
-            "sandbox",
-        )
+        self.items = {
+            "c1": FakeContainer("c1", str(bundle)),
+            "dead": FakeContainer("dead", str(bundle), ContainerState.EXITED),
+        }
 
-    def apply_exit(self, obj_id: str) -> bool:
-        return False
+    def running(self, container_id: str) -> Any:
+        c = self.items.get(container_id)
+        if c is None:
+            raise NotFound(f"container {container_id} not found")
+        if c.state is not ContainerState.RUNNING:
+            raise FailedPrecondition(f"container {c.id} is not running ({c.state.value})")
+        return c
 
-    def runtime(self, handler: str) -> FakeRuntime:
+    def exec_runtime(self, c: Any) -> Any:
         return self.rt
+
+
+class FakePods:
+    def __init__(self) -> None:
+        self.items = {"p1": FakeSandbox("p1"), "gone": FakeSandbox("gone", SandboxState.NOTREADY)}
+
+    def ready(self, pod_id: str) -> Any:
+        sb = self.items.get(pod_id)
+        if sb is None:
+            raise NotFound(f"sandbox {pod_id} not found")
+        if sb.state is not SandboxState.READY:
+            raise FailedPrecondition(f"pod sandbox {sb.id} is not ready")
+        return sb
 
 
 def serve(tmp: Path, body: Callable[[StreamingServer], Awaitable[None]]) -> None:
     """Run ``body`` against a started server on a fresh event loop, then stop the server."""
 
     async def main() -> None:
-        srv = StreamingServer(StreamingConfig(), FakeService(tmp))  # type: ignore[arg-type]
+        srv = StreamingServer(StreamingConfig(), FakeContainers(tmp), FakePods())
         await srv.start()
         try:
             await asyncio.wait_for(body(srv), 30)
@@ -364,7 +363,7 @@ async def _client_gone_kills_the_process(server: StreamingServer) -> None:
     c = SpdyClient(reader, writer)
     await c.open({"streamtype": "error"})
     await c.open({"streamtype": "stdout"})
-    rt = server.svc.rt  # type: ignore[attr-defined]
+    rt = server.containers.rt  # type: ignore[attr-defined]
     for _ in range(100):
         if rt.started:
             break

@@ -1,0 +1,1 @@
+"""What crirt reads from and asks of the Linux kernel directly (procfs, for now)."""
