@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -56,8 +57,12 @@ CHANNEL_NAMES: Final = {
     CH_RESIZE: STREAM_RESIZE,
 }
 
-# A resize buffer longer than this without a complete object is garbage.
-_MAX_RESIZE_BUFFER: Final = 4096
+# Longest resize message accepted (``{"Width":65535,"Height":65535}`` is 30 bytes): an object
+# still open past this many bytes is a protocol error, not something to buffer.
+MAX_RESIZE_MESSAGE: Final = 4096
+_NOT_SPACE: Final = re.compile(rb"[^ \t\r\n]")
+_OBJECT_SPECIAL: Final = re.compile(rb'[{}"]')
+_STRING_SPECIAL: Final = re.compile(rb'["\\]')
 
 
 def negotiate(offered: Iterable[str], supported: Sequence[str]) -> str | None:
@@ -156,41 +161,98 @@ class ResizeError(ValueError):
 
 
 class ResizeDecoder:
-    """Feed resize-stream bytes; yields (width, height) for each complete JSON object."""
+    """Feed resize-stream bytes; yields (width, height) for each complete JSON object.
+
+    Linear in the input: each byte is looked at once by a boundary scan (only the structural
+    characters ``{ } " \\`` are visited, by regex), and each complete object, alone, is
+    handed to the JSON decoder. Only the unfinished object is kept between feeds, and it may
+    not grow past ``MAX_RESIZE_MESSAGE`` bytes.
+    """
 
     def __init__(self) -> None:
-        self._buf = ""
+        self._buf = bytearray()  # the unfinished object (starts with "{"), or empty
+        self._scan = 0  # where the boundary scan resumes in it
+        self._depth = 0
+        self._in_string = False
         self._dec = json.JSONDecoder()
 
     def feed(self, data: bytes) -> list[tuple[int, int]]:
         """Raises:
-        ResizeError: malformed input (the stream should be ignored from then on).
+        ResizeError: malformed input, or an object longer than ``MAX_RESIZE_MESSAGE`` (the
+            stream is then a protocol error: the caller ends it).
         """
-        try:
-            self._buf += data.decode()
-        except UnicodeDecodeError:
-            raise ResizeError("resize stream is not UTF-8") from None
+        buf: bytes | bytearray
+        if self._buf:
+            self._buf += data  # in place: the pending object is extended, never copied
+            buf = self._buf
+        else:
+            buf = data
+        pos = self._scan
+        start = 0
         out: list[tuple[int, int]] = []
         while True:
-            text = self._buf.lstrip()
-            if not text:
-                self._buf = ""
-                return out
-            try:
-                obj, end = self._dec.raw_decode(text)
-            except json.JSONDecodeError as exc:
-                if exc.pos >= len(text) - 1 or "Unterminated" in exc.msg:
-                    if len(text) > _MAX_RESIZE_BUFFER:
-                        raise ResizeError("resize message too long") from None
-                    self._buf = text
+            if self._depth == 0:
+                # Between objects: skip whitespace; the next object must start here.
+                m = _NOT_SPACE.search(buf, pos)
+                if m is None:
+                    self._buf, self._scan = bytearray(), 0
                     return out
-                raise ResizeError(f"bad resize message: {exc.msg}") from None
-            self._buf = text[end:]
-            out.append(parse_size(obj))
+                start = pos = m.start()
+                if buf[pos] != 0x7B:  # "{"
+                    raise ResizeError("resize message is not an object")
+                self._depth, pos = 1, pos + 1
+                continue
+            special = _STRING_SPECIAL if self._in_string else _OBJECT_SPECIAL
+            m = special.search(buf, pos, start + MAX_RESIZE_MESSAGE)
+            if m is None:
+                if len(buf) - start >= MAX_RESIZE_MESSAGE:
+                    raise ResizeError("resize message too long")
+                self._keep(buf, start, len(buf))  # all of it scanned
+                return out
+            i = m.start()
+            c = buf[i]
+            if c == 0x5C:  # a backslash in a string: skip the escaped byte
+                if i + 1 >= len(buf):
+                    self._keep(buf, start, i)  # resume at the backslash
+                    return out
+                pos = i + 2
+            elif c == 0x22:  # '"'
+                self._in_string = not self._in_string
+                pos = i + 1
+            elif c == 0x7B:  # "{"
+                self._depth += 1
+                pos = i + 1
+            else:  # "}"
+                self._depth -= 1
+                pos = i + 1
+                if self._depth == 0:
+                    out.append(self._decode(bytes(buf[start:pos])))
+
+    def _keep(self, buf: bytes | bytearray, start: int, scan: int) -> None:
+        """Keep the unfinished object ``buf[start:]``; the scan resumes at ``scan``."""
+        if buf is self._buf:
+            del self._buf[:start]
+        else:
+            self._buf = bytearray(buf[start:])
+        self._scan = scan - start
+
+    def _decode(self, message: bytes) -> tuple[int, int]:
+        try:
+            text = message.decode()
+        except UnicodeDecodeError:
+            raise ResizeError("resize message is not UTF-8") from None
+        try:
+            obj, end = self._dec.raw_decode(text)
+        except json.JSONDecodeError as exc:
+            raise ResizeError(f"bad resize message: {exc.msg}") from None
+        if end != len(text):
+            raise ResizeError("bad resize message: extra data")
+        return parse_size(obj)
 
     @property
     def pending(self) -> bool:
-        return bool(self._buf.strip())
+        """An object has started and not ended."""
+        return self._depth > 0
 
 
 def parse_size(obj: object) -> tuple[int, int]:

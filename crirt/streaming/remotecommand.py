@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from crirt.log import get_logger
 from crirt.sansio import remotecommand as rc
 from crirt.sansio import spdy
+from crirt.sansio import websocket as ws
 from crirt.streaming.transport import CLOSE_GRACE, Duplex, SpdySession, WsSession
 
 log = get_logger(__name__)
@@ -201,8 +202,11 @@ async def serve_spdy(
                             for size in resize.feed(ev.data):
                                 io.push_resize(size)
                         except rc.ResizeError as exc:
-                            log.info("bad resize stream ignored", error=str(exc))
+                            # A protocol error on that stream: reset it, the session goes on.
+                            log.info("bad resize stream reset", error=str(exc))
                             resize_ok = False
+                            kinds.pop(ev.stream_id, None)
+                            session.reset(ev.stream_id, spdy.PROTOCOL_ERROR)
                 elif isinstance(ev, spdy.RstStream) and kinds.get(ev.stream_id) == rc.STREAM_STDIN:
                     io.stdin.close()
         finally:
@@ -302,8 +306,10 @@ async def serve_websocket(
                             for size in resize.feed(item.data):
                                 io.push_resize(size)
                         except rc.ResizeError as exc:
-                            log.info("bad resize stream ignored", error=str(exc))
+                            # No stream to reset on a WebSocket: the session ends.
+                            log.info("bad resize message: closing", error=str(exc))
                             resize_ok = False
+                            session.send_close(ws.CLOSE_PROTOCOL_ERROR)
         finally:
             io.set_gone()
 

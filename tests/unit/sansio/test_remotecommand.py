@@ -96,3 +96,71 @@ def test_channel_codec_base64() -> None:
         rc.decode_channel(rc.BASE64_V1, b"0!!", True)
     with pytest.raises(rc.ChannelError):
         rc.decode_channel(rc.BASE64_V1, b"0aGk=", False)
+
+
+# ----- linear cost (hardening, issue 15) -------------------------------------------------------
+
+
+class _CountingDecoder:
+    """Wraps the decoder's JSON scanner: counts the characters handed to it (each handed-over
+    string is text the decoder built for the call)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.chars = 0
+
+    def raw_decode(self, s: str, idx: int = 0) -> tuple[object, int]:
+        self.chars += len(s) - idx
+        return self.inner.raw_decode(s, idx)  # type: ignore[attr-defined,no-any-return]
+
+
+def _resize_work(n: int, chunk: int = 0) -> int:
+    dec = rc.ResizeDecoder()
+    counter = _CountingDecoder(dec._dec)
+    dec._dec = counter  # type: ignore[assignment]
+    data = b'{"Width":80,"Height":24} ' * n
+    got: list[tuple[int, int]] = []
+    if chunk:
+        for i in range(0, len(data), chunk):
+            got += dec.feed(data[i : i + chunk])
+    else:
+        got = dec.feed(data)
+    assert got == [(80, 24)] * n
+    assert not dec.pending
+    return counter.chars
+
+
+def test_resize_parsing_is_linear_in_one_big_frame() -> None:
+    # One SPDY frame full of resize messages (2.2 MB stalled the loop for 11.7 s): the text
+    # handed to the JSON scanner doubles when the input doubles (it was re-sliced per object).
+    n = 4000
+    small, big = _resize_work(n), _resize_work(2 * n)
+    assert 1.8 < big / small < 2.2, (small, big)
+
+
+def test_resize_parsing_is_linear_in_small_chunks() -> None:
+    n = 2000
+    small, big = _resize_work(n, chunk=7), _resize_work(2 * n, chunk=7)
+    assert 1.8 < big / small < 2.2, (small, big)
+
+
+def test_resize_message_split_anywhere_and_braces_in_strings() -> None:
+    msg = b'{"Width":1,"x":"}{\\"","Height":2}\n'
+    for cut in range(len(msg)):
+        dec = rc.ResizeDecoder()
+        assert dec.feed(msg[:cut]) + dec.feed(msg[cut:]) == [(1, 2)]
+        assert not dec.pending
+
+
+def test_resize_unterminated_message_is_capped() -> None:
+    # A resize message is ~30 bytes: an unterminated one is an error once it passes the cap,
+    # however it arrives, and nothing past the cap is kept.
+    dec = rc.ResizeDecoder()
+    dec.feed(b'{"Width":')
+    for _ in range(rc.MAX_RESIZE_MESSAGE - 20):
+        assert dec.feed(b" ") == []
+    assert dec.pending
+    with pytest.raises(rc.ResizeError, match="too long"):
+        dec.feed(b" " * 20)
+    with pytest.raises(rc.ResizeError, match="too long"):
+        rc.ResizeDecoder().feed(b"{" + b" " * rc.MAX_RESIZE_MESSAGE)
