@@ -54,11 +54,15 @@ def parse_port(value: str | None) -> int:
     """
     if not value:
         raise StreamRejected(f"{HEADER_PORT!r} header is required")
-    if not value.isdigit() or int(value) > 0xFFFF:
-        raise StreamRejected(f"unable to parse {value!r} as a port")
-    port = int(value)
+    # ASCII decimal only, as Go's strconv.ParseUint(value, 10, 16): str.isdigit() is also true
+    # of "²" or "٨", which int() then refuses or reads, and a long run of digits is never
+    # handed to int() (it refuses more than 4,300).
+    digits = value.lstrip("0")
+    if not (value.isascii() and value.isdigit()) or len(digits) > 5 or int(digits or "0") > 0xFFFF:
+        raise StreamRejected(f"unable to parse {value[:20]!r} as a port")
+    port = int(digits or "0")
     if port < 1:
-        raise StreamRejected(f"port {value!r} must be > 0")
+        raise StreamRejected(f"port {value[:20]!r} must be > 0")
     return port
 
 

@@ -45,6 +45,13 @@ def test_pairing_without_request_id_uses_stream_ids() -> None:
         hdrs("data", port="65536"),
         hdrs("data", port="-1"),
         hdrs("data", port="http"),
+        # Non-ASCII digits (str.isdigit() is true for them, int() refuses some), signs, spaces,
+        # and more digits than int() converts.
+        hdrs("data", port="\u00b2"),
+        hdrs("data", port="\u0668\u0660"),
+        hdrs("data", port="+80"),
+        hdrs("data", port=" 80"),
+        hdrs("data", port="9" * 5000),
         {"port": "80"},
         hdrs("stdin"),
     ],
@@ -52,6 +59,17 @@ def test_pairing_without_request_id_uses_stream_ids() -> None:
 def test_bad_streams_are_rejected(headers: dict[str, str]) -> None:
     with pytest.raises(pf.StreamRejected):
         pf.PairTable().add(1, headers, 0.0)
+
+
+def test_port_parsing_is_ascii_decimal() -> None:
+    assert pf.parse_port("00080") == 80
+    assert pf.parse_port("65535") == 65535
+    assert pf.parse_port("0" * 5000 + "80") == 80  # as Go's strconv.ParseUint
+    for bad in ("\u00b2", "\uff18\uff10", "1_000", "0" * 5000 + "65536"):
+        with pytest.raises(pf.StreamRejected):
+            pf.parse_port(bad)
+    with pytest.raises(pf.StreamRejected):
+        pf.parse_ports(["80,\u00b2"])
 
 
 def test_duplicate_type_is_rejected() -> None:

@@ -559,3 +559,27 @@ async def _legacy_websocket_port_forward(server: StreamingServer) -> None:
         prefix = port.to_bytes(2, "little")
         assert got[0] == b"\x00" + prefix
         assert got[1] == b"\x01" + prefix
+
+
+def test_spdy_port_forward_bad_port_is_refused_and_the_session_goes_on(tmp_path: Path) -> None:
+    serve(tmp_path, _spdy_port_forward_bad_port)
+
+
+async def _spdy_port_forward_bad_port(server: StreamingServer) -> None:
+    async with echo_server() as port:
+        url = server.port_forward_url(PortForwardRequest("p1"))
+        reader, writer, _ = await request(url, SPDY_HEAD % "portforward.k8s.io")
+        c = SpdyClient(reader, writer)
+        # "²" is a digit to str.isdigit() and not to int(): it used to end the session.
+        for bad in ("\u00b2", "9" * 5000):
+            sid = c.conn.next_stream_id()
+            writer.write(c.conn.send(spdy.SynStream(sid, {"streamtype": "data", "port": bad})))
+            assert await c.event() == spdy.RstStream(sid, spdy.REFUSED_STREAM)
+        h = {"streamtype": "error", "port": str(port), "requestid": "0"}
+        err = await c.open(h)
+        c.send(err, b"", fin=True)
+        data = await c.open({**h, "streamtype": "data"})
+        c.send(data, b"still here", fin=True)
+        got = await asyncio.wait_for(c.collect({data, err}), 10)
+        writer.close()
+        assert got[data] == b"STILL HERE"
