@@ -11,7 +11,8 @@ moby/spdystream v0.5 (the Go peer of every kubelet, crictl and critest):
   context per direction for the whole connection, Z_SYNC_FLUSH after every block. Names must be
   lowercase and unique (the Go reader fails the connection otherwise).
 * No flow control: spdystream ignores SETTINGS and WINDOW_UPDATE and never sends WINDOW_UPDATE,
-  so neither does this. PING ids are echoed by the peer that did not send them.
+  so neither does this. A control frame longer than its type allows (a SETTINGS frame with
+  more entries than the 8 defined ids included) is a connection error, seen from its header. PING ids are echoed by the peer that did not send them.
 * A stream is open until both sides sent FIN (or one RST_STREAM); closed streams are forgotten.
   Stream ids the peer opens must have its parity and increase; a violation is reported as a
   ``StreamError`` event for the driver to answer with RST_STREAM, not as a connection error.
@@ -61,6 +62,15 @@ GOAWAY_INTERNAL_ERROR: Final = 2
 
 # Largest decompressed header block accepted (a zlib bomb must not exhaust memory).
 MAX_HEADER_BLOCK: Final = 256 * 1024
+# SETTINGS ids SPDY/3 defines (1 UPLOAD_BANDWIDTH .. 8 CLIENT_CERTIFICATE_VECTOR_SIZE): a frame
+# with more entries than that is a protocol error, never expanded.
+MAX_SETTINGS: Final = 8
+# Largest payload of each control frame type, checked from the frame header so that a frame
+# that cannot be valid is refused before its payload is buffered. A compressed header block is
+# at most a little longer than the block itself (deflate's stored blocks cost 5 bytes per 64
+# KiB); frame types SPDY/3.1 does not define are ignored, and never large.
+_MAX_COMPRESSED_BLOCK: Final = MAX_HEADER_BLOCK + 1024
+_MAX_UNKNOWN_CONTROL: Final = 64 * 1024
 
 # The SPDY/3 header compression dictionary (draft 3, section 2.6.10.1): 65 length-prefixed
 # words, then a run of status codes, reason phrases, dates and media types. 1,423 bytes,
@@ -333,6 +343,32 @@ def encode_data(stream_id: int, data: bytes, fin: bool) -> bytes:
 # ----- the connection -------------------------------------------------------------------------
 
 
+_FRAME_NAMES: Final = {
+    SYN_STREAM: "SYN_STREAM",
+    SYN_REPLY: "SYN_REPLY",
+    RST_STREAM: "RST_STREAM",
+    SETTINGS: "SETTINGS",
+    PING: "PING",
+    GOAWAY: "GOAWAY",
+    HEADERS: "HEADERS",
+    WINDOW_UPDATE: "WINDOW_UPDATE",
+}
+
+
+def _max_control_length(ftype: int) -> int:
+    if ftype == SYN_STREAM:
+        return 10 + _MAX_COMPRESSED_BLOCK
+    if ftype in (SYN_REPLY, HEADERS):
+        return 4 + _MAX_COMPRESSED_BLOCK
+    if ftype == SETTINGS:
+        return 4 + 8 * MAX_SETTINGS
+    if ftype == PING:
+        return 4
+    if ftype in (RST_STREAM, GOAWAY, WINDOW_UPDATE):
+        return 8
+    return _MAX_UNKNOWN_CONTROL
+
+
 @dataclass
 class _Stream:
     local_open: bool = True
@@ -407,15 +443,20 @@ class Connection:
             return self._eof_or_need()
         w0, w1 = struct.unpack_from(">II", buf)
         length = w1 & 0xFFFFFF
+        if w0 & 0x80000000:
+            version = (w0 >> 16) & 0x7FFF
+            if version != VERSION:
+                raise ProtocolError(f"unsupported SPDY version {version}")
+            ftype = w0 & 0xFFFF
+            if length > _max_control_length(ftype):
+                name = _FRAME_NAMES.get(ftype, f"control frame of type {ftype}")
+                raise ProtocolError(f"{name} of {length} bytes")
         if len(buf) < 8 + length:
             return self._eof_or_need()
         flags = w1 >> 24
         payload = bytes(buf[8 : 8 + length])
         del buf[: 8 + length]
         if w0 & 0x80000000:
-            version = (w0 >> 16) & 0x7FFF
-            if version != VERSION:
-                raise ProtocolError(f"unsupported SPDY version {version}")
             return self._control_event(w0 & 0xFFFF, flags, payload)
         return self._data_event(w0 & 0x7FFFFFFF, flags, payload)
 
@@ -468,6 +509,8 @@ class Connection:
             if len(p) < 4:
                 raise ProtocolError("short SETTINGS")
             (n,) = struct.unpack_from(">I", p)
+            if n > MAX_SETTINGS:
+                raise ProtocolError(f"SETTINGS with {n} entries")
             if len(p) != 4 + 8 * n:
                 raise ProtocolError("bad SETTINGS length")
             entries = []

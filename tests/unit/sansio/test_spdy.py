@@ -278,3 +278,52 @@ def test_header_bomb_is_refused() -> None:
     frame = client.send(spdy.SynStream(1, big))
     with pytest.raises(spdy.ProtocolError, match="too large"):
         events(spdy.Connection(), frame)
+
+
+# -- bounded work on hostile frames (issue 15) ----------------------------------------------------
+
+
+def control_header(ftype: int, length: int, flags: int = 0) -> bytes:
+    return struct.pack(">HHI", 0x8000 | spdy.VERSION, ftype, (flags << 24) | length)
+
+
+def settings_frame(n: int) -> bytes:
+    body = struct.pack(">I", n) + struct.pack(">II", 4, 100) * n
+    return control_header(spdy.SETTINGS, len(body)) + body
+
+
+def test_settings_with_more_entries_than_defined_ids_is_a_protocol_error() -> None:
+    # SPDY/3 defines 8 setting ids; a frame of a million entries expanded into a million tuples.
+    assert events(spdy.Connection(), settings_frame(8)) == [spdy.Settings(((4, 0, 100),) * 8)]
+    for n in (9, 1_000_000):
+        with pytest.raises(spdy.ProtocolError, match="SETTINGS"):
+            events(spdy.Connection(), settings_frame(n))
+
+
+def test_settings_count_must_match_length() -> None:
+    body = struct.pack(">I", 3) + struct.pack(">II", 4, 100)
+    with pytest.raises(spdy.ProtocolError, match="SETTINGS"):
+        events(spdy.Connection(), control_header(spdy.SETTINGS, len(body)) + body)
+
+
+@pytest.mark.parametrize(
+    ("ftype", "length"),
+    [
+        (spdy.SETTINGS, 4 + 8 * 9),
+        (spdy.SETTINGS, spdy.MAX_LENGTH),
+        (spdy.PING, 5),
+        (spdy.RST_STREAM, 9),
+        (spdy.GOAWAY, 9),
+        (spdy.WINDOW_UPDATE, 1 << 20),
+        (spdy.SYN_STREAM, spdy.MAX_LENGTH),
+        (spdy.SYN_REPLY, spdy.MAX_LENGTH),
+        (spdy.HEADERS, spdy.MAX_LENGTH),
+        (0x55, spdy.MAX_LENGTH),
+    ],
+)
+def test_oversized_control_frame_is_refused_from_its_header(ftype: int, length: int) -> None:
+    # Refused as soon as its 8-byte header is in: its payload is never buffered.
+    conn = spdy.Connection()
+    conn.receive_data(control_header(ftype, length))
+    with pytest.raises(spdy.ProtocolError):
+        conn.next_event()
