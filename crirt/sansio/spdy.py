@@ -12,7 +12,8 @@ moby/spdystream v0.5 (the Go peer of every kubelet, crictl and critest):
   lowercase and unique (the Go reader fails the connection otherwise).
 * No flow control: spdystream ignores SETTINGS and WINDOW_UPDATE and never sends WINDOW_UPDATE,
   so neither does this. A control frame longer than its type allows (a SETTINGS frame with
-  more entries than the 8 defined ids included) is a connection error, seen from its header. PING ids are echoed by the peer that did not send them.
+  more entries than the 8 defined ids included) is a connection error, seen from its header.
+  PING ids are echoed by the peer that did not send them.
 * A stream is open until both sides sent FIN (or one RST_STREAM); closed streams are forgotten.
   Stream ids the peer opens must have its parity and increase; a violation is reported as a
   ``StreamError`` event for the driver to answer with RST_STREAM, not as a connection error.
