@@ -109,12 +109,36 @@ class StreamingConfig:
     # closed (its exec'd process is then killed, as when the client goes); containerd's
     # stream_idle_timeout default, also the kubelet's streaming-connection-idle-timeout. 0: never.
     idle_timeout: float = 4 * 3600.0
+    # Limits against hostile or broken clients. Connections open at once, upgraded or not, and
+    # those still sending their request head (no token seen yet): one over either limit is
+    # answered 503 and closed, without a byte of it read.
+    max_connections: int = 1024
+    max_pending_connections: int = 128
+    # The request head (request line and headers): its largest size (431 beyond) and the time
+    # a client has to send it whole (then the connection is closed).
+    max_head_size: int = 64 * 1024
+    head_timeout: float = 10.0
+    # Port-forward stream pairs one connection may have half open (kubectl and crictl open
+    # the error and data streams of each forwarded connection back to back); more are refused.
+    port_forward_max_pending: int = 128
 
     def __post_init__(self) -> None:
         if not self.token_ttl > 0:
             raise InvalidArgument(f"streaming.token_ttl: must be > 0, got {self.token_ttl}")
         if not self.idle_timeout >= 0:
             raise InvalidArgument(f"streaming.idle_timeout: must be >= 0, got {self.idle_timeout}")
+        if not self.head_timeout > 0:
+            raise InvalidArgument(f"streaming.head_timeout: must be > 0, got {self.head_timeout}")
+        for name, least in (
+            ("max_connections", 1),
+            ("max_pending_connections", 1),
+            ("max_head_size", 1024),
+            ("port_forward_max_pending", 1),
+        ):
+            if not getattr(self, name) >= least:
+                raise InvalidArgument(
+                    f"streaming.{name}: must be >= {least}, got {getattr(self, name)}"
+                )
 
 
 @dataclass(frozen=True)
