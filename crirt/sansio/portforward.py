@@ -81,11 +81,21 @@ class Pair:
         return bool(self.data_stream and self.error_stream)
 
 
-class PairTable:
-    """Incomplete pairs by request id; complete ones are handed to the caller and forgotten."""
+# Incomplete pairs one connection may have: kubectl/crictl open one error+data pair per
+# forwarded connection, back to back, so a pair is pending for about one round trip; 128 is
+# far more than any client has in flight.
+MAX_PENDING_PAIRS: Final = 128
 
-    def __init__(self) -> None:
+
+class PairTable:
+    """Incomplete pairs by request id (and by stream id, for resets); complete ones are
+    handed to the caller and forgotten. At most ``max_pending`` pairs wait at a time."""
+
+    def __init__(self, max_pending: int = MAX_PENDING_PAIRS) -> None:
+        self.max_pending = max_pending
+        # Insertion order is creation order: the oldest pairs come first (see ``expired``).
         self._pending: dict[str, Pair] = {}
+        self._by_stream: dict[int, str] = {}
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -94,7 +104,8 @@ class PairTable:
         """Register a new stream; returns its pair (``complete`` once both arrived).
 
         Raises:
-            StreamRejected: bad headers, or the pair already has a stream of this type.
+            StreamRejected: bad headers, the pair already has a stream of this type, or a new
+                pair while ``max_pending`` wait already.
         """
         port = parse_port(headers.get(HEADER_PORT))
         stype = headers.get(HEADER_STREAM_TYPE, "")
@@ -108,6 +119,8 @@ class PairTable:
             rid = str(stream_id if stype == STREAM_ERROR else stream_id - 2)
         pair = self._pending.get(rid)
         if pair is None:
+            if len(self._pending) >= self.max_pending:
+                raise StreamRejected(f"{len(self._pending)} stream pairs already pending")
             pair = self._pending[rid] = Pair(rid, port, now)
         if stype == STREAM_DATA:
             if pair.data_stream:
@@ -117,22 +130,33 @@ class PairTable:
             if pair.error_stream:
                 raise StreamRejected(f"request {rid}: error stream already assigned")
             pair.error_stream = stream_id
+        self._by_stream[stream_id] = rid
         if pair.complete:
-            del self._pending[rid]
+            self._forget(pair)
         return pair
 
+    def _forget(self, pair: Pair) -> None:
+        del self._pending[pair.request_id]
+        self._by_stream.pop(pair.data_stream, None)
+        self._by_stream.pop(pair.error_stream, None)
+
     def expired(self, now: float, timeout: float) -> list[Pair]:
-        """Incomplete pairs older than ``timeout``, removed from the table."""
-        old = [p for p in self._pending.values() if now - p.created_at >= timeout]
+        """Incomplete pairs older than ``timeout``, removed from the table (``now`` never
+        goes back: only the expired pairs and the first live one are looked at)."""
+        old = []
+        for p in self._pending.values():
+            if now - p.created_at < timeout:
+                break
+            old.append(p)
         for p in old:
-            del self._pending[p.request_id]
+            self._forget(p)
         return old
 
     def drop_stream(self, stream_id: int) -> None:
-        """Forget an incomplete pair one of whose streams was reset."""
-        for rid, p in list(self._pending.items()):
-            if stream_id in (p.data_stream, p.error_stream):
-                del self._pending[rid]
+        """Forget the incomplete pair one of whose streams was reset."""
+        rid = self._by_stream.get(stream_id)
+        if rid is not None:
+            self._forget(self._pending[rid])
 
 
 def error_text(port: int, detail: str) -> bytes:

@@ -88,10 +88,13 @@ class _Forward:
     task: asyncio.Task[None] | None = None
 
 
-async def serve_spdy(duplex: Duplex, netns_path: str, pod_id: str) -> None:
-    """Serve one SPDY port-forward connection (any number of forwarded connections)."""
+async def serve_spdy(
+    duplex: Duplex, netns_path: str, pod_id: str, max_pending: int = pf.MAX_PENDING_PAIRS
+) -> None:
+    """Serve one SPDY port-forward connection (any number of forwarded connections; at most
+    ``max_pending`` of them waiting for their second stream)."""
     session = SpdySession(duplex)
-    table = pf.PairTable()
+    table = pf.PairTable(max_pending)
     by_stream: dict[int, _Forward] = {}
     forwards: set[asyncio.Task[None]] = set()
 
@@ -142,7 +145,7 @@ async def serve_spdy(duplex: Duplex, netns_path: str, pod_id: str) -> None:
 
     async def expire() -> None:
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(min(1.0, PAIR_TIMEOUT / 2))
             for pair in table.expired(time.monotonic(), PAIR_TIMEOUT):
                 log.info("port-forward stream pair incomplete", request_id=pair.request_id)
                 if pair.error_stream:
@@ -152,8 +155,11 @@ async def serve_spdy(duplex: Duplex, netns_path: str, pod_id: str) -> None:
                             f"timed out waiting for streams of request {pair.request_id}".encode(),
                         )
                     session.finish(pair.error_stream)
-                if pair.data_stream:
-                    session.reset(pair.data_stream)
+                # Forgotten by the connection too: a stream the client still holds open is
+                # reset (it stayed tracked for the connection's life).
+                for sid in (pair.error_stream, pair.data_stream):
+                    if sid and session.conn.is_open(sid):
+                        session.reset(sid)
 
     expiry = asyncio.create_task(expire())
     try:

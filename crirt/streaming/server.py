@@ -310,12 +310,19 @@ class StreamingServer:
         if _upgrade_kind(req) == "spdy":
             proto = _negotiate_spdy(req, pf.SPDY_PROTOCOLS)
             _accept_spdy(tcp, proto)
-            await portforward.serve_spdy(tcp, sb.netns_path, sb.id)
+            await portforward.serve_spdy(
+                tcp, sb.netns_path, sb.id, self.config.port_forward_max_pending
+            )
             return
         proto, key = _negotiate_ws(req, pf.WEBSOCKET_PROTOCOLS)
         if proto == pf.TUNNEL_PROTOCOL:
             _accept_ws(tcp, key, proto)
-            await portforward.serve_spdy(WsTunnel(WsSession(tcp)), sb.netns_path, sb.id)
+            await portforward.serve_spdy(
+                WsTunnel(WsSession(tcp)),
+                sb.netns_path,
+                sb.id,
+                self.config.port_forward_max_pending,
+            )
             return
         ports = list(cached.ports)
         if not ports:

@@ -94,3 +94,63 @@ def test_legacy_websocket_layout() -> None:
     assert pf.port_prefix(8080) == b"\x90\x1f"
     assert pf.parse_ports(["80,443", "8080"]) == [80, 443, 8080]
     assert pf.error_text(80, "refused") == b"error forwarding port 80 to pod: refused"
+
+
+# ----- bounded work (issue 15) -------------------------------------------------------------------
+
+
+def _reset_work(n: int, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Pair-stream reads to open ``n`` half pairs and then reset each of them."""
+    reads = [0]
+
+    class CountingPair(pf.Pair):
+        def __getattribute__(self, name: str) -> object:
+            if name in ("data_stream", "error_stream"):
+                reads[0] += 1
+            return super().__getattribute__(name)
+
+    monkeypatch.setattr(pf, "Pair", CountingPair)
+    t = pf.PairTable(max_pending=n)
+    for i in range(n):
+        t.add(2 * i + 1, hdrs("error", rid=str(i)), 0.0)
+    for i in range(n):
+        t.drop_stream(2 * i + 1)
+    assert len(t) == 0
+    return reads[0]
+
+
+def test_resets_cost_linear_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every RST_STREAM scanned every pending pair: n resets cost n² reads.
+    n = 500
+    small, big = _reset_work(n, monkeypatch), _reset_work(2 * n, monkeypatch)
+    assert 1.8 < big / small < 2.2, (small, big)
+
+
+def test_pending_pairs_are_capped() -> None:
+    t = pf.PairTable(max_pending=2)
+    t.add(1, hdrs("error", rid="a"), 0.0)
+    t.add(3, hdrs("error", rid="b"), 0.0)
+    with pytest.raises(pf.StreamRejected, match="pending"):
+        t.add(5, hdrs("error", rid="c"), 0.0)
+    # The other half of a pending pair is still welcome, and completing a pair makes room.
+    assert t.add(7, hdrs("data", rid="a"), 0.0).complete
+    t.add(9, hdrs("error", rid="c"), 0.0)
+    # So does a reset.
+    t.drop_stream(3)
+    t.add(11, hdrs("error", rid="d"), 0.0)
+    assert len(t) == 2
+    assert pf.PairTable().max_pending == pf.MAX_PENDING_PAIRS
+
+
+def test_expired_pairs_are_forgotten_with_their_streams() -> None:
+    t = pf.PairTable()
+    t.add(1, hdrs("error", rid="a"), 0.0)
+    t.add(3, hdrs("data", rid="b"), 10.0)
+    t.add(5, hdrs("error", rid="c"), 20.0)
+    assert [p.request_id for p in t.expired(41.0, 30.0)] == ["a", "b"]
+    assert [p.request_id for p in t.expired(41.0, 30.0)] == []
+    t.drop_stream(1)  # no longer known: nothing happens
+    assert len(t) == 1
+    # A late second half of an expired pair starts a new pair, not a stale one.
+    p = t.add(7, hdrs("error", rid="b"), 42.0)
+    assert (p.data_stream, p.error_stream, p.created_at) == (0, 7, 42.0)

@@ -135,11 +135,15 @@ class FakePods:
         return sb
 
 
-def serve(tmp: Path, body: Callable[[StreamingServer], Awaitable[None]]) -> None:
+def serve(
+    tmp: Path,
+    body: Callable[[StreamingServer], Awaitable[None]],
+    config: StreamingConfig | None = None,
+) -> None:
     """Run ``body`` against a started server on a fresh event loop, then stop the server."""
 
     async def main() -> None:
-        srv = StreamingServer(StreamingConfig(), FakeContainers(tmp), FakePods())
+        srv = StreamingServer(config or StreamingConfig(), FakeContainers(tmp), FakePods())
         await srv.start()
         try:
             await asyncio.wait_for(body(srv), 30)
@@ -583,3 +587,45 @@ async def _spdy_port_forward_bad_port(server: StreamingServer) -> None:
         got = await asyncio.wait_for(c.collect({data, err}), 10)
         writer.close()
         assert got[data] == b"STILL HERE"
+
+
+def test_spdy_port_forward_pending_pairs_are_capped(tmp_path: Path) -> None:
+    serve(tmp_path, _pending_pairs_capped, StreamingConfig(port_forward_max_pending=2))
+
+
+async def _pending_pairs_capped(server: StreamingServer) -> None:
+    url = server.port_forward_url(PortForwardRequest("p1"))
+    reader, writer, _ = await request(url, SPDY_HEAD % "portforward.k8s.io")
+    c = SpdyClient(reader, writer)
+    for rid in ("a", "b"):
+        await c.open({"streamtype": "error", "port": "80", "requestid": rid})
+    sid = c.conn.next_stream_id()
+    h = {"streamtype": "error", "port": "80", "requestid": "c"}
+    writer.write(c.conn.send(spdy.SynStream(sid, h)))
+    assert await c.event() == spdy.RstStream(sid, spdy.REFUSED_STREAM)
+    writer.close()
+
+
+def test_spdy_port_forward_timed_out_streams_are_reset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crirt.streaming import portforward
+
+    monkeypatch.setattr(portforward, "PAIR_TIMEOUT", 0.2)
+    serve(tmp_path, _timed_out_streams_reset)
+
+
+async def _timed_out_streams_reset(server: StreamingServer) -> None:
+    url = server.port_forward_url(PortForwardRequest("p1"))
+    reader, writer, _ = await request(url, SPDY_HEAD % "portforward.k8s.io")
+    c = SpdyClient(reader, writer)
+    # An error stream whose data stream never comes, and which the client keeps open: the
+    # server reports the timeout on it, then resets it, so neither side keeps it.
+    err = await c.open({"streamtype": "error", "port": "80", "requestid": "x"})
+    got = [await asyncio.wait_for(c.event(), 10) for _ in range(3)]
+    writer.close()
+    assert got == [
+        spdy.Data(err, b"timed out waiting for streams of request x"),
+        spdy.Data(err, b"", fin=True),
+        spdy.RstStream(err, spdy.CANCEL),
+    ]
