@@ -35,7 +35,8 @@ quiet() {
 # --- Debian packages --------------------------------------------------------------------------
 PKGS=(runc crun containernetworking-plugins catatonit iptables iproute2 docker-registry
       busybox-static skopeo umoci util-linux gcc libc6-dev file curl ca-certificates tar gzip
-      procps libseccomp-dev pkg-config containerd)
+      procps libseccomp-dev pkg-config containerd
+      clang strace)  # clang: libFuzzer (tests/native); strace: counts a monitor's syscalls
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -F "install ok installed" >/dev/null \
@@ -105,11 +106,11 @@ fi
 # --- the native monitor ----------------------------------------------------------------------
 # crirt's default per-container monitor (runtime.monitor_path). Rebuilt when its source changed;
 # the new binary is renamed into place, so running monitors keep theirs.
-MONITOR_SRC="$REPO/crirt/monitor/native/crirt-monitor.c"
+MONITOR_SRC="$REPO/crirt/monitor/native"
 MONITOR_BIN="${CRIRT_MONITOR_BIN:-/usr/local/libexec/crirt/crirt-monitor}"
-if [[ -f "$MONITOR_SRC" ]]; then
+if [[ -d "$MONITOR_SRC" ]]; then
   stamp="$CACHE/monitor.stamp"
-  want="$(cat "$MONITOR_SRC" "$REPO/scripts/build-monitor.sh" | sha256sum | cut -d' ' -f1) $MONITOR_BIN"
+  want="$(cat "$MONITOR_SRC"/*.[ch] "$REPO/scripts/build-monitor.sh" | sha256sum | cut -d' ' -f1) $MONITOR_BIN"
   if [[ -x "$MONITOR_BIN" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
     log "monitor: $MONITOR_BIN up to date"
   else

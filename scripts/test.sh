@@ -65,6 +65,14 @@ rc=0
 # running into CI's 90 minutes. SIGINT first, so pytest still runs its fixtures' teardown.
 timeout -s INT -k 120 1800 python3 -m pytest -p no:cacheprovider tests || rc=$?
 
+echo "== native monitor: protocol tests under ASan/UBSan, then its fuzz targets"
+# The monitor's C units: its protocol tests again with the sanitizer build (~1 min), and each
+# libFuzzer target for 30 s from its seed corpus (tests/native/run.sh; ~2.5 min).
+nrc=0
+CRIRT_TEST_MONITOR_SANITIZE=1 timeout -s INT -k 60 900 python3 -m pytest -p no:cacheprovider -q \
+  -k native tests/integration/test_monitor.py tests/integration/test_native_forkserver.py || nrc=$?
+timeout -k 60 600 tests/native/run.sh fuzz 30 || nrc=$?
+
 echo "== critest"
 crc=0
 CRIRT_SKIP_INSTALL=1 timeout -k 60 900 ./critest.sh || crc=$?
@@ -89,7 +97,7 @@ echo "== bench (reporting, not gating)"
 # else loads the machine; its result never fails the run.
 timeout 600 bench/run --quick 2>&1 || echo "bench: bench/run --quick failed (not gating)"
 
-if ((rc != 0 || crc != 0 || grc != 0)); then
-  echo "test.sh: pytest exit $rc, critest.sh exit $crc, guest stage exit $grc"
+if ((rc != 0 || nrc != 0 || crc != 0 || grc != 0)); then
+  echo "test.sh: pytest exit $rc, native monitor stage exit $nrc, critest.sh exit $crc, guest stage exit $grc"
   exit 1
 fi

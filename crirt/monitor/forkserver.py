@@ -5,7 +5,7 @@ interpreter costs ~4.5 MB PSS; forked from a parent that already imported the mo
 and called ``gc.freeze()`` it shares those pages copy-on-write (see design notes, "The
 monitor"). With the native monitor (``MonitorClient.monitor_path``) crirt starts that binary's
 own fork server mode instead (``crirt-monitor --fork-server SOCKET --code CODE``, in
-``native/crirt-monitor.c``): same invariants and protocol, ~0.3 MB PSS instead of ~8 MB, and a
+``native/forkserver.c``): same invariants and protocol, ~0.3 MB PSS instead of ~8 MB, and a
 spawn request there carries ``exec``, the binary to run as the monitor. Invariants:
 
 * One per state directory: an exclusive ``flock`` on ``<socket>.lock`` held for its lifetime; a

@@ -30,6 +30,7 @@ from crirt.monitor.client import MonitorClient
 from crirt.monitor.protocol import MonitorSpec
 from crirt.sansio.crilog import Stream, join_messages, parse_log
 from tests.helpers.bundle import RUNC, make_bundle, remove_test_cgroups
+from tests.integration.conftest import SANITIZED_MONITOR
 
 T = TypeVar("T")
 
@@ -604,6 +605,7 @@ def test_oom_kill_is_detected(env: Env) -> None:
 
 @pytest.mark.root
 @needs_root
+@pytest.mark.skipif(SANITIZED_MONITOR, reason="the sanitizers' shadow memory is not the monitor's")
 def test_memory_and_latency_of_ten_monitors(env: Env) -> None:
     # Given ten idle containers, each with its own monitor from the fork server
     specs = [env.spec(f"mem{i}", ["sleep", "1000"]) for i in range(10)]
@@ -808,3 +810,79 @@ def test_stuck_attach_client_is_dropped_not_waited_for(env: Env) -> None:
     got = read_to_eof(stuck)
     assert len(got.get(protocol.ATTACH_STDOUT, b"")) < 8000000
     stuck.close()
+
+
+def _accept_calls(pid: int, seconds: float) -> int:
+    """How many accept4 calls process ``pid`` makes within ``seconds`` (strace's count): a
+    monitor that waits makes a handful, one that spins on a readable listening socket
+    thousands, however busy the machine."""
+    r = subprocess.run(
+        ["timeout", "-s", "INT", str(seconds), "strace", "-qq", "-p", str(pid), "-e", "accept4"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return sum(1 for line in r.stderr.splitlines() if line.startswith("accept4("))
+
+
+def _connect_many(path: str, n: int) -> list[socket.socket]:
+    """n clients, each connected as soon as the listen backlog has room: the first ones while
+    the monitor accepts; once it stops accepting, the backlog fills and the rest time out
+    (unconnected, which is fine)."""
+    conns = []
+    for _ in range(n):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(0.5)
+        with contextlib.suppress(TimeoutError, BlockingIOError):
+            s.connect(path)
+        conns.append(s)
+    return conns
+
+
+@pytest.mark.root
+@needs_root
+def test_monitor_out_of_descriptors_waits_instead_of_spinning(env: Env) -> None:
+    if env.monitor_path is None:
+        pytest.skip("the native monitor's accept loop (the Python one is the reference)")
+    # Given a monitor that has only three descriptors to spare
+    spec = env.spec("fds", ["sleep", "1000"])
+    mpid = run(env.create_and_start(spec))
+    nfds = len(os.listdir(f"/proc/{mpid}/fd"))
+    # (the soft limit only: raising it back needs no CAP_SYS_RESOURCE)
+    subprocess.run(["prlimit", f"--pid={mpid}", f"--nofile={nfds + 3}:"], check=True)
+    # When twenty clients connect to its ctl socket and stay
+    conns = _connect_many(spec.ctl_socket, 20)
+    try:
+        wait_for(lambda: len(os.listdir(f"/proc/{mpid}/fd")) >= nfds + 3)
+        # Then it does not spin on the connections it cannot accept (EMFILE) ...
+        calls = _accept_calls(mpid, 1.5)
+        assert calls < 60, f"{calls} accept4 calls in 1.5 s: the monitor spins"
+    finally:
+        for c in conns:
+            c.close()
+    # ... and once they are gone (and descriptors are back), it answers again.
+    subprocess.run(["prlimit", f"--pid={mpid}", "--nofile=1024:"], check=True)
+    wait_for(lambda: run(env.client.ping(spec.ctl_socket))["pid"] == mpid, 10)
+
+
+@pytest.mark.root
+@needs_root
+def test_monitor_serves_at_most_max_clients_at_once(env: Env) -> None:
+    if env.monitor_path is None:
+        pytest.skip("the native monitor's client cap (the Python one is the reference)")
+    # Given a monitor
+    spec = env.spec("cap", ["sleep", "1000"])
+    mpid = run(env.create_and_start(spec))
+    nfds = len(os.listdir(f"/proc/{mpid}/fd"))
+    # When ninety clients connect and stay
+    conns = _connect_many(spec.ctl_socket, 90)
+    try:
+        wait_for(lambda: len(os.listdir(f"/proc/{mpid}/fd")) >= nfds + 64)
+        # Then it holds 64 of them (MAX_CLIENTS), no more, and does not spin on the rest
+        assert _accept_calls(mpid, 1.5) < 60
+        assert len(os.listdir(f"/proc/{mpid}/fd")) == nfds + 64
+    finally:
+        for c in conns:
+            c.close()
+    # And when they leave, it answers again
+    wait_for(lambda: run(env.client.ping(spec.ctl_socket))["pid"] == mpid, 10)

@@ -21,6 +21,7 @@ import pytest
 
 from crirt.monitor import protocol
 from crirt.monitor.client import MonitorClient
+from tests.integration.conftest import SANITIZED_MONITOR
 from tests.integration.test_monitor import children_of, pid_running, smaps_rollup, wait_for
 
 # Non-ASCII and a quote: the ping reply must escape it as json.dumps does.
@@ -118,6 +119,7 @@ def test_ping_reply_is_what_protocol_encodes(server: Server) -> None:
     assert reply == protocol.encode_reply(True, pid=server.pid, code=CODE)
 
 
+@pytest.mark.skipif(SANITIZED_MONITOR, reason="the sanitizers' shadow memory is not the server's")
 def test_memory(server: Server) -> None:
     request(server, protocol.encode_request(protocol.OP_PING))
     rollup = smaps_rollup(server.pid)
@@ -184,6 +186,34 @@ def test_a_bad_request_is_refused_and_leaks_nothing(
         True, pid=server.pid, code=CODE
     )
     assert children_of(server.pid) == {}
+
+
+def test_fds_cut_short_at_its_fd_limit_are_refused_and_only_those_received_closed(
+    server: Server,
+) -> None:
+    # Given a server with room for one more fd than the connection it accepts (soft limit)
+    before = open_fds(server.pid)
+    limit = max(int(fd) for fd in before) + 3
+    subprocess.run(["prlimit", f"--pid={server.pid}", f"--nofile={limit}:"], check=True)
+    # When a spawn request brings three fds: the kernel installs one and truncates the rest
+    # (MSG_CTRUNC)
+    pipes = [os.pipe() for _ in range(3)]
+    try:
+        spec = {"container_id": "x"}
+        payload = protocol.encode_request("spawn", spec=spec, exec="/bin/true")
+        reply = json.loads(request(server, payload, [w for _, w in pipes]))
+    finally:
+        for _, w in pipes:
+            os.close(w)
+        for r, _ in pipes:
+            os.close(r)
+    # Then it is refused, and the server closed what arrived and nothing of its own
+    assert reply["ok"] is False, reply
+    assert "sync pipe fd" in reply["error"], reply
+    wait_for(lambda: open_fds(server.pid) == before, 2)
+    assert request(server, protocol.encode_request(protocol.OP_PING)) == protocol.encode_reply(
+        True, pid=server.pid, code=CODE
+    )
 
 
 def test_a_silent_client_does_not_block_the_others(server: Server) -> None:
