@@ -276,6 +276,9 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         self, request: api_pb2.GetEventsRequest, context: Ctx
     ) -> AsyncIterator[Any]:
         with self.events.subscribe() as sub:
+            # The headers go out once subscribed: a client that waits for them (as the tests
+            # do) misses no event after that.
+            await context.send_initial_metadata(())
             while True:
                 yield _event(await sub.get())
 

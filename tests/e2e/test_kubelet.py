@@ -17,7 +17,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -667,13 +666,35 @@ def test_kubelet_rotates_logs_through_reopen(node: Node) -> None:
     assert len(list(logdir.glob("0.log*"))) <= 3
 
 
+def rpcs_since(node: Node, offset: int, rpc: str) -> int:
+    """How many ``rpc`` calls crirt has answered since its log had ``offset`` bytes."""
+    with open(node.crirt.log_file, "rb") as f:
+        f.seek(offset)
+        want = f"rpc={rpc}".encode()
+        return sum(1 for line in f if b"rpc done" in line and want in line)
+
+
+def wait_until_relisted_and_synced(node: Node, offset: int) -> None:
+    """Fifteen kubelet relists (PLEG lists sandboxes and containers every 1 s; three 5 s sync
+    periods) answered by crirt since ``offset``: time for the kubelet to act on anything it
+    finds wrong, counted in its calls rather than in seconds (a busy machine relists slower)."""
+    wait_for(
+        "fifteen kubelet relists",
+        lambda: (
+            rpcs_since(node, offset, "ListPodSandbox") >= 15
+            and rpcs_since(node, offset, "ListContainers") >= 15
+        ),
+        timeout=180,
+    )
+
+
 def test_crirt_restart_keeps_healthy_containers(node: Node) -> None:
     before = {n: status(p) for n, p in node.pods().items() if n in HEALTHY}
     assert all(st["ready"] for st in before.values()), before
     # SIGKILL: the harshest restart; the containers and their monitors must carry on.
+    offset = node.crirt.log_file.stat().st_size
     node.crirt.restart(signal.SIGKILL)
-    # Give the kubelet several relists and sync periods (1 s and 5 s) against the new server.
-    time.sleep(15)
+    wait_until_relisted_and_synced(node, offset)
     assert_same_containers(node, before, "after the crirt restart")
     r = node.api("POST", f"/run/default/sleeper-{NODE}/sleeper?cmd=echo%20still-here")
     assert r.text.strip() == "still-here"
@@ -691,9 +712,9 @@ def test_crirt_restart_keeps_healthy_containers(node: Node) -> None:
 def test_kubelet_restart_adopts_running_pods(node: Node) -> None:
     before = {n: status(p) for n, p in node.pods().items() if n in HEALTHY}
     node.stop()
+    offset = node.crirt.log_file.stat().st_size
     node.start()
-    # The new kubelet relists from crirt and syncs every pod at least once.
-    time.sleep(12)
+    wait_until_relisted_and_synced(node, offset)
     assert_same_containers(node, before, "under the new kubelet")
 
 

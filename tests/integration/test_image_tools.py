@@ -538,7 +538,6 @@ def test_stalled_pull_is_cancelled(
         with pytest.raises(DeadlineExceeded, match=r"no progress for 1\.5 s"):
             run(s.pull(f"example.test/{repo}:v1"))
         assert time.monotonic() - t0 < 20
-        time.sleep(0.5)
         assert _layers(s) == []
     finally:
         s.close()

@@ -386,7 +386,9 @@ def test_reopen_after_rotation(env: Env) -> None:
     assert log.exists()
     size_old = rotated.stat().st_size
     wait_for(lambda: log.stat().st_size > 100)
-    time.sleep(0.5)
+    # (two more ticks into the new file: whatever the monitor writes now goes there)
+    size_new = log.stat().st_size
+    wait_for(lambda: log.stat().st_size > size_new + 20)
     assert rotated.stat().st_size == size_old
     # And no line is lost or torn across the two files
     ticks = [m for _, m in join_messages(parse_log(rotated.read_bytes() + log.read_bytes()))]
@@ -616,7 +618,9 @@ def test_memory_and_latency_of_ten_monitors(env: Env) -> None:
         t0 = time.perf_counter()
         mpids.append(run(env.create_and_start(s)))
         ready.append(time.perf_counter() - t0)
-    time.sleep(0.3)
+    # each in its loop, answering
+    for s in specs:
+        run(env.client.ping(s.ctl_socket))
     # When their memory is read from smaps_rollup
     rollups = [smaps_rollup(p) for p in mpids]
     pss = sum(r["Pss"] for r in rollups) / len(rollups)
@@ -742,13 +746,15 @@ def test_attach_streams_output_and_stdin_once_closes_stdin(env: Env) -> None:
 @needs_root
 def test_attach_without_stdin_once_keeps_stdin_for_the_next_client(env: Env) -> None:
     spec = env.spec("att2", ["sh"], stdin=True, stdin_once=False)
-    run(env.create_and_start(spec))
+    mpid = run(env.create_and_start(spec))
     first = attach(spec, stdin=True)
     first.send(bytes([protocol.ATTACH_STDIN]) + b"echo one\n")
     assert b"one" in read_until(first, b"one")[protocol.ATTACH_STDOUT]
     # A hang-up without stdin_once leaves the container's stdin open
+    nfds = len(os.listdir(f"/proc/{mpid}/fd"))
     first.close()
-    time.sleep(0.2)
+    # (the monitor has let the client go: one fd fewer)
+    wait_for(lambda: len(os.listdir(f"/proc/{mpid}/fd")) == nfds - 1)
     assert MonitorClient.read_exit(spec.exit_file) is None
     # A watcher without stdin sees what the next stdin client makes the shell print
     watcher = attach(spec)

@@ -12,6 +12,7 @@ import pytest
 
 from crirt._gen import api_pb2
 from tests.helpers.crirt import Crirt
+from tests.helpers.wait import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.testbed]
 
@@ -58,7 +59,10 @@ def test_sigkill_restart_keeps_containers_and_reports_exits(crirt: Crirt) -> Non
         ids[name] = cid
 
     crirt.stop(signal.SIGKILL)
-    time.sleep(2.5)  # the quitter exits while no server is running
+    # The quitter exits while no server is running: its monitor records the exit.
+    wait_for(
+        "the quitter's exit file", lambda: (crirt.state / "exits" / ids["quitter"]).exists(), 30
+    )
     log = crirt.logs / "pod" / "ticker.log"
     size_down = log.stat().st_size
     crirt.start()
@@ -78,8 +82,7 @@ def test_sigkill_restart_keeps_containers_and_reports_exits(crirt: Crirt) -> Non
     assert [(s.id, s.state) for s in sandboxes] == [(pod, api_pb2.SANDBOX_READY)]
     assert "bye" in (crirt.logs / "pod" / "quitter.log").read_text()
 
-    time.sleep(0.5)
-    assert log.stat().st_size > size_down, "logs stopped flowing"
+    wait_for("the ticker's log to keep flowing", lambda: log.stat().st_size > size_down, 30)
     out = crirt.rt.ExecSync(
         api_pb2.ExecSyncRequest(container_id=ids["ticker"], cmd=["echo", "-n", "alive"])
     )

@@ -213,7 +213,7 @@ def test_every_lifecycle_change_reaches_an_events_client(crirt: Crirt) -> None:
 
     t = threading.Thread(target=pump, daemon=True)
     t.start()
-    time.sleep(0.5)  # the server subscribes when the stream starts
+    call.initial_metadata()  # sent by the server once it has subscribed
     sid, pcfg = _pod(crirt, "events")
     cid = _create(crirt, sid, pcfg, "c", ["sleep", "600"])
     crirt.rt.StartContainer(api_pb2.StartContainerRequest(container_id=cid))

@@ -6,12 +6,14 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from crirt.image.service import _LayerJob, _Progress
+from crirt.storage import locks
 from crirt.storage.layers import LAYER_JSON, LayerStore
 
 LID = "sha256:" + "ab" * 32
@@ -54,13 +56,26 @@ def test_a_layer_another_pull_holds_shared_is_used_not_awaited(tmp_path: Path) -
     os.close(other)
 
 
-def test_a_layer_being_downloaded_is_awaited_then_shared(tmp_path: Path) -> None:
+def test_a_layer_being_downloaded_is_awaited_then_shared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Given another pull downloading the layer (exclusive lock, layer absent)
     layers = LayerStore(tmp_path / "layers")
     other = layers.lock(LID, shared=False)
     assert other is not None
+    refused = threading.Event()
+    try_flock = locks._try_flock
+
+    def spy(fd: int, op: int) -> bool:
+        got = try_flock(fd, op)
+        if not got:
+            refused.set()
+        return got
+
+    monkeypatch.setattr(locks, "_try_flock", spy)
     out, t = _call(_job(layers))
-    time.sleep(0.5)
+    # (once it has found the lock taken: it polls, and waits between polls)
+    assert refused.wait(10), "the pull never tried the lock"
     assert not out, "did not wait for the download in progress"
     # When the download ends (layer committed, lock turned shared)
     _present(layers)
