@@ -12,8 +12,6 @@ import pytest
 from tests.helpers.crirt import REPO, Crirt, private_network
 from tests.helpers.registry import LocalRegistry
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-
 
 @pytest.fixture(scope="session")
 def testbed() -> Iterator[None]:

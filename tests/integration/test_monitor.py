@@ -30,14 +30,11 @@ from crirt.monitor.client import MonitorClient
 from crirt.monitor.protocol import MonitorSpec
 from crirt.sansio.crilog import Stream, join_messages, parse_log
 from tests.helpers.bundle import RUNC, make_bundle, remove_test_cgroups
+from tests.helpers.marks import needs_runc
 from tests.integration.conftest import SANITIZED_MONITOR
 
 T = TypeVar("T")
 
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0 or not os.path.exists(RUNC) or not os.path.exists("/bin/busybox"),
-    reason="needs root, runc and busybox-static",
-)
 
 LOOP = ["sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.05; done"]
 
@@ -220,7 +217,7 @@ def log_messages(spec: MonitorSpec) -> list[tuple[Stream, bytes]]:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_stdout_stderr_and_exit_code(env: Env) -> None:
     # Given a container printing on both streams and exiting 3
     spec = env.spec("echo", ["sh", "-c", "echo hello; echo err >&2; exit 3"])
@@ -242,7 +239,7 @@ def test_stdout_stderr_and_exit_code(env: Env) -> None:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_long_lines_are_split_and_partial_tail_flushed(env: Env) -> None:
     # busybox printf pads; tr turns the padding into a long run of one letter.
     script = "printf '%20000s\\n' x; printf 'no newline at the end'"
@@ -259,7 +256,7 @@ def test_long_lines_are_split_and_partial_tail_flushed(env: Env) -> None:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_shared_pid_namespace_leftovers_die_with_init(env: Env) -> None:
     # Given a container without a PID namespace of its own (as in a pod's shared one) whose
     # init leaves a background process holding its stdout
@@ -281,7 +278,7 @@ def test_shared_pid_namespace_leftovers_die_with_init(env: Env) -> None:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_sigkill_is_exit_code_137(env: Env) -> None:
     spec = env.spec("kill", ["sleep", "1000"])
     run(env.create_and_start(spec))
@@ -293,7 +290,7 @@ def test_sigkill_is_exit_code_137(env: Env) -> None:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_runc_start_of_a_created_container(env: Env) -> None:
     # Given a container the monitor only created (the pod's infra: crirt runs `runc start`)
     spec = env.spec("infra", ["sh", "-c", "echo up; exec sleep 600"])
@@ -312,7 +309,7 @@ def test_runc_start_of_a_created_container(env: Env) -> None:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_created_then_deleted_container_gets_an_exit_file(env: Env) -> None:
     # Given a container created but never started
     spec = env.spec("never", ["true"])
@@ -327,7 +324,7 @@ def test_created_then_deleted_container_gets_an_exit_file(env: Env) -> None:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_bad_bundle_reports_runc_error_and_leaves_no_monitor(env: Env) -> None:
     # Given a bundle whose process binary does not exist
     spec = env.spec("bad", ["/nonexistent-binary"])
@@ -344,7 +341,7 @@ def test_bad_bundle_reports_runc_error_and_leaves_no_monitor(env: Env) -> None:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_client_timeout_makes_the_monitor_delete_the_container(env: Env) -> None:
     # Given a runtime that needs longer than the client is willing to wait
     slow = env.tmp / "slow-runc"
@@ -361,7 +358,7 @@ def test_client_timeout_makes_the_monitor_delete_the_container(env: Env) -> None
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_missing_log_directory_is_an_error(env: Env) -> None:
     spec = env.spec("nolog", ["true"])
     os.rmdir(Path(spec.log_path).parent)
@@ -371,7 +368,7 @@ def test_missing_log_directory_is_an_error(env: Env) -> None:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_reopen_after_rotation(env: Env) -> None:
     # Given a container logging continuously
     spec = env.spec("rot", LOOP)
@@ -403,7 +400,7 @@ def test_reopen_after_rotation(env: Env) -> None:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_reopen_failure_keeps_the_old_file(env: Env) -> None:
     spec = env.spec("rotfail", LOOP)
     run(env.create_and_start(spec))
@@ -418,7 +415,7 @@ def test_reopen_failure_keeps_the_old_file(env: Env) -> None:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_monitor_survives_fork_server_kill_and_client_restart(env: Env) -> None:
     # Given a running container whose monitor came from the fork server
     spec = env.spec("survive", LOOP)
@@ -457,7 +454,7 @@ def test_monitor_survives_fork_server_kill_and_client_restart(env: Env) -> None:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_outdated_fork_server_is_replaced(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a fork server and a monitor it started
     spec = env.spec("old", LOOP)
@@ -481,7 +478,7 @@ def test_outdated_fork_server_is_replaced(env: Env, monkeypatch: pytest.MonkeyPa
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_exited_monitors_are_reaped_by_the_fork_server(env: Env) -> None:
     # Given monitors from the fork server whose containers exit at once
     specs = [env.spec(f"reap{i}", ["true"]) for i in range(3)]
@@ -497,7 +494,7 @@ def test_exited_monitors_are_reaped_by_the_fork_server(env: Env) -> None:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_fallback_without_fork_server(env: Env) -> None:
     env.client = env.new_client(use_fork_server=False)
     spec = env.spec("fallback", ["sh", "-c", "echo via fallback"])
@@ -509,7 +506,7 @@ def test_fallback_without_fork_server(env: Env) -> None:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_a_native_monitor_that_cannot_be_executed_is_a_clear_error(env: Env) -> None:
     # Given a client told to use a native monitor that is not there
     env.client = MonitorClient(env.tmp / "state", monitor_path=str(env.tmp / "no-monitor"))
@@ -523,7 +520,7 @@ def test_a_native_monitor_that_cannot_be_executed_is_a_clear_error(env: Env) -> 
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_discarded_log_still_drains_output(env: Env) -> None:
     # 1 MiB of output with no log file must not block the container on a full pipe.
     spec = env.spec("discard", ["sh", "-c", "yes | head -c 1048576; exit 5"], log=False)
@@ -533,7 +530,7 @@ def test_discarded_log_still_drains_output(env: Env) -> None:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_concurrent_starts_share_one_fork_server(env: Env) -> None:
     specs = [env.spec(f"par{i}", ["sh", "-c", f"echo {i}"]) for i in range(6)]
 
@@ -548,7 +545,7 @@ def test_concurrent_starts_share_one_fork_server(env: Env) -> None:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_tty_output_goes_to_stdout(env: Env) -> None:
     spec = env.spec(
         "tty", ["sh", "-c", "echo on a tty; [ -t 1 ] && echo yes"], tty=True, terminal=True
@@ -561,7 +558,7 @@ def test_tty_output_goes_to_stdout(env: Env) -> None:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_long_socket_paths(env: Env) -> None:
     # Given state paths longer than sun_path (108 bytes), with a console socket too
     deep = env.tmp / ("d" * 60) / ("e" * 60)
@@ -581,7 +578,7 @@ def test_long_socket_paths(env: Env) -> None:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_second_monitor_for_a_live_ctl_socket_is_refused(env: Env) -> None:
     spec = env.spec("dup", ["sleep", "1000"])
     run(env.create_and_start(spec))
@@ -595,7 +592,7 @@ def test_second_monitor_for_a_live_ctl_socket_is_refused(env: Env) -> None:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_oom_kill_is_detected(env: Env) -> None:
     # tail buffers /dev/zero (no newline) until the 16 MiB limit kills it.
     spec = env.spec("oom", ["sh", "-c", "tail /dev/zero"], memory_limit=16 * 1024 * 1024)
@@ -606,7 +603,7 @@ def test_oom_kill_is_detected(env: Env) -> None:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 @pytest.mark.skipif(SANITIZED_MONITOR, reason="the sanitizers' shadow memory is not the monitor's")
 def test_memory_and_latency_of_ten_monitors(env: Env) -> None:
     # Given ten idle containers, each with its own monitor from the fork server
@@ -720,7 +717,7 @@ def read_to_eof(sock: socket.socket) -> dict[int, bytes]:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_attach_streams_output_and_stdin_once_closes_stdin(env: Env) -> None:
     # Given a shell reading stdin, with stdin_once
     spec = env.spec("att1", ["sh"], stdin=True, stdin_once=True)
@@ -743,7 +740,7 @@ def test_attach_streams_output_and_stdin_once_closes_stdin(env: Env) -> None:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_attach_without_stdin_once_keeps_stdin_for_the_next_client(env: Env) -> None:
     spec = env.spec("att2", ["sh"], stdin=True, stdin_once=False)
     mpid = run(env.create_and_start(spec))
@@ -767,7 +764,7 @@ def test_attach_without_stdin_once_keeps_stdin_for_the_next_client(env: Env) -> 
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_attach_hangup_counts_as_stdin_end_with_stdin_once(env: Env) -> None:
     spec = env.spec("att3", ["cat"], stdin=True, stdin_once=True)
     run(env.create_and_start(spec))
@@ -782,7 +779,7 @@ def test_attach_hangup_counts_as_stdin_end_with_stdin_once(env: Env) -> None:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_attach_tty_resize(env: Env) -> None:
     spec = env.spec("att4", ["sh"], stdin=True, tty=True, terminal=True)
     run(env.create_and_start(spec))
@@ -796,7 +793,7 @@ def test_attach_tty_resize(env: Env) -> None:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_stuck_attach_client_is_dropped_not_waited_for(env: Env) -> None:
     # Given a client that attaches and never reads
     spec = env.spec(
@@ -846,7 +843,7 @@ def _connect_many(path: str, n: int) -> list[socket.socket]:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_monitor_out_of_descriptors_waits_instead_of_spinning(env: Env) -> None:
     if env.monitor_path is None:
         pytest.skip("the native monitor's accept loop (the Python one is the reference)")
@@ -872,7 +869,7 @@ def test_monitor_out_of_descriptors_waits_instead_of_spinning(env: Env) -> None:
 
 
 @pytest.mark.root
-@needs_root
+@needs_runc
 def test_monitor_serves_at_most_max_clients_at_once(env: Env) -> None:
     if env.monitor_path is None:
         pytest.skip("the native monitor's client cap (the Python one is the reference)")

@@ -30,6 +30,7 @@ import pytest
 from crirt._gen import api_pb2
 from crirt.errors import DeadlineExceeded, Internal, InvalidArgument, Unavailable
 from crirt.network import CniManager, PortMapping, netns
+from tests.helpers.marks import IS_ROOT, needs_root
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY_CONFLIST = REPO / "deploy" / "cni" / "10-crirt-bridge.conflist"
@@ -43,8 +44,6 @@ TEST_GATEWAY = "10.99.0.1"
 HOST_PORT = 18080  # not critest's 12000-12003
 POD_PORT = 8080
 
-IS_ROOT = os.geteuid() == 0
-needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root")
 needs_plugins = pytest.mark.skipif(
     not all((CNI_BIN / p).exists() for p in ("bridge", "host-local", "portmap", "loopback"))
     or shutil.which("iptables") is None
