@@ -8,9 +8,13 @@
 * ``SpdySession``: SPDY events over any byte pipe; echoes PINGs and resets streams that broke
   the rules, so its users only see the frames that matter to them.
 
-One task reads (``events``/``recv``) while others write. The only read timeout here is the
-connection's idle timeout (``TcpDuplex``): no byte either way for that long reads as EOF, as
-if the client had gone; the callers bound their sessions otherwise.
+One task reads (``events``/``recv``) while others write. The reading task waits for the
+transport to drain before each read, so the replies it writes itself (PING echoes, RST_STREAM,
+pongs) hold at most about the high-water mark plus one read's worth per connection.
+
+The only read timeout here is the connection's idle timeout (``TcpDuplex``): no byte either
+way for that long reads as EOF, as if the client had gone; the callers bound their sessions
+otherwise.
 """
 
 from __future__ import annotations
@@ -44,6 +48,18 @@ class Duplex(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+async def _drained(duplex: Duplex) -> bool:
+    """Before reading more from a client: wait while what we wrote to it (replies to its PINGs,
+    RST_STREAMs, pongs) is above the transport's high-water mark, so that a client that sends
+    and never reads is paused instead of filling our memory. False once the connection is gone.
+    """
+    try:
+        await duplex.drain()
+    except ConnectionError:
+        return False
+    return True
 
 
 class TcpDuplex:
@@ -131,6 +147,9 @@ class WsSession:
                 self.closed = True
                 return None
             if isinstance(ev, ws.NeedData):
+                if not await _drained(self.tcp):
+                    self.closed = True
+                    return None
                 self.conn.receive_data(await self.tcp.recv())
                 continue
             if isinstance(ev, ws.Message):
@@ -208,6 +227,9 @@ class SpdySession:
                 self.ended = True
                 return
             if isinstance(ev, spdy.NeedData):
+                if not await _drained(self.duplex):
+                    self.ended = True
+                    return
                 self.conn.receive_data(await self.duplex.recv())
                 continue
             if isinstance(ev, spdy.Ping):

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+from collections.abc import Awaitable, Callable
 
-from crirt.streaming.transport import TcpDuplex
+import pytest
+
+from crirt.sansio import spdy
+from crirt.sansio import websocket as ws
+from crirt.streaming.transport import SpdySession, TcpDuplex, WsSession
 
 
 async def _pair(idle: float) -> tuple[TcpDuplex, asyncio.StreamReader, asyncio.StreamWriter]:
@@ -74,3 +81,96 @@ def test_no_timeout_by_default() -> None:
         await tcp.close()
 
     asyncio.run(main())
+
+
+# ----- back-pressure on control replies (issue 15) ---------------------------------------------
+
+# What the server may hold for a client that sends and never reads: the transport's high-water
+# mark (64 KiB) plus the replies to one read (READ_SIZE), with room to spare; it was unbounded
+# (a client pinging without reading grew the daemon by 575 MB in 45 s).
+MAX_HELD = 4 * 64 * 1024
+SENT_AT_MOST = 4 << 20
+
+
+async def _flood(
+    frame: bytes, reply_size: int, serve: Callable[[TcpDuplex], Awaitable[None]]
+) -> tuple[int, int]:
+    """Send copies of ``frame`` over a socketpair to ``serve`` without reading: returns the
+    largest write buffer the server held and the bytes sent before it stopped reading. Then
+    read: a reply of ``reply_size`` bytes comes for every frame sent."""
+    a, b = socket.socketpair()
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_connection(sock=a)
+    task = asyncio.create_task(serve(TcpDuplex(reader, writer)))
+    b.setblocking(False)
+    chunk = frame * (32 * 1024 // len(frame))
+    pending = memoryview(b"")
+    sent = stalls = peak = 0
+    try:
+        while sent < SENT_AT_MOST and stalls < 50:
+            if not pending:
+                pending = memoryview(chunk)
+            try:
+                n = b.send(pending)
+            except BlockingIOError:
+                stalls += 1  # the server has stopped reading (or is busy): wait a little
+                await asyncio.sleep(0.01)
+            else:
+                sent += n
+                pending = pending[n:]
+                stalls = 0
+                await asyncio.sleep(0)
+            peak = max(peak, writer.transport.get_write_buffer_size())
+        want = (sent + len(pending)) // len(frame) * reply_size
+
+        async def read_replies() -> int:
+            got = 0
+            while got < want:
+                got += len(await loop.sock_recv(b, 1 << 16))
+            return got
+
+        async with asyncio.timeout(60):
+            replies = asyncio.create_task(read_replies())
+            await loop.sock_sendall(b, pending)  # the rest of the last frame
+            assert await replies == want
+        return peak, sent
+    finally:
+        b.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        writer.close()
+
+
+async def _spdy_events(tcp: TcpDuplex) -> None:
+    async for _ in SpdySession(tcp).events():
+        pass
+
+
+async def _ws_messages(tcp: TcpDuplex) -> None:
+    session = WsSession(tcp)
+    while await session.recv() is not None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("frame", "reply_size"),
+    [
+        (spdy.Connection(client=True).send(spdy.Ping(1)), 12),  # echoed
+        (spdy.encode_data(99, b"", fin=False), 16),  # unknown stream: RST_STREAM
+    ],
+    ids=["ping", "data-on-unknown-stream"],
+)
+def test_spdy_replies_to_a_client_that_never_reads_are_bounded(
+    frame: bytes, reply_size: int
+) -> None:
+    peak, sent = asyncio.run(_flood(frame, reply_size, _spdy_events))
+    assert peak <= MAX_HELD, (peak, sent)
+    assert sent < SENT_AT_MOST  # the server stopped reading
+
+
+def test_websocket_pongs_to_a_client_that_never_reads_are_bounded() -> None:
+    ping = ws.encode_client_frame(ws.OP_PING, b"ping", b"\x01\x02\x03\x04")
+    peak, sent = asyncio.run(_flood(ping, 6, _ws_messages))
+    assert peak <= MAX_HELD, (peak, sent)
+    assert sent < SENT_AT_MOST
