@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 
@@ -93,7 +94,7 @@ SENT_AT_MOST = 4 << 20
 
 
 async def _flood(
-    frame: bytes, reply_size: int, serve: Callable[[TcpDuplex], Awaitable[None]]
+    frame: bytes, reply_size: int, serve: Callable[[TcpDuplex], Coroutine[Any, Any, None]]
 ) -> tuple[int, int]:
     """Send copies of ``frame`` over a socketpair to ``serve`` without reading: returns the
     largest write buffer the server held and the bytes sent before it stopped reading. Then
