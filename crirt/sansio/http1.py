@@ -24,6 +24,7 @@ REASONS: Final = {
     429: "Too Many Requests",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
+    503: "Service Unavailable",
 }
 
 
@@ -62,19 +63,21 @@ class Request:
         return parse_qs(urlsplit(self.target).query)
 
 
-def parse_request_head(buf: bytes) -> tuple[Request, int] | None:
+def parse_request_head(buf: bytes, max_head: int = MAX_HEAD) -> tuple[Request, int] | None:
     """Parse the head at the start of ``buf``; returns it and its length, or None if more
-    bytes are needed. Bytes after the head belong to the upgraded protocol.
+    bytes are needed. Bytes after the head belong to the upgraded protocol. To read a head
+    that arrives in pieces, use ``HeadReader`` (calling this again on every piece costs time
+    quadratic in the head's length).
 
     Raises:
-        ProtocolError: malformed, or longer than ``MAX_HEAD``.
+        ProtocolError: malformed, or longer than ``max_head``.
     """
     end = buf.find(b"\r\n\r\n")
     if end < 0:
-        if len(buf) > MAX_HEAD:
+        if len(buf) > max_head:
             raise ProtocolError("request head too large", 431)
         return None
-    if end > MAX_HEAD:
+    if end > max_head:
         raise ProtocolError("request head too large", 431)
     lines = buf[:end].decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
@@ -95,6 +98,43 @@ def parse_request_head(buf: bytes) -> tuple[Request, int] | None:
             raise ProtocolError(f"bad header line {line[:100]!r}")
         headers.append((name, value.strip(" \t")))
     return Request(method, target, version, tuple(headers)), end + 4
+
+
+class HeadReader:
+    """A request head arriving in pieces. Each byte is searched once for the end of the head
+    (the search resumes 3 bytes back, in case ``\\r\\n\\r\\n`` straddles two pieces) and the
+    head is parsed once, when whole; at most ``max_head`` bytes (+4) are ever held without one.
+    """
+
+    def __init__(self, max_head: int = MAX_HEAD) -> None:
+        self.max_head = max_head
+        self._buf = bytearray()
+        self._scanned = 0
+
+    @property
+    def room(self) -> int:
+        """How many more bytes the head may have (read no more than this at a time)."""
+        return max(1, self.max_head + 4 - len(self._buf))
+
+    def receive_data(self, data: bytes) -> tuple[Request, bytes] | None:
+        """Returns the request and the bytes after its head once the head is whole.
+
+        Raises:
+            ProtocolError: malformed, or longer than ``max_head`` (status 431).
+        """
+        self._buf += data
+        end = self._buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
+        if end < 0:
+            self._scanned = len(self._buf)
+            if len(self._buf) > self.max_head:
+                raise ProtocolError("request head too large", 431)
+            return None
+        if end > self.max_head:
+            raise ProtocolError("request head too large", 431)
+        got = parse_request_head(bytes(self._buf[: end + 4]), self.max_head)
+        assert got is not None
+        req, n = got
+        return req, bytes(self._buf[n:])
 
 
 def response(status: int, headers: list[tuple[str, str]] | None = None, body: bytes = b"") -> bytes:

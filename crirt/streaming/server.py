@@ -6,6 +6,11 @@ critest reject relative URLs). A client then upgrades that URL, ``GET`` or ``POS
 SPDY/3.1 (``X-Stream-Protocol-Version`` negotiated, client order) or to a WebSocket
 (``Sec-WebSocket-Protocol`` negotiated); everything the session does comes from the cached
 request, never from the query string. Unknown or expired tokens get 404.
+
+Before a token is seen nothing is owed to a client: connections beyond
+``streaming.max_connections``, or beyond ``max_pending_connections`` still sending their head,
+get a 503 and are closed unread; a head gets ``max_head_size`` bytes and ``head_timeout``
+seconds, and is searched once per byte as it arrives (``http1.HeadReader``).
 """
 
 from __future__ import annotations
@@ -52,9 +57,9 @@ class Pods(Protocol):
 
 log = get_logger(__name__)
 
-# A client must send its request head within this time.
-HEAD_TIMEOUT = 30.0
 HEADER_PROTOCOL = "x-stream-protocol-version"
+_READ = 64 * 1024
+_BUSY = http1.response(503, body=b"too many streaming connections\n")
 HEADER_ACCEPTED = "X-Accepted-Stream-Protocol-Versions"
 
 
@@ -109,6 +114,10 @@ class StreamingServer:
         self.cache: TokenCache[StreamRequest] = TokenCache(ttl=config.token_ttl)
         self._server: asyncio.Server | None = None
         self._sessions: set[asyncio.Task[Any]] = set()
+        # Connections open, and those of them still sending their request head.
+        self._connections = 0
+        self._pending = 0
+        self.refused = 0
         self.port = 0
         self.base_url = ""
 
@@ -150,6 +159,9 @@ class StreamingServer:
         executor = getattr(asyncio.get_running_loop(), "_default_executor", None)
         return {
             "sessions": len(self._sessions),
+            "connections": self._connections,
+            "pending_connections": self._pending,
+            "refused_connections": self.refused,
             "tokens": len(self.cache),
             "tasks": len(asyncio.all_tasks()),
             "threads": threading.active_count(),
@@ -199,9 +211,20 @@ class StreamingServer:
     # ----- the HTTP side ---------------------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        cfg = self.config
+        if self._connections >= cfg.max_connections or self._pending >= cfg.max_pending_connections:
+            # Refused before a byte is read: a canned 503, then the connection is closed.
+            self.refused += 1
+            log.debug("streaming connection refused", connections=self._connections)
+            if isinstance(writer.transport, asyncio.ReadTransport):
+                writer.transport.pause_reading()
+            writer.write(_BUSY)
+            writer.close()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._sessions.add(task)
+        self._connections += 1
         try:
             await self._serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -216,24 +239,19 @@ class StreamingServer:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(writer.wait_closed(), 1)
             finally:
+                self._connections -= 1
                 self._sessions.discard(task)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        buf = bytearray()
+        self._pending += 1
         try:
-            async with asyncio.timeout(HEAD_TIMEOUT):
-                while (got := http1.parse_request_head(bytes(buf))) is None:
-                    chunk = await reader.read(64 * 1024)
-                    if not chunk:
-                        return
-                    buf += chunk
-        except http1.ProtocolError as exc:
-            writer.write(http1.response(exc.status, body=str(exc).encode()))
+            got = await self._read_head(reader, writer)
+        finally:
+            self._pending -= 1
+        if got is None:
             return
-        except TimeoutError:
-            return
-        req, n = got
-        tcp = TcpDuplex(reader, writer, bytes(buf[n:]), self.config.idle_timeout)
+        req, rest = got
+        tcp = TcpDuplex(reader, writer, rest, self.config.idle_timeout)
         try:
             await self._route(req, tcp)
         except _HttpError as exc:
@@ -241,6 +259,26 @@ class StreamingServer:
             writer.write(http1.response(exc.status, exc.headers, str(exc).encode() + b"\n"))
             with contextlib.suppress(ConnectionError):
                 await writer.drain()
+
+    async def _read_head(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> tuple[http1.Request, bytes] | None:
+        """The request head and the bytes after it, or None (answered or closed) if the client
+        sends a bad or too long head, goes away, or takes longer than ``head_timeout``."""
+        head = http1.HeadReader(self.config.max_head_size)
+        try:
+            async with asyncio.timeout(self.config.head_timeout):
+                while True:
+                    chunk = await reader.read(min(_READ, head.room))
+                    if not chunk:
+                        return None
+                    if (got := head.receive_data(chunk)) is not None:
+                        return got
+        except http1.ProtocolError as exc:
+            writer.write(http1.response(exc.status, body=str(exc).encode()))
+            return None
+        except TimeoutError:
+            return None
 
     async def _route(self, req: http1.Request, tcp: TcpDuplex) -> None:
         parts = req.path.strip("/").split("/")

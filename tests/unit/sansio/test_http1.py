@@ -77,3 +77,56 @@ def test_responses() -> None:
         b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\n"
         b"Content-Length: 4\r\nConnection: close\r\n\r\nnope"
     )
+
+
+# ----- the head across reads, in linear time (issue 15) ------------------------------------------
+
+
+class CountingBuffer(bytearray):
+    """Counts the bytes each ``find`` looks at."""
+
+    scanned = 0
+
+    def find(self, sub: object, start: object = None, end: object = None) -> int:
+        first = 0 if start is None else int(start)  # type: ignore[call-overload]
+        CountingBuffer.scanned += len(self) - first
+        return super().find(sub, start, end)  # type: ignore[arg-type]
+
+
+def _head_work(n: int) -> int:
+    head = b"GET /exec/t HTTP/1.1\r\n" + b"X-Pad: a\r\n" * (n // 10) + b"\r\n"
+    reader = http1.HeadReader(max_head=1 << 20)
+    reader._buf = CountingBuffer()
+    CountingBuffer.scanned = 0
+    got = None
+    for i in range(len(head)):
+        assert got is None
+        got = reader.receive_data(head[i : i + 1])
+    assert got is not None
+    assert got[0].path == "/exec/t"
+    assert got[1] == b""
+    return CountingBuffer.scanned
+
+
+def test_head_read_byte_by_byte_is_scanned_once() -> None:
+    n = 20_000
+    small, big = _head_work(n), _head_work(2 * n)
+    assert 1.8 < big / small < 2.2, (small, big)
+
+
+def test_head_reader_keeps_the_bytes_after_the_head_and_caps_the_size() -> None:
+    reader = http1.HeadReader()
+    assert reader.receive_data(CRICTL_SPDY[:-2]) is None
+    got = reader.receive_data(CRICTL_SPDY[-2:] + b"\x80\x03")
+    assert got is not None
+    assert got[1] == b"\x80\x03"
+    small = http1.HeadReader(max_head=1024)
+    with pytest.raises(http1.ProtocolError) as exc:
+        small.receive_data(b"GET / HTTP/1.1\r\nX: " + b"a" * 2000)
+    assert exc.value.status == 431
+    # A head that ends past the limit in the same read is refused too.
+    with pytest.raises(http1.ProtocolError):
+        http1.HeadReader(max_head=1024).receive_data(
+            b"GET / HTTP/1.1\r\nX: " + b"a" * 2000 + b"\r\n\r\n"
+        )
+    assert http1.HeadReader(max_head=1024).room == 1028
