@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import Any
 
 import pytest
 
@@ -327,3 +328,46 @@ def test_oversized_control_frame_is_refused_from_its_header(ftype: int, length: 
     conn.receive_data(control_header(ftype, length))
     with pytest.raises(spdy.ProtocolError):
         conn.next_event()
+
+
+class CountingBuffer(bytearray):
+    """A receive buffer that counts the bytes its slices copy and its deletions remove."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.work = 0
+
+    def __getitem__(self, key: Any) -> Any:
+        got = super().__getitem__(key)
+        if isinstance(key, slice):
+            self.work += len(got)
+        return got
+
+    def __delitem__(self, key: Any) -> None:
+        before = len(self)
+        super().__delitem__(key)
+        self.work += before - len(self)
+
+
+def _frame_buffer_work(n: int, chunk: int) -> int:
+    sender = spdy.Connection(client=True)
+    wire = sender.send(spdy.SynStream(1, {"streamtype": "stdin"}))
+    wire += b"".join(sender.send(spdy.Data(1, b"x" * 100)) for _ in range(n))
+    conn = spdy.Connection()
+    buf = conn._buf = CountingBuffer()
+    got = 0
+    for i in range(0, len(wire), chunk):
+        conn.receive_data(wire[i : i + chunk])
+        while not isinstance(ev := conn.next_event(), spdy.NeedData):
+            got += isinstance(ev, spdy.Data)
+    assert got == n
+    return buf.work
+
+
+@pytest.mark.parametrize("chunk", [1 << 30, 4096, 7])
+def test_frame_buffer_work_is_linear(chunk: int) -> None:
+    # Many frames in one read, or frames split across reads: the bytes the receive buffer
+    # copies and drops double when the input doubles (never re-sliced per frame).
+    n = 2000
+    small, big = _frame_buffer_work(n, chunk), _frame_buffer_work(2 * n, chunk)
+    assert 1.8 < big / small < 2.2, (small, big)

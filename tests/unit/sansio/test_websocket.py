@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from crirt.sansio import websocket as ws
@@ -135,3 +137,55 @@ def test_mask_is_its_own_inverse() -> None:
     data = bytes(range(256)) * 3
     assert ws.mask(ws.mask(data, KEY), KEY) == data
     assert ws.mask(b"", KEY) == b""
+
+
+# ----- linear cost (issue 15) ---------------------------------------------------------------------
+
+
+class CountingBuffer(bytearray):
+    """A receive buffer that counts the bytes its slices copy and its deletions remove."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.work = 0
+
+    def __getitem__(self, key: Any) -> Any:
+        got = super().__getitem__(key)
+        if isinstance(key, slice):
+            self.work += len(got)
+        return got
+
+    def __delitem__(self, key: Any) -> None:
+        before = len(self)
+        super().__delitem__(key)
+        self.work += before - len(self)
+
+
+def _frame_buffer_work(n: int, chunk: int, fragmented: bool) -> int:
+    key = b"\x01\x02\x03\x04"
+    if fragmented:  # one message in n fragments
+        wire = ws.encode_client_frame(ws.OP_BINARY, b"x" * 100, key, fin=False)
+        wire += b"".join(
+            ws.encode_client_frame(ws.OP_CONT, b"x" * 100, key, fin=i == n - 2)
+            for i in range(n - 1)
+        )
+    else:
+        wire = ws.encode_client_frame(ws.OP_BINARY, b"x" * 100, key) * n
+    conn = ws.ServerConnection()
+    buf = conn._buf = CountingBuffer()
+    size = 0
+    for i in range(0, len(wire), chunk):
+        conn.receive_data(wire[i : i + chunk])
+        while isinstance(ev := conn.next_event(), ws.Message):
+            size += len(ev.data)
+    assert size == 100 * n
+    return buf.work
+
+
+@pytest.mark.parametrize("fragmented", [False, True])
+@pytest.mark.parametrize("chunk", [1 << 30, 4096, 7])
+def test_frame_buffer_work_is_linear(chunk: int, fragmented: bool) -> None:
+    n = 2000
+    small = _frame_buffer_work(n, chunk, fragmented)
+    big = _frame_buffer_work(2 * n, chunk, fragmented)
+    assert 1.8 < big / small < 2.2, (small, big)
