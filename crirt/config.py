@@ -91,6 +91,32 @@ class ImageConfig:
     # Images reported pinned (kubelet image GC skips them): exact refs or a trailing * glob.
     # The infra image (runtime.pause_image) is always pinned.
     pinned_images: list[str] = field(default_factory=list)
+    # Limits on what an image may cost (issue 15: an 8 KB zstd blob wrote 256 MiB). Sizes are
+    # uncompressed bytes (the tar stream, or its files if larger); 0: no limit. The largest
+    # images run on nodes (CUDA/PyTorch stacks, model weights baked in) reach ~20-30 GB with
+    # single layers of 5-15 GB: 16 GiB a layer and 64 GiB an image leave them room while a
+    # decompression bomb stops after a bounded amount of disk.
+    max_layer_size: int = 16 << 30
+    max_image_size: int = 64 << 30
+    # A pull stops (ResourceExhausted) before the image store's file system has less than this
+    # share of its blocks or inodes free: below the kubelet's own thresholds (image GC at 85%
+    # used, eviction at imagefs.available < 15%), so those act first, and the node keeps room
+    # for crirt's records and the containers' writable layers.
+    min_free_percent: float = 5.0
+    # Components a layer path may have; deeper entries are refused (InvalidArgument). Real
+    # images stay at a few dozen.
+    max_path_depth: int = 256
+
+    def __post_init__(self) -> None:
+        for key in ("max_layer_size", "max_image_size"):
+            if getattr(self, key) < 0:
+                raise InvalidArgument(f"image.{key}: must be >= 0 (0: no limit)")
+        if not 0 <= self.min_free_percent < 100:
+            raise InvalidArgument(
+                f"image.min_free_percent: must be in [0, 100), got {self.min_free_percent}"
+            )
+        if self.max_path_depth < 1:
+            raise InvalidArgument(f"image.max_path_depth: must be >= 1, got {self.max_path_depth}")
 
 
 @dataclass(frozen=True)

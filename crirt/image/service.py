@@ -59,7 +59,7 @@ from crirt.sansio.manifest import (
 )
 from crirt.sansio.reference import Reference
 from crirt.storage.images import ImageRecord, ImageStore, LayersMissing, delete_dirs
-from crirt.storage.layers import LayerInfo, Readable, chain_ids
+from crirt.storage.layers import ExtractLimits, ImageBudget, LayerInfo, Readable, chain_ids
 from crirt.storage.locks import POLL_INTERVAL
 from crirt.storage.usage import walk_usage
 
@@ -72,6 +72,9 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 # How often a pull re-downloads layers that a concurrent removal deleted under it.
 _LAYER_RETRIES = 2
+# Seconds between attempts to delete removed layers that could not be deleted (then: the next
+# start's clean-up).
+_REAP_RETRY_DELAYS = (5.0, 60.0, 600.0)
 # Container writable layers are measured by walking them: at most this often.
 _CONTAINER_FS_TTL = 10.0
 
@@ -190,7 +193,15 @@ class ImageService:
         Raises:
             StorageError: the store cannot be opened.
         """
-        self._store = ImageStore(root / "storage", pinned=pinned)
+        limits = None
+        if config is not None:
+            limits = ExtractLimits(
+                max_layer_size=config.max_layer_size,
+                max_path_depth=config.max_path_depth,
+                min_free_percent=config.min_free_percent,
+            )
+        self._store = ImageStore(root / "storage", pinned=pinned, limits=limits)
+        self._max_image_size = config.max_image_size if config is not None else 0
         self._registries = registries
         self._config = config
         self._max_parallel = max(1, max_parallel)
@@ -211,6 +222,8 @@ class ImageService:
             max_workers=self._max_parallel * 2 + 2, thread_name_prefix="crirt-pull"
         )
         self._pulls: dict[tuple[str, str], _PullOp] = {}
+        # Background deletions (RemoveImage): referenced here until done, never fire-and-forget.
+        self._background: set[asyncio.Task[None]] = set()
         self._container_fs: tuple[float, FsUsage] | None = None
         # Told about every pull that ran (crirt.metrics.Metrics); set by the server.
         self.observer: PullObserver | None = None
@@ -382,7 +395,28 @@ class ImageService:
             # The layers are already out of the store (renamed); deleting their files was most
             # of RemoveImage, so it happens after the reply (as containerd's GC does it later).
             # A crash before it leaves tmp-* dirs, which the store's next start deletes.
-            asyncio.get_running_loop().run_in_executor(None, delete_dirs, garbage)
+            self._reap_later(garbage)
+
+    def _reap_later(self, dirs: builtins.list[Path]) -> None:
+        """Delete detached directories in the background: a tracked task that logs what fails
+        and tries it again (``_REAP_RETRY_DELAYS``), then leaves it to the next start."""
+        task = asyncio.get_running_loop().create_task(self._reap(dirs))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _reap(self, dirs: builtins.list[Path]) -> None:
+        for delay in _REAP_RETRY_DELAYS:
+            dirs = await asyncio.to_thread(delete_dirs, dirs)  # logs each failure, never raises
+            if not dirs:
+                return
+            log.warning("deleting removed layers failed, will retry", paths=[str(d) for d in dirs])
+            await asyncio.sleep(delay)
+        dirs = await asyncio.to_thread(delete_dirs, dirs)
+        if dirs:
+            log.error(
+                "cannot delete removed layers; the next start tries again",
+                paths=[str(d) for d in dirs],
+            )
 
     async def mount(self, ref_or_id: str) -> Path:
         """Mount an image read-only (counted); return the mount point.
@@ -660,7 +694,9 @@ class ImageService:
         blobs[config_digest] = config_body
         ids = chain_ids(config.diff_ids)
         size = manifest.config.size + sum(d.size for d in manifest.layers)
-        job = _LayerJob(self, ref, opener, manifest, config.diff_ids, ids, progress)
+        job = _LayerJob(
+            self, ref, opener, manifest, config.diff_ids, ids, progress, self._max_image_size
+        )
         try:
             for attempt in range(_LAYER_RETRIES + 1):
                 await job.fetch_all()
@@ -715,6 +751,7 @@ class _LayerJob:
         diff_ids: Sequence[str],
         ids: Sequence[str],
         progress: _Progress,
+        max_image_size: int = 0,
     ) -> None:
         self.svc = svc
         self.ref = ref
@@ -723,6 +760,8 @@ class _LayerJob:
         self.diff_ids = diff_ids
         self.ids = ids
         self.progress = progress
+        # All layers of the image count against image.max_image_size, present ones included.
+        self.budget = ImageBudget(max_image_size, f"image {ref}")
         self.infos: dict[str, LayerInfo] = {}
         self.committed: set[str] = set()
         self._held: dict[str, int] = {}
@@ -771,6 +810,7 @@ class _LayerJob:
             with self._lock:
                 self._held[lid] = fd
             info = self.svc.store.layer_info(lid) if layers.exists(lid) else None
+            downloaded = False
             if info is None:
                 # Not there: download it under the exclusive lock, so that a concurrent pull
                 # of the same layer (any process) waits for this one instead of downloading.
@@ -787,11 +827,14 @@ class _LayerJob:
                         self.progress.check()
                     try:
                         info = self._download(i)
+                        downloaded = True  # charged to the budget while it was extracted
                     finally:
                         sem.release()
                     with self._lock:
                         self.committed.add(lid)
                 layers.share_lock(fd)
+            if not downloaded:
+                self.budget.charge(info.size)
             with self._lock:
                 self.infos[lid] = info
         except BaseException:
@@ -830,6 +873,7 @@ class _LayerJob:
                 self.diff_ids[i],
                 self.ids[i],
                 self.ids[i - 1] if i else None,
+                budget=self.budget,
             )
 
     def release(self) -> None:

@@ -14,7 +14,9 @@ Pure: no I/O. Rules (containers/storage ``pkg/archive``, OCI image-spec layer.md
 4. Device nodes: block devices are refused (a node for a host disk needs no place in an image),
    and character devices only for the harmless pseudo-devices images ship (null, zero, full,
    random, urandom, tty, console, ptmx): a ``/dev/mem`` node is refused.
-5. Only mode bits 07777 are kept. Only xattrs in :data:`ALLOWED_XATTR_PREFIXES` are kept: a tar
+5. No path is deeper than ``max_depth`` components (``image.max_path_depth``): deeper trees
+   serve no image and break tools that walk them recursively.
+6. Only mode bits 07777 are kept. Only xattrs in :data:`ALLOWED_XATTR_PREFIXES` are kept: a tar
    must not plant ``trusted.overlay.*`` (redirect/metacopy could expose other layers' files).
 """
 
@@ -34,6 +36,11 @@ ALLOWED_XATTR_PREFIXES = ("user.", "security.capability")
 _DENIED_XATTR_PREFIXES = ("user.overlay.",)
 
 Path = tuple[str, ...]
+
+# Components a layer path may have (image.max_path_depth). Real images stay far below it (deep
+# node_modules trees reach a few dozen); it is far below Python's recursion limit (1000), so no
+# tool that walks a tree recursively chokes on one, and at 16 bytes a name already PATH_MAX.
+DEFAULT_MAX_PATH_DEPTH = 256
 
 
 # (major, minor) of the character devices a layer may carry.
@@ -183,14 +190,24 @@ def _meta(header: Header) -> Meta:
     return Meta(header.mode & 0o7777, header.uid, header.gid, header.mtime, _xattrs(header))
 
 
-def plan(header: Header) -> list[Op]:
+def _check_depth(name: str, path: Path, max_depth: int) -> None:
+    if len(path) > max_depth:
+        raise UnsafeTarEntry(
+            f"layer entry {name[:200] + ('...' if len(name) > 200 else '')!r}: {len(path)} "
+            f"levels deep, deeper than the "
+            f"{max_depth} levels allowed (image.max_path_depth)"
+        )
+
+
+def plan(header: Header, max_depth: int = DEFAULT_MAX_PATH_DEPTH) -> list[Op]:
     """Return the operations that apply one tar entry (possibly none).
 
     Raises:
-        UnsafeTarEntry: path or hard link escape, a whiteout of ``.``/``..``, or an entry that
-            would replace the layer root.
+        UnsafeTarEntry: path or hard link escape, a path deeper than ``max_depth``, a whiteout
+            of ``.``/``..``, or an entry that would replace the layer root.
     """
     path = normalize_path(header.name)
+    _check_depth(header.name, path, max_depth)
     base = path[-1] if path else ""
     if base.startswith(WHITEOUT_PREFIX):
         parent = path[:-1]
@@ -219,6 +236,7 @@ def plan(header: Header) -> list[Op]:
             return [MakeSymlink(path, header.linkname, meta)]
         case EntryType.HARDLINK:
             link = normalize_path(header.linkname)
+            _check_depth(header.linkname, link, max_depth)
             if not link:
                 raise UnsafeTarEntry(f"layer entry {header.name!r}: hard link to the layer root")
             if link == path:

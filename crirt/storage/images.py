@@ -32,7 +32,6 @@ import contextlib
 import fnmatch
 import json
 import os
-import shutil
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -42,9 +41,10 @@ from typing import Any
 import structlog
 
 from crirt.errors import FailedPrecondition, ImageNotFound, StorageError
+from crirt.linux.tree import remove_tree
 from crirt.sansio.manifest import OciImageConfig, parse_image_config, parse_image_user
 from crirt.storage import overlay
-from crirt.storage.layers import LayerInfo, LayerStore
+from crirt.storage.layers import ExtractLimits, LayerInfo, LayerStore
 from crirt.storage.locks import FileLock
 
 log = structlog.get_logger(__name__)
@@ -177,7 +177,9 @@ class ImageStore:
     belong in worker threads.
     """
 
-    def __init__(self, path: Path, *, pinned: Sequence[str] = ()) -> None:
+    def __init__(
+        self, path: Path, *, pinned: Sequence[str] = (), limits: ExtractLimits | None = None
+    ) -> None:
         """Open (creating if needed) the store at ``path`` and clean up after crashes.
 
         ``pinned`` holds patterns (exact names, or a trailing ``*`` as a glob) matched against
@@ -195,7 +197,7 @@ class ImageStore:
             (path / "empty").mkdir(exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create image store at {path}: {exc}") from exc
-        self.layers = LayerStore(path / "layers", path / "locks")
+        self.layers = LayerStore(path / "layers", path / "locks", limits)
         self.links_dir = path / "l"
         self._index = path / "images.json"
         self._lock = FileLock(path / "images.lock")
@@ -203,15 +205,17 @@ class ImageStore:
         self._configs: dict[str, OciImageConfig] = {}
         self._state = _State(token=b"\x00")
         with self._lock.exclusive():
-            self.layers.cleanup()
+            self.layers.cleanup()  # never raises
             self._state = self._load(self._lock.last_write())
             garbage = self._gc_locked(orphans=True)
+        # Clean-up after a crash is best effort (logged): what an image or a container left on
+        # disk must never keep crirt from starting.
         delete_dirs(garbage)
         # Containers discarded (crirt.storage.rootfs.discard) but not yet deleted by their
         # process when it died; deleting one twice (with a live process) is harmless.
-        delete_dirs(self.trash_dir.iterdir())
-        self.layers.prune_locks()
-        overlay.prune_links(self.links_dir)
+        _best_effort("empty the store's trash", lambda: delete_dirs(self.trash_dir.iterdir()))
+        _best_effort("prune layer lock files", self.layers.prune_locks)
+        _best_effort("prune overlay links", lambda: overlay.prune_links(self.links_dir))
 
     @property
     def trash_dir(self) -> Path:
@@ -756,11 +760,35 @@ class ImageStore:
         return garbage
 
 
-def delete_dirs(dirs: Iterable[Path | None]) -> None:
-    """Delete detached directories (what ``remove_image`` hands its ``reap``); None: skipped."""
+def delete_dirs(dirs: Iterable[Path | None]) -> list[Path]:
+    """Delete detached directories (what ``remove_image`` hands its ``reap``); None: skipped.
+
+    Never raises (it runs in the background and at start): each failure is logged, and the
+    directories that are still there are returned for the caller to try again. Those left in
+    the store (``layers/tmp-*``, ``trash/``) are tried again at every opening of the store.
+    """
+    left: list[Path] = []
     for d in dirs:
-        if d is not None:
-            shutil.rmtree(d, ignore_errors=True)
+        if d is None:
+            continue
+        try:
+            remove_tree(d)
+        except Exception as exc:  # noqa: BLE001 - logged and returned; never kills the caller
+            log.warning(
+                "cannot delete directory", path=str(d), error=f"{type(exc).__name__}: {exc}"
+            )
+            left.append(d)
+    return left
+
+
+def _best_effort(what: str, step: Callable[[], object]) -> None:
+    """Run a start-up clean-up step; log its failure instead of raising it."""
+    try:
+        step()
+    except Exception as exc:  # noqa: BLE001 - logged; start-up must go on
+        log.warning(
+            "start-up clean-up step failed", step=what, error=f"{type(exc).__name__}: {exc}"
+        )
 
 
 def _union(a: Iterable[str], b: Iterable[str]) -> tuple[str, ...]:

@@ -36,9 +36,9 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
 import stat
 import tarfile
+import threading
 import time
 import types
 import typing
@@ -50,8 +50,9 @@ from typing import Any, Protocol
 
 import structlog
 
-from crirt.errors import DigestMismatch, InvalidArgument, StorageError
+from crirt.errors import DigestMismatch, InvalidArgument, ResourceExhausted, StorageError
 from crirt.linux.libc import LIBC
+from crirt.linux.tree import remove_tree
 from crirt.sansio import tarplan
 from crirt.sansio.manifest import LAYER_COMPRESSION, Descriptor
 from crirt.sansio.tarplan import EntryType, UnsafeTarEntry
@@ -117,6 +118,132 @@ _XATTR_PAX = "SCHILY.xattr."
 
 class Readable(Protocol):
     def read(self, n: int = -1, /) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class ExtractLimits:
+    """What one layer may cost (``[image]`` keys of the same names; defaults in crirt.config).
+
+    A layer's size is its uncompressed tar stream or the bytes of its files, whichever is
+    larger (a sparse entry inflates to its full size on disk); 0 means no limit.
+    """
+
+    max_layer_size: int = 0
+    max_path_depth: int = tarplan.DEFAULT_MAX_PATH_DEPTH
+    # Extraction stops while less than this share of the store's file system's blocks or
+    # inodes would be left free (0: only ENOSPC stops it).
+    min_free_percent: float = 0.0
+
+
+class ImageBudget:
+    """The uncompressed bytes all layers of one image may take (``image.max_image_size``),
+    shared by the threads that extract them; 0 means no limit."""
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.limit = limit
+        self.what = what
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def charge(self, n: int) -> None:
+        """Raises:
+        ResourceExhausted: the image's layers now exceed the limit.
+        """
+        with self._lock:
+            self.used += n
+            used = self.used
+        if self.limit and used > self.limit:
+            raise ResourceExhausted(
+                f"{self.what}: uncompressed layers exceed image.max_image_size ({self.limit} bytes)"
+            )
+
+
+# Free space is looked at again after this many bytes or entries (statvfs is ~1 µs).
+_SPACE_CHECK_BYTES = 32 << 20
+_SPACE_CHECK_INODES = 4096
+
+
+class _Quota:
+    """The limits of one extraction: layer size, image budget, free-space reserve."""
+
+    def __init__(
+        self, what: str, fd: int, limits: ExtractLimits, budget: ImageBudget | None
+    ) -> None:
+        self.what = what
+        self._fd = fd  # any descriptor on the store's file system
+        self.limits = limits
+        self._budget = budget
+        self.stream = 0  # uncompressed tar bytes read
+        self.content = 0  # regular file bytes announced by their headers
+        self._charged = 0
+        self._bytes_since_check = 0
+        self._inodes_since_check = 0
+        self.check_space(0)
+
+    def read(self, n: int) -> None:
+        """``n`` more bytes of the uncompressed tar stream."""
+        self.stream += n
+        self._grew()
+
+    def entry(self, size: int) -> None:
+        """A new entry, with ``size`` bytes of file content, is about to be written."""
+        self.content += size
+        self._grew()
+        self._inodes_since_check += 1
+        self._bytes_since_check += size
+        if (
+            self._bytes_since_check >= _SPACE_CHECK_BYTES
+            or self._inodes_since_check >= _SPACE_CHECK_INODES
+        ):
+            self.check_space(size)
+
+    def _grew(self) -> None:
+        size = max(self.stream, self.content)
+        limit = self.limits.max_layer_size
+        if limit and size > limit:
+            raise ResourceExhausted(
+                f"{self.what}: uncompressed size exceeds image.max_layer_size ({limit} bytes)"
+            )
+        if self._budget is not None and size > self._charged:
+            delta, self._charged = size - self._charged, size
+            self._budget.charge(delta)
+
+    def check_space(self, pending: int) -> None:
+        """Raises:
+        ResourceExhausted: writing ``pending`` more bytes (or one more inode) would eat into
+            the free-space reserve.
+        """
+        self._bytes_since_check = self._inodes_since_check = 0
+        pct = self.limits.min_free_percent
+        if pct <= 0:
+            return
+        st = os.fstatvfs(self._fd)
+        reserve = st.f_blocks * st.f_frsize * pct / 100
+        free = st.f_bavail * st.f_frsize
+        if free - pending < reserve:
+            raise ResourceExhausted(
+                f"{self.what}: the image store's file system has {free} bytes free, "
+                f"{pending} more would go below the image.min_free_percent reserve "
+                f"({pct:g}% = {int(reserve)} bytes); pull stopped"
+            )
+        if st.f_files and st.f_favail <= st.f_files * pct / 100:
+            raise ResourceExhausted(
+                f"{self.what}: the image store's file system has {st.f_favail} inodes free, "
+                f"below the image.min_free_percent reserve ({pct:g}%); pull stopped"
+            )
+
+
+class _Metered:
+    """Counts the uncompressed tar stream for the quota."""
+
+    def __init__(self, src: Readable, quota: _Quota) -> None:
+        self._src = src
+        self._quota = quota
+
+    def read(self, n: int = -1, /) -> bytes:
+        data = self._src.read(n)
+        self._quota.read(len(data))
+        return data
 
 
 def chain_ids(diff_ids: Sequence[str]) -> list[str]:
@@ -243,9 +370,12 @@ def _fsync_dir(path: Path) -> None:
 class LayerStore:
     """The ``layers/`` directory. Thread-safe: every layer is extracted in its own temp dir."""
 
-    def __init__(self, path: Path, locks: Path | None = None) -> None:
+    def __init__(
+        self, path: Path, locks: Path | None = None, limits: ExtractLimits | None = None
+    ) -> None:
         self.path = path
         self.locks = locks if locks is not None else path.parent / "locks"
+        self.limits = limits if limits is not None else ExtractLimits()
         path.mkdir(parents=True, exist_ok=True)
         self.locks.mkdir(parents=True, exist_ok=True)
 
@@ -320,10 +450,17 @@ class LayerStore:
     # -- temp dirs --------------------------------------------------------------------------------
 
     def cleanup(self) -> None:
-        """Remove temp dirs whose owner died (their flock is free); safe to run at any time."""
-        for p in self.path.iterdir():
-            if not p.name.startswith(TMP_PREFIX):
-                continue
+        """Remove temp dirs whose owner died (their flock is free); safe to run at any time.
+
+        Never raises: it runs at every start, and whatever a layer left on disk must not keep
+        crirt from starting. What cannot be removed is logged and tried again next time.
+        """
+        try:
+            names = [p for p in self.path.iterdir() if p.name.startswith(TMP_PREFIX)]
+        except OSError as exc:
+            log.warning("cannot list layer temp dirs", path=str(self.path), error=str(exc))
+            return
+        for p in names:
             try:
                 fd = os.open(p, _DIR_FLAGS)
             except OSError:
@@ -332,7 +469,13 @@ class LayerStore:
                 if not try_lock_dir(fd):
                     continue  # a live thread or process is extracting there
                 log.info("removing leftover layer temp dir", path=str(p))
-                shutil.rmtree(p, ignore_errors=True)
+                remove_tree(p)
+            except Exception as exc:  # noqa: BLE001 - logged; start-up must go on
+                log.warning(
+                    "cannot remove leftover layer temp dir (retried at next start)",
+                    path=str(p),
+                    error=f"{type(exc).__name__}: {exc}",
+                )
             finally:
                 os.close(fd)
 
@@ -358,7 +501,8 @@ class LayerStore:
     def detach(self, layer_id: str) -> Path | None:
         """Make a committed layer disappear atomically (rename to a temp dir); return that dir.
 
-        The caller deletes the returned dir (``shutil.rmtree``), preferably outside any lock.
+        The caller deletes the returned dir (``crirt.storage.images.delete_dirs``), preferably
+        outside any lock; if that fails, :meth:`cleanup` deletes it at the next start.
         Idempotent: None if the layer is not there.
         """
         dst = self.path / f"{TMP_PREFIX}del-{os.urandom(8).hex()}"
@@ -372,7 +516,11 @@ class LayerStore:
         """Remove a committed layer (idempotent)."""
         dst = self.detach(layer_id)
         if dst is not None:
-            shutil.rmtree(dst, ignore_errors=True)
+            try:
+                remove_tree(dst)
+            except OSError as exc:
+                # Out of the store already (a tmp- dir): cleanup() tries again at next start.
+                log.warning("cannot delete removed layer", path=str(dst), error=str(exc))
 
     def apply(
         self,
@@ -381,14 +529,20 @@ class LayerStore:
         diff_id: str,
         layer_id: str,
         parent: str | None,
+        *,
+        budget: ImageBudget | None = None,
     ) -> LayerInfo:
         """Extract one layer blob stream and commit it as ``layer_id``.
 
-        Returns the committed layer (the existing one if another pull won the race).
+        Returns the committed layer (the existing one if another pull won the race). Whatever
+        the failure, nothing of the layer stays on disk.
 
         Raises:
             DigestMismatch: size, compressed digest or DiffID differ from what was declared.
-            UnsafeTarEntry: an entry escapes the layer root or goes through a symlink.
+            UnsafeTarEntry: an entry escapes the layer root, goes through a symlink, or is
+                deeper than ``limits.max_path_depth``.
+            ResourceExhausted: the layer (or, with ``budget``, its image) is larger than its
+                limit, or the file system is full or down to its free-space reserve.
             StorageError: invalid or unsupported (zstd) layer data, or a filesystem error.
             RegistryError: the download failed (from ``stream``).
         """
@@ -401,7 +555,8 @@ class LayerStore:
             diff = tmp / "diff"
             diff.mkdir(mode=0o755)
             start = time.monotonic()
-            size, inodes, disk = _extract_verified(stream, desc, diff_id, diff, what)
+            quota = _Quota(what, tmp_fd, self.limits, budget)
+            size, inodes, disk = _extract_verified(stream, desc, diff_id, diff, what, quota)
             info = LayerInfo(
                 id=layer_id,
                 diff_id=diff_id,
@@ -435,10 +590,15 @@ class LayerStore:
             )
             return info
         except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise ResourceExhausted(f"{what}: image store full: {exc}") from exc
             raise StorageError(f"{what}: {exc}") from exc
         finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                remove_tree(tmp)  # nothing of a failed extraction stays (committed: gone)
+            except OSError as exc:
+                # Still a tmp- dir: cleanup() removes it once our flock (tmp_fd) is gone.
+                log.warning("cannot delete layer temp dir", path=str(tmp), error=str(exc))
             os.close(tmp_fd)
 
 
@@ -518,7 +678,7 @@ _LAYER_DATA_ERRORS: tuple[type[Exception], ...] = (
 
 
 def _extract_verified(
-    stream: Readable, desc: Descriptor, diff_id: str, diff: Path, what: str
+    stream: Readable, desc: Descriptor, diff_id: str, diff: Path, what: str, quota: _Quota
 ) -> tuple[int, int, int]:
     algorithm = desc.digest.split(":", 1)[0]
     compressed = _HashingReader(stream, algorithm, desc.size, what)
@@ -533,12 +693,12 @@ def _extract_verified(
         raise StorageError(f"{what}: media type {desc.media_type} but the data is not {declared}")
     else:
         source = compressed
-    uncompressed = _HashingReader(source, "sha256", None, what)
+    uncompressed = _HashingReader(_Metered(source, quota), "sha256", None, what)
     try:
         with tarfile.open(  # type: ignore[call-overload]
             fileobj=uncompressed, mode="r|", bufsize=_INFLATE_CHUNK, tarinfo=_BoundedTarInfo
         ) as tf:
-            size, inodes, disk = _Extractor(diff, what).run(tf)
+            size, inodes, disk = _Extractor(diff, what, quota).run(tf)
         # Tar stops at its end-of-archive blocks; padding and the compression trailer remain.
         uncompressed.drain()
         compressed.drain()
@@ -599,9 +759,10 @@ def _ns(mtime: float) -> tuple[int, int]:
 class _Extractor:
     """Applies tarplan ops under ``root`` through directory descriptors."""
 
-    def __init__(self, root: Path, what: str) -> None:
+    def __init__(self, root: Path, what: str, quota: _Quota) -> None:
         self.root = root
         self.what = what
+        self.quota = quota
         self.size = 0
         self.inodes = 0
         self.disk = 0
@@ -613,8 +774,10 @@ class _Extractor:
     def run(self, tf: tarfile.TarFile) -> tuple[int, int, int]:
         self._root_fd = os.open(self.root, _DIR_FLAGS)
         try:
+            depth = self.quota.limits.max_path_depth
             for member in tf:
-                for op in tarplan.plan(_header(member)):
+                self.quota.entry(member.size if member.isreg() else 0)
+                for op in tarplan.plan(_header(member), depth):
                     self._apply(op, tf, member)
             self._set_dir_mtimes()
         finally:
@@ -683,7 +846,7 @@ class _Extractor:
             if keep_dir:
                 return True
             # Safe for the descriptor cache: it holds only pfd, the parent of what goes away.
-            shutil.rmtree(name, dir_fd=pfd)
+            remove_tree(name, dir_fd=pfd)
         else:
             os.unlink(name, dir_fd=pfd)
         return False

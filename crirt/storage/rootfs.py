@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
 from crirt.errors import StorageError
+from crirt.linux.tree import remove_tree
 from crirt.storage import overlay
 from crirt.storage.images import ROOTFS_JSON, ImageStore
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -120,12 +124,20 @@ def remove(store: ImageStore, container_id: str, target: Path | None = None) -> 
         return
     # Unpin last: a half-removed container keeps its layers.
     for sub in ("upper", "work"):
-        shutil.rmtree(cdir / sub, ignore_errors=True)
+        _remove_quietly(cdir / sub)
     (cdir / ROOTFS_JSON).unlink(missing_ok=True)
-    shutil.rmtree(cdir, ignore_errors=True)
+    _remove_quietly(cdir)
     if rootfs is not None and store.get(rootfs.image_id) is None:
         # The image went away while this container used it: its layers are free now.
         store.gc()
+
+
+def _remove_quietly(path: Path) -> None:
+    """Delete a tree the container wrote (any depth); a failure is logged, not raised."""
+    try:
+        remove_tree(path)
+    except OSError as exc:
+        log.warning("cannot delete container directory", path=str(path), error=str(exc))
 
 
 def discard(store: ImageStore, container_id: str) -> Path | None:

@@ -131,3 +131,21 @@ def test_device_nodes_policy() -> None:
         _plan("dev/sda", EntryType.BLOCK, devmajor=8, devminor=0)
     with pytest.raises(tp.UnsafeTarEntry, match="character device 1:1 refused"):
         _plan("dev/mem", EntryType.CHAR, devmajor=1, devminor=1)
+
+
+def test_path_depth_is_capped() -> None:
+    # Issue 15: 1,200 levels of 255-character names in one pax path were accepted.
+    deep = "/".join(["n" * 255] * 1200)
+    for header in (
+        Header(deep, EntryType.DIR),
+        Header(deep + "/f", EntryType.FILE),
+        Header(deep + "/.wh.x", EntryType.FILE),
+        Header("a", EntryType.HARDLINK, linkname=deep),
+    ):
+        with pytest.raises(InvalidArgument, match=r"deeper than .*max_path_depth"):
+            tp.plan(header)
+    # The limit is the caller's (image.max_path_depth); its default is far above real images.
+    assert tp.plan(Header("a/b/c", EntryType.DIR), max_depth=3)
+    with pytest.raises(InvalidArgument, match="4 levels"):
+        tp.plan(Header("a/b/c/d", EntryType.DIR), max_depth=3)
+    assert tp.plan(Header("/".join(["d"] * tp.DEFAULT_MAX_PATH_DEPTH), EntryType.DIR))
