@@ -1,6 +1,6 @@
 """Pod network namespaces, pinned by a bind mount of their nsfs file (like ``ip netns add``).
 
-Python 3.11 has no ``os.unshare``/``os.setns``, so this calls libc through ctypes. Network
+Python 3.11 has no ``os.unshare``/``os.setns``: they come from ``crirt.linux.ns``. Network
 namespaces are per thread: ``create`` runs a short-lived dedicated thread that unshares, pins the
 namespace onto the target file, brings ``lo`` up and exits, so no thread of a pool ever changes
 namespace. ``enter`` switches the *calling* thread and back; only use it in a thread you own
@@ -13,7 +13,6 @@ other mount namespaces (which would keep a namespace alive after ``remove``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import os
 import socket
@@ -25,42 +24,20 @@ from typing import TypeVar
 
 from crirt.errors import Internal
 from crirt.linux import mount as linux_mount
-from crirt.linux.libc import LIBC
+from crirt.linux import ns
+from crirt.linux.libc import MS_BIND, MS_PRIVATE, MS_REC
+from crirt.linux.ns import CLONE_NEWNET
 
 _T = TypeVar("_T")
 
-CLONE_NEWNET = 0x40000000
-_MS_BIND = 0x1000
-_MS_REC = 0x4000
-_MS_PRIVATE = 0x40000
-_MNT_DETACH = 2
-_NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3), Linux 4.11
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
 _IFREQ = "16sH22x"  # struct ifreq: name[IFNAMSIZ], short ifr_flags, padded to 40 bytes
 
-_libc = LIBC
-
 # Directories already made private mount points by this process (a cache, not state).
 _private_dirs: set[str] = set()
 _private_lock = threading.Lock()
-
-
-def _oserror(what: str, path: str | None = None) -> OSError:
-    err = ctypes.get_errno()
-    return OSError(err, f"{what}: {os.strerror(err)}", path)
-
-
-def _mount(source: str | None, target: str, flags: int) -> None:
-    src = source.encode() if source is not None else None
-    if _libc.mount(src, target.encode(), None, flags, None) != 0:
-        raise _oserror("mount", target)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        raise _oserror("setns")
 
 
 def _is_mount_point(path: str) -> bool:
@@ -93,8 +70,8 @@ def ensure_private_dir(directory: Path) -> None:
         if key in _private_dirs:
             return
         if not _is_mount_point(key):
-            _mount(key, key, _MS_BIND | _MS_REC)
-        _mount(None, key, _MS_PRIVATE | _MS_REC)
+            linux_mount.mount(key, key, None, MS_BIND | MS_REC)
+        linux_mount.mount(None, key, None, MS_PRIVATE | MS_REC)
         _private_dirs.add(key)
 
 
@@ -147,9 +124,10 @@ def create(path: Path) -> None:
 
     def pin() -> None:
         # This thread owns the new namespace only until it exits; the bind mount keeps it alive.
-        if _libc.unshare(CLONE_NEWNET) != 0:
-            raise _oserror("unshare(CLONE_NEWNET)")
-        _mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", target, _MS_BIND)
+        ns.unshare(CLONE_NEWNET)
+        linux_mount.mount(
+            f"/proc/self/task/{threading.get_native_id()}/ns/net", target, None, MS_BIND
+        )
         _lo_up()
 
     try:
@@ -181,7 +159,7 @@ def exists(path: Path) -> bool:
     except OSError:
         return False
     try:
-        return fcntl.ioctl(fd, _NS_GET_NSTYPE) == CLONE_NEWNET
+        return ns.nstype(fd) == CLONE_NEWNET
     except OSError:
         return False  # a plain file: the pin's mount is gone
     finally:
@@ -206,7 +184,7 @@ def enter(path: Path) -> Iterator[None]:
             raise Internal(f"cannot open network namespace {path}: {exc}") from exc
         try:
             try:
-                _setns(target)
+                ns.setns(target, CLONE_NEWNET)
             except OSError as exc:
                 raise Internal(f"cannot enter network namespace {path}: {exc}") from exc
         finally:
@@ -215,7 +193,7 @@ def enter(path: Path) -> Iterator[None]:
             yield
         finally:
             try:
-                _setns(own)
+                ns.setns(own, CLONE_NEWNET)
             except OSError as exc:
                 raise RuntimeError(f"thread stuck in network namespace {path}: {exc}") from exc
     finally:

@@ -16,9 +16,6 @@ no fork of this threaded process. Blocking: call from worker threads.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import errno
 import os
 import shutil
 import subprocess
@@ -27,40 +24,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from crirt.errors import Internal
-from crirt.linux.libc import LIBC, MS_BIND
+from crirt.linux import mount as linux_mount
+from crirt.linux.libc import MS_BIND
 from crirt.network import netns
 from crirt.oci.spec_userns import PodUserns
 from crirt.runtime import mounts
 from crirt.storage import overlay
 
-# x86_64 and every architecture since the new mount API (unified syscall table).
-_SYS_OPEN_TREE = 428
-_SYS_MOVE_MOUNT = 429
-_SYS_MOUNT_SETATTR = 442
-_AT_FDCWD = -100
-_OPEN_TREE_CLONE = 1
-_AT_EMPTY_PATH = 0x1000
-_AT_RECURSIVE = 0x8000
-_MOUNT_ATTR_IDMAP = 0x00100000
-_MOVE_MOUNT_F_EMPTY_PATH = 0x00000004
-_MNT_DETACH = 2
 _HELPER_TIMEOUT = 5.0
-
-
-class _MountAttr(ctypes.Structure):
-    _fields_ = (
-        ("attr_set", ctypes.c_uint64),
-        ("attr_clr", ctypes.c_uint64),
-        ("propagation", ctypes.c_uint64),
-        ("userns_fd", ctypes.c_uint64),
-    )
-
-
-def _check(rc: int, what: str) -> int:
-    if rc < 0:
-        err = ctypes.get_errno()
-        raise Internal(f"{what}: {os.strerror(err)}")
-    return rc
 
 
 @contextlib.contextmanager
@@ -174,43 +145,17 @@ def idmapped_clone(src: Path, dst: Path, ns_fd: int) -> None:
     Raises:
         Internal: the kernel or the filesystem cannot idmap ``src``.
     """
-    tree = _check(
-        LIBC.syscall(
-            _SYS_OPEN_TREE,
-            _AT_FDCWD,
-            os.fsencode(src),
-            _OPEN_TREE_CLONE | os.O_CLOEXEC | _AT_RECURSIVE,
-        ),
-        f"open_tree {src}",
-    )
     try:
-        attr = _MountAttr(_MOUNT_ATTR_IDMAP, 0, 0, ns_fd)
-        _check(
-            LIBC.syscall(
-                _SYS_MOUNT_SETATTR,
-                tree,
-                b"",
-                _AT_EMPTY_PATH | _AT_RECURSIVE,
-                ctypes.byref(attr),
-                ctypes.sizeof(attr),
-            ),
-            f"idmap {src}",
-        )
-        _check(
-            LIBC.syscall(
-                _SYS_MOVE_MOUNT, tree, b"", _AT_FDCWD, os.fsencode(dst), _MOVE_MOUNT_F_EMPTY_PATH
-            ),
-            f"move_mount {src} to {dst}",
-        )
-    finally:
-        os.close(tree)
+        linux_mount.idmapped_clone(src, dst, ns_fd)
+    except OSError as exc:
+        raise Internal(str(exc)) from exc
 
 
 def _detach(path: Path) -> None:
-    if LIBC.umount2(os.fsencode(path), _MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        if err not in (errno.EINVAL, errno.ENOENT):
-            raise Internal(f"detach {path}: {os.strerror(err)}")
+    try:
+        linux_mount.detach(path)
+    except OSError as exc:
+        raise Internal(str(exc)) from exc
 
 
 def mount_idmapped_overlay(
