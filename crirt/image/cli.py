@@ -26,7 +26,7 @@ from crirt.errors import CrirtError, InvalidArgument
 from crirt.image import transports
 from crirt.image.service import ImageService, pinned_patterns
 from crirt.registry.credentials import Auth
-from crirt.sansio.manifest import MAX_CONFIG_SIZE, parse_image_config
+from crirt.sansio.manifest import MAX_CONFIG_SIZE, loads_json, parse_image_config
 from crirt.storage.images import ImageRecord
 
 # Progress lines are redrawn at most this often.
@@ -181,7 +181,7 @@ async def _inspect_remote(svc: ImageService, args: argparse.Namespace, out: Text
     config_body = await asyncio.to_thread(
         svc.client.get_blob, ep, manifest.config.digest, max_size=MAX_CONFIG_SIZE, auth=auth
     )
-    config = json.loads(config_body)
+    config = loads_json(config_body, "image config")
     tags: list[str] = []
     if not args.cli_no_tags:
         tags = await asyncio.to_thread(svc.client.list_tags, ep, auth)
@@ -202,7 +202,7 @@ async def _inspect_remote(svc: ImageService, args: argparse.Namespace, out: Text
         "Size": manifest.config.size + sum(d.size for d in manifest.layers),
         "Env": list(parsed.env),
         "User": parsed.user,
-        "Manifest": json.loads(resolved.blobs[resolved.manifest_digest]),
+        "Manifest": loads_json(resolved.blobs[resolved.manifest_digest], "manifest"),
         "Config": config,
     }
     json.dump(doc, out, indent=2)
@@ -219,7 +219,7 @@ def _inspect_local(svc: ImageService, args: argparse.Namespace, out: TextIO) -> 
         "layers": list(rec.layers),
         "mount": mount.path if mount is not None else None,
         "usedBy": svc.store.users(rec.id),
-        "config": json.loads(svc.store.read_blob(rec.id)),
+        "config": loads_json(svc.store.read_blob(rec.id), "image config"),
     }
     json.dump(doc, out, indent=2)
     out.write("\n")

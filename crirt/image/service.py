@@ -53,6 +53,7 @@ from crirt.sansio.manifest import (
     Descriptor,
     Index,
     Manifest,
+    loads_json,
     parse_image_config,
     parse_manifest,
     select_platform,
@@ -331,7 +332,9 @@ class ImageService:
         """
         labels = dict(record.config.labels)
         doc = {"labels": labels} if labels else {}
-        return json.dumps({**doc, "imageSpec": json.loads(self._store.read_blob(record.id))})
+        return json.dumps(
+            {**doc, "imageSpec": loads_json(self._store.read_blob(record.id), "image config")}
+        )
 
     def list(self) -> builtins.list[ImageRecord]:
         return self._store.all()
@@ -511,7 +514,8 @@ class ImageService:
         for ep in endpoints:
             try:
                 return await self._resolve_at(ref, ep, auth)
-            except (ImageNotFound, RegistryError, DigestMismatch) as exc:
+            except (ImageNotFound, RegistryError, DigestMismatch, InvalidArgument) as exc:
+                # InvalidArgument: a document that does not parse (a mirror serving garbage).
                 if not ep.mirror:
                     _reraise(exc, ref)
                 log.info(

@@ -42,6 +42,7 @@ from crirt.sansio.manifest import (
     Descriptor,
     Index,
     Manifest,
+    loads_json,
     parse_manifest,
     select_platform,
 )
@@ -253,10 +254,7 @@ class OciLayout:
             return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
         if len(raw) > MAX_INDEX_SIZE:
             raise InvalidArgument(f"{self.path}/index.json is larger than {MAX_INDEX_SIZE} bytes")
-        try:
-            doc = json.loads(raw)
-        except ValueError as exc:
-            raise InvalidArgument(f"{self.path}/index.json: {exc}") from exc
+        doc = loads_json(raw, f"{self.path}/index.json")
         if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
             raise InvalidArgument(f"{self.path}/index.json is not an OCI index")
         return doc
@@ -487,7 +485,7 @@ class StoreSource:
             os.replace(gz_path, final)
             self._blobs[digest] = final
             layers.append(Descriptor(OCI_LAYER_GZIP, digest, final.stat().st_size))
-        config = json.loads(self._config)
+        config = loads_json(self._config, "image config")
         config.setdefault("rootfs", {})["type"] = "layers"
         config["rootfs"]["diff_ids"] = diff_ids
         config_body = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()

@@ -20,7 +20,6 @@ verification first and fall back to plain HTTP; the scheme that answered is reme
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 import urllib.parse
@@ -55,7 +54,12 @@ from crirt.registry.transport import (
 if TYPE_CHECKING:
     from crirt.registry.auth import AuthFiles
 from crirt.sansio import challenge
-from crirt.sansio.manifest import MANIFEST_MEDIA_TYPES, MAX_MANIFEST_SIZE, detect_media_type
+from crirt.sansio.manifest import (
+    MANIFEST_MEDIA_TYPES,
+    MAX_MANIFEST_SIZE,
+    detect_media_type,
+    loads_json,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -122,7 +126,7 @@ def _error_detail(resp: Response) -> str:
     """The registry's own error message (distribution spec ``{"errors": [...]}``), if any."""
     try:
         body = resp.read(64 * 1024)
-        doc = json.loads(body)
+        doc = loads_json(body, "error body")
         errors = doc.get("errors") if isinstance(doc, dict) else None
         if isinstance(errors, list) and errors:
             return "; ".join(
@@ -130,7 +134,7 @@ def _error_detail(resp: Response) -> str:
                 for e in errors
                 if isinstance(e, dict)
             )
-    except (ValueError, *_TRANSPORT_ERRORS):
+    except (ValueError, InvalidArgument, *_TRANSPORT_ERRORS):
         pass
     return ""
 
@@ -258,9 +262,9 @@ class RegistryClient:
                 body = self._read_limited(s, MAX_MANIFEST_SIZE, what)
                 link = s.headers.get("Link", "")
             try:
-                doc = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise RegistryError(f"{what}: invalid JSON: {exc}") from exc
+                doc = loads_json(body, what)
+            except InvalidArgument as exc:
+                raise RegistryError(str(exc)) from exc
             page = doc.get("tags") if isinstance(doc, dict) else None
             tags += [t for t in page or [] if isinstance(t, str)]
             nxt = _next_link(link)
@@ -558,7 +562,12 @@ class RegistryClient:
             except _TRANSPORT_ERRORS as exc:
                 raise RegistryError(f"registry {host}: reading the token: {exc}") from exc
         log.debug("registry token fetched", host=host, scope=scope)
-        return challenge.parse_token_response(token_body)
+        try:
+            return challenge.parse_token_response(token_body)
+        except RecursionError:  # json's, from a token answer nested too deep
+            raise RegistryError(
+                f"registry {host}: token endpoint returned invalid JSON: nested too deep"
+            ) from None
 
 
 class _Body(BlobStream):

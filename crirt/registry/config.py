@@ -185,6 +185,8 @@ def _parse_doc(text: str, source: str) -> tuple[list[str] | None, list[Registry]
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidArgument(f"{source}: invalid TOML: {exc}") from exc
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        raise InvalidArgument(f"{source}: invalid TOML: nested too deep") from None
     if "registries" in doc:
         if "registry" in doc or "unqualified-search-registries" in doc:
             raise InvalidArgument(f"{source}: mixes the v1 and v2 registries.conf formats")

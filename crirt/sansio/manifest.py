@@ -110,11 +110,44 @@ class OciImageConfig:
     architecture: str = ""
 
 
-def _loads(body: bytes, what: str) -> dict[str, Any]:
+# Nesting a registry's (or a file's) JSON document may have. Manifests, indexes and configs
+# nest 4-5 levels; json itself recurses and raises RecursionError near 1000, which is no parse
+# error, and a document parsed near that depth still breaks whoever recurses into it later.
+MAX_JSON_DEPTH = 64
+
+
+def loads_json(body: bytes | str, what: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` for documents from outside (registries, image files, auth files).
+
+    Raises:
+        InvalidArgument: not JSON, or nested deeper than ``max_depth``.
+    """
     try:
         doc = json.loads(body)
+    except RecursionError:
+        raise InvalidArgument(f"invalid {what}: JSON nested too deep") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidArgument(f"invalid {what}: not JSON: {exc}") from exc
+    # Level by level, after the parse (what json accepted is at most ~1000 deep): the depth of
+    # the deepest container is how many levels hold one.
+    level = [doc] if isinstance(doc, dict | list) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > max_depth:
+            raise InvalidArgument(
+                f"invalid {what}: JSON nested too deep (more than {max_depth} levels)"
+            )
+        nxt: list[Any] = []
+        for value in level:
+            items = value.values() if type(value) is dict else value
+            nxt += [c for c in items if type(c) is dict or type(c) is list]
+        level = nxt
+    return doc
+
+
+def _loads(body: bytes, what: str) -> dict[str, Any]:
+    doc = loads_json(body, what)
     if not isinstance(doc, dict):
         raise InvalidArgument(f"invalid {what}: not a JSON object")
     return doc

@@ -440,3 +440,25 @@ def test_redirect_loops_and_unusable_proxies_are_clear_errors(
         client.get_manifest(_ep(server), "v1")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     assert client.get_manifest(_ep(server), "v1").body == MANIFEST
+
+
+def test_json_nested_too_deep_is_a_registry_error(server: Server, client: RegistryClient) -> None:
+    # Issue 15: RecursionError escaped the error types (UNKNOWN, no mirror fallback).
+    deep = b"[" * 100_000 + b"]" * 100_000
+    server.routes["/v2/lib/app/manifests/v1"] = _ok(deep, "application/json")
+    with pytest.raises(RegistryError, match="nested too deep"):
+        client.get_manifest(_ep(server), "v1")
+    server.routes["/v2/lib/app/tags/list"] = _ok(deep, "application/json")
+    with pytest.raises(RegistryError, match="nested too deep"):
+        client.list_tags(_ep(server))
+    # An error body nested too deep only loses its detail
+    server.routes["/v2/lib/app/manifests/gone"] = lambda h: (404, {}, deep)
+    with pytest.raises(ImageNotFound):
+        client.get_manifest(_ep(server), "gone")
+
+
+def test_auth_file_nested_too_deep_is_invalid(tmp_path: Path) -> None:
+    path = tmp_path / "auth.json"
+    path.write_bytes(b'{"auths": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    with pytest.raises(InvalidArgument, match="nested too deep"):
+        AuthFiles([path]).lookup("example.com", "app")

@@ -272,3 +272,9 @@ def test_aliases_merge_by_name_across_dropins() -> None:
 def test_invalid_aliases(text: str, match: str) -> None:
     with pytest.raises(InvalidArgument, match=match):
         RegistriesConfig.parse(("f", text))
+
+
+def test_toml_nested_too_deep_is_invalid() -> None:
+    # Issue 15: tomllib recursed into a RecursionError (no InvalidArgument, no clear message).
+    with pytest.raises(InvalidArgument, match="nested too deep"):
+        RegistriesConfig.parse(("f", "a = " + "[" * 100_000 + "]" * 100_000))

@@ -172,3 +172,33 @@ def test_invalid_config(doc: dict[str, Any], needle: str) -> None:
 def test_parse_image_user(user: str, want: tuple[int | None, str]) -> None:
     # critest "image status get image fields should not have Uid|Username empty"
     assert m.parse_image_user(user) == want
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,  # past the recursion limit: json raised RecursionError
+        b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+        # Within the recursion limit, but deeper than any manifest or config is
+        json.dumps(
+            {"schemaVersion": 2, "annotations": {"a": json.loads("[" * 500 + "]" * 500)}}
+        ).encode(),
+    ],
+)
+def test_json_nested_too_deep_is_a_parse_error(body: bytes) -> None:
+    # Issue 15: RecursionError went past the error types (UNKNOWN, mirror fallback skipped).
+    for parse in (
+        lambda: m.parse_manifest(body),
+        lambda: m.detect_media_type(body, None),
+        lambda: m.parse_image_config(body),
+        lambda: m.loads_json(body, "document"),
+    ):
+        with pytest.raises(InvalidArgument, match="nested too deep"):
+            parse()
+
+
+def test_loads_json_keeps_ordinary_documents() -> None:
+    doc = {"a": [{"b": {"c": [1, 2, {"d": None}]}}]}
+    assert m.loads_json(json.dumps(doc).encode(), "x") == doc
+    with pytest.raises(InvalidArgument, match="not JSON"):
+        m.loads_json(b"{", "x")
