@@ -618,7 +618,7 @@ class Monitor:
         elif kind == protocol.ATTACH_STDIN_EOF:
             self._stdin_done(att)
         elif kind == protocol.ATTACH_RESIZE and self.pty_master >= 0:
-            with contextlib.suppress(protocol.ProtocolError, OSError):
+            with contextlib.suppress(protocol.MessageError, OSError):
                 width, height = protocol.decode_resize(packet)
                 fcntl.ioctl(
                     self.pty_master, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0)
@@ -758,7 +758,7 @@ class Monitor:
     def _handle(self, line: bytes) -> bytes:
         try:
             op, _req = protocol.decode_request(line)
-        except protocol.ProtocolError as exc:
+        except protocol.MessageError as exc:
             return protocol.encode_reply(False, str(exc))
         if op == protocol.OP_PING:
             return protocol.encode_reply(
@@ -977,7 +977,7 @@ def run(spec: bytes | str | dict[str, Any], sync_fd: int) -> NoReturn:
         mspec = (
             protocol.spec_from_dict(spec) if isinstance(spec, dict) else protocol.decode_spec(spec)
         )
-    except protocol.ProtocolError as exc:
+    except protocol.MessageError as exc:
         with contextlib.suppress(OSError):
             _write_all(
                 sync_fd, protocol.encode_sync(protocol.SyncReport(-1, os.getpid(), str(exc)))

@@ -86,7 +86,7 @@ def _request_sync(
 
     Raises:
         OSError: the socket is unreachable or the exchange timed out.
-        protocol.ProtocolError: the reply is malformed or says ``ok: false``.
+        protocol.MessageError: the reply is malformed or says ``ok: false``.
     """
     addr, dfd = _sock_address(path)
     with socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC) as sock:
@@ -153,7 +153,7 @@ class MonitorClient:
                 timeout,
                 socket.SOCK_SEQPACKET,
             )
-        except (OSError, protocol.ProtocolError):
+        except (OSError, protocol.MessageError):
             return None
 
     async def fork_server_pid(self) -> int | None:
@@ -343,7 +343,7 @@ class MonitorClient:
                         await self.ensure_fork_server()
                     except RuntimeFailure:
                         break
-                except (OSError, protocol.ProtocolError):
+                except (OSError, protocol.MessageError):
                     break
         await self._spawn_fallback(spec, sync_w)
 
@@ -383,7 +383,7 @@ class MonitorClient:
             )
         try:
             report = protocol.decode_sync(data)
-        except protocol.ProtocolError as exc:
+        except protocol.MessageError as exc:
             raise RuntimeFailure(f"container {spec.container_id}: {exc}") from exc
         if not report.ok:
             raise RuntimeFailure(f"container {spec.container_id}: {report.error}")
@@ -419,7 +419,7 @@ class MonitorClient:
             return await asyncio.to_thread(
                 _request_sync, os.fspath(ctl_socket), protocol.encode_request(op), timeout
             )
-        except (OSError, protocol.ProtocolError) as exc:
+        except (OSError, protocol.MessageError) as exc:
             raise RuntimeFailure(f"monitor at {ctl_socket}: {op}: {exc}") from exc
 
     @staticmethod
@@ -448,7 +448,7 @@ class MonitorClient:
         """True if a monitor answers a ping on ``ctl_socket`` (blocking, at most ``timeout``)."""
         try:
             _request_sync(os.fspath(ctl_socket), protocol.encode_request(protocol.OP_PING), timeout)
-        except (OSError, protocol.ProtocolError):
+        except (OSError, protocol.MessageError):
             return False
         return True
 
@@ -467,7 +467,7 @@ class MonitorClient:
             raise RuntimeFailure(f"read exit file {exit_file}: {exc}") from exc
         try:
             return protocol.decode_exit(data)
-        except protocol.ProtocolError as exc:
+        except protocol.MessageError as exc:
             raise RuntimeFailure(f"exit file {exit_file}: {exc}") from exc
 
 

@@ -60,7 +60,7 @@ def _spawn_monitor(req: dict[str, object], sync_fd: int) -> int:
     """Fork twice; the grandchild becomes the monitor. Returns once the middle child is gone."""
     spec = req.get("spec")
     if not isinstance(spec, dict):
-        raise protocol.ProtocolError("spawn: missing spec")
+        raise protocol.MessageError("spawn: missing spec")
     gc.freeze()
     pid = os.fork()
     if pid == 0:
@@ -91,7 +91,7 @@ def _serve_one(conn: socket.socket) -> None:
                 os._exit(0)
             elif op == protocol.OP_SPAWN:
                 if len(fds) != 1:
-                    raise protocol.ProtocolError("spawn: expected one sync pipe fd")
+                    raise protocol.MessageError("spawn: expected one sync pipe fd")
                 status = _spawn_monitor(req, fds[0])
                 reply = (
                     protocol.encode_reply(True)
@@ -100,7 +100,7 @@ def _serve_one(conn: socket.socket) -> None:
                 )
             else:
                 reply = protocol.encode_reply(False, f"unknown op {op!r}")
-        except (protocol.ProtocolError, OSError) as exc:
+        except (protocol.MessageError, OSError) as exc:
             reply = protocol.encode_reply(False, str(exc))
         conn.sendall(reply)
     finally:

@@ -33,6 +33,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Final
 
+from crirt.sansio.errors import ProtocolError
+
 # Longest JSON line accepted from a peer; specs and replies are far smaller.
 MAX_MESSAGE: Final = 64 * 1024
 DEFAULT_LOG_MAX_LINE: Final = 16 * 1024
@@ -65,11 +67,11 @@ def fingerprint(stats: Iterable[tuple[int, int]]) -> str:
     return ",".join(f"{mtime:x}:{size:x}" for mtime, size in stats)
 
 
-class ProtocolError(ValueError):
+class MessageError(ProtocolError):
     """A message does not decode to what the protocol expects."""
 
 
-class RequestFailed(ProtocolError):
+class RequestFailed(MessageError):
     """The peer understood the request and answered ``{"ok": false, "error": ...}``."""
 
 
@@ -132,13 +134,13 @@ class SyncReport:
 
 def _loads(data: bytes | str, what: str) -> dict[str, Any]:
     if len(data) > MAX_MESSAGE:
-        raise ProtocolError(f"{what}: message too long ({len(data)} bytes)")
+        raise MessageError(f"{what}: message too long ({len(data)} bytes)")
     try:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"{what}: not JSON: {exc}") from None
+        raise MessageError(f"{what}: not JSON: {exc}") from None
     if not isinstance(obj, dict):
-        raise ProtocolError(f"{what}: expected a JSON object")
+        raise MessageError(f"{what}: expected a JSON object")
     return obj
 
 
@@ -150,7 +152,7 @@ def _check(obj: dict[str, Any], name: str, types: tuple[type, ...], what: str) -
     value = obj.get(name)
     # bool is an int subclass: refuse True where a number is expected and vice versa.
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-        raise ProtocolError(f"{what}: field {name!r} has a wrong or missing value {value!r}")
+        raise MessageError(f"{what}: field {name!r} has a wrong or missing value {value!r}")
     return value
 
 
@@ -188,12 +190,12 @@ def spec_to_dict(spec: MonitorSpec) -> dict[str, Any]:
 
 def spec_from_dict(obj: dict[str, Any]) -> MonitorSpec:
     """Raises:
-    ProtocolError: a field is missing, unknown or of the wrong type.
+    MessageError: a field is missing, unknown or of the wrong type.
     """
     known = {f.name for f in fields(MonitorSpec)}
     unknown = set(obj) - known
     if unknown:
-        raise ProtocolError(f"spec: unknown field(s) {sorted(unknown)}")
+        raise MessageError(f"spec: unknown field(s) {sorted(unknown)}")
     kwargs: dict[str, Any] = {}
     for name, types in _SPEC_TYPES.items():
         if name in obj:
@@ -201,9 +203,9 @@ def spec_from_dict(obj: dict[str, Any]) -> MonitorSpec:
     try:
         spec = MonitorSpec(**kwargs)
     except TypeError as exc:
-        raise ProtocolError(f"spec: {exc}") from None
+        raise MessageError(f"spec: {exc}") from None
     if not spec.container_id:
-        raise ProtocolError("spec: empty container_id")
+        raise MessageError("spec: empty container_id")
     return spec
 
 
@@ -227,10 +229,10 @@ def decode_sync(data: bytes | str) -> SyncReport:
     pid = _check(obj, "pid", (int,), "sync")
     monitor_pid = obj.get("monitor_pid", 0)
     if not isinstance(monitor_pid, int) or isinstance(monitor_pid, bool):
-        raise ProtocolError(f"sync: bad monitor_pid {monitor_pid!r}")
+        raise MessageError(f"sync: bad monitor_pid {monitor_pid!r}")
     error = obj.get("error", "")
     if not isinstance(error, str):
-        raise ProtocolError("sync: bad error")
+        raise MessageError("sync: bad error")
     if pid <= 0 and not error:
         error = "monitor reported no pid"
     return SyncReport(pid=pid, monitor_pid=monitor_pid, error=error)
@@ -244,7 +246,7 @@ def decode_exit(data: bytes | str) -> ExitInfo:
     obj = _loads(data, "exit file")
     sig = obj.get("signal")
     if sig is not None and (not isinstance(sig, int) or isinstance(sig, bool)):
-        raise ProtocolError(f"exit file: bad signal {sig!r}")
+        raise MessageError(f"exit file: bad signal {sig!r}")
     return ExitInfo(
         exit_code=_check(obj, "exit_code", (int,), "exit file"),
         finished_at=_check(obj, "finished_at", (int,), "exit file"),
@@ -260,7 +262,7 @@ def exit_from_wait_status(status: int) -> tuple[int, int | None]:
         return 128 + sig, sig
     if os.WIFEXITED(status):
         return os.WEXITSTATUS(status), None
-    raise ProtocolError(f"wait status {status:#x} is not a termination")
+    raise MessageError(f"wait status {status:#x} is not a termination")
 
 
 def encode_resize(width: int, height: int) -> bytes:
@@ -272,10 +274,10 @@ def decode_resize(packet: bytes) -> tuple[int, int]:
     """(width, height) of an ``ATTACH_RESIZE`` packet.
 
     Raises:
-        ProtocolError: wrong length.
+        MessageError: wrong length.
     """
     if len(packet) != 5:
-        raise ProtocolError("resize packet must be 5 bytes")
+        raise MessageError("resize packet must be 5 bytes")
     width, height = struct.unpack(">HH", packet[1:])
     return width, height
 
@@ -300,7 +302,7 @@ def encode_reply(ok: bool = True, error: str = "", **fields_: Any) -> bytes:
 def decode_reply(data: bytes | str) -> dict[str, Any]:
     """Raises:
     RequestFailed: the reply carries ``ok: false`` (its error is the message).
-    ProtocolError: not a reply.
+    MessageError: not a reply.
     """
     obj = _loads(data, "reply")
     ok = _check(obj, "ok", (bool,), "reply")

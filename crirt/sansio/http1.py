@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
+from crirt.sansio.errors import ProtocolError
+
 MAX_HEAD: Final = 64 * 1024
 _TOKEN_CHARS: Final = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
 
@@ -28,7 +30,7 @@ REASONS: Final = {
 }
 
 
-class ProtocolError(Exception):
+class BadRequest(ProtocolError):
     """Not an HTTP/1.1 request head; answer ``status`` and close."""
 
     def __init__(self, msg: str, status: int = 400) -> None:
@@ -70,32 +72,32 @@ def parse_request_head(buf: bytes, max_head: int = MAX_HEAD) -> tuple[Request, i
     quadratic in the head's length).
 
     Raises:
-        ProtocolError: malformed, or longer than ``max_head``.
+        BadRequest: malformed, or longer than ``max_head``.
     """
     end = buf.find(b"\r\n\r\n")
     if end < 0:
         if len(buf) > max_head:
-            raise ProtocolError("request head too large", 431)
+            raise BadRequest("request head too large", 431)
         return None
     if end > max_head:
-        raise ProtocolError("request head too large", 431)
+        raise BadRequest("request head too large", 431)
     lines = buf[:end].decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
     if len(parts) != 3 or not parts[0] or not parts[1]:
-        raise ProtocolError(f"bad request line {lines[0][:100]!r}")
+        raise BadRequest(f"bad request line {lines[0][:100]!r}")
     method, target, version = parts
     if version not in ("HTTP/1.1", "HTTP/1.0"):
-        raise ProtocolError(f"unsupported version {version[:20]!r}")
+        raise BadRequest(f"unsupported version {version[:20]!r}")
     if not set(method.lower()) <= _TOKEN_CHARS:
-        raise ProtocolError("bad method")
+        raise BadRequest("bad method")
     headers: list[tuple[str, str]] = []
     for line in lines[1:]:
         if line[:1] in (" ", "\t"):
-            raise ProtocolError("obsolete header line folding")
+            raise BadRequest("obsolete header line folding")
         name, sep, value = line.partition(":")
         name = name.lower()
         if not sep or not name or not set(name) <= _TOKEN_CHARS:
-            raise ProtocolError(f"bad header line {line[:100]!r}")
+            raise BadRequest(f"bad header line {line[:100]!r}")
         headers.append((name, value.strip(" \t")))
     return Request(method, target, version, tuple(headers)), end + 4
 
@@ -120,17 +122,17 @@ class HeadReader:
         """Returns the request and the bytes after its head once the head is whole.
 
         Raises:
-            ProtocolError: malformed, or longer than ``max_head`` (status 431).
+            BadRequest: malformed, or longer than ``max_head`` (status 431).
         """
         self._buf += data
         end = self._buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
         if end < 0:
             self._scanned = len(self._buf)
             if len(self._buf) > self.max_head:
-                raise ProtocolError("request head too large", 431)
+                raise BadRequest("request head too large", 431)
             return None
         if end > self.max_head:
-            raise ProtocolError("request head too large", 431)
+            raise BadRequest("request head too large", 431)
         got = parse_request_head(bytes(self._buf[: end + 4]), self.max_head)
         assert got is not None
         req, n = got

@@ -28,6 +28,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Final
 
+from crirt.sansio.errors import LocalProtocolError, ProtocolError
+
 VERSION: Final = 3
 MAX_LENGTH: Final = (1 << 24) - 1
 MAX_STREAM_ID: Final = (1 << 31) - 1
@@ -104,14 +106,6 @@ HEADER_DICTIONARY: Final = (
 )
 
 Headers = dict[str, str]
-
-
-class ProtocolError(Exception):
-    """The peer broke SPDY framing: the connection cannot continue (send GOAWAY, close)."""
-
-
-class LocalProtocolError(ProtocolError):
-    """We asked to send something the protocol forbids (a bug in the caller)."""
 
 
 # ----- events (frames, both directions) -------------------------------------------------------

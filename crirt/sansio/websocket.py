@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from crirt.sansio.errors import ProtocolError
+
 GUID: Final = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 OP_CONT: Final = 0x0
@@ -46,7 +48,7 @@ CLOSE_INTERNAL: Final = 1011
 MAX_MESSAGE: Final = 32 * 1024 * 1024
 
 
-class ProtocolError(Exception):
+class FrameError(ProtocolError):
     """The client broke RFC 6455; close with ``close_code`` and drop the connection."""
 
     def __init__(self, msg: str, close_code: int = CLOSE_PROTOCOL_ERROR) -> None:
@@ -219,7 +221,7 @@ class ServerConnection:
         """The next message or control frame, ``NEED_DATA`` or ``ConnectionClosed`` (once).
 
         Raises:
-            ProtocolError: bad framing; send ``Close(exc.close_code)`` and drop the connection.
+            FrameError: bad framing; send ``Close(exc.close_code)`` and drop the connection.
         """
         while True:
             frame = self._next_frame()
@@ -239,9 +241,9 @@ class ServerConnection:
             return None
         b0, b1 = buf[0], buf[1]
         if b0 & 0x70:
-            raise ProtocolError("reserved bits set (no extension was negotiated)")
+            raise FrameError("reserved bits set (no extension was negotiated)")
         if not b1 & 0x80:
-            raise ProtocolError("client frame is not masked")
+            raise FrameError("client frame is not masked")
         n = b1 & 0x7F
         pos = 2
         if n == 126:
@@ -255,7 +257,7 @@ class ServerConnection:
             (n,) = struct.unpack_from(">Q", buf, 2)
             pos = 10
         if n > self.max_message:
-            raise ProtocolError(f"frame of {n} bytes is too big", CLOSE_TOO_BIG)
+            raise FrameError(f"frame of {n} bytes is too big", CLOSE_TOO_BIG)
         if len(buf) < pos + 4 + n:
             return None
         key = bytes(buf[pos : pos + 4])
@@ -266,7 +268,7 @@ class ServerConnection:
     def _on_frame(self, fin: bool, opcode: int, payload: bytes) -> Event | None:
         if opcode >= 0x8:
             if not fin or len(payload) > 125:
-                raise ProtocolError("fragmented or oversized control frame")
+                raise FrameError("fragmented or oversized control frame")
             if opcode == OP_PING:
                 return Ping(payload)
             if opcode == OP_PONG:
@@ -274,31 +276,31 @@ class ServerConnection:
             if opcode == OP_CLOSE:
                 self.close_received = True
                 if len(payload) == 1:
-                    raise ProtocolError("close frame with a 1-byte payload")
+                    raise FrameError("close frame with a 1-byte payload")
                 if not payload:
                     return Close(CLOSE_NO_STATUS)
                 (code,) = struct.unpack_from(">H", payload)
                 try:
                     reason = payload[2:].decode()
                 except UnicodeDecodeError:
-                    raise ProtocolError("close reason is not UTF-8", CLOSE_INVALID_DATA) from None
+                    raise FrameError("close reason is not UTF-8", CLOSE_INVALID_DATA) from None
                 return Close(code, reason)
-            raise ProtocolError(f"unknown control opcode {opcode}")
+            raise FrameError(f"unknown control opcode {opcode}")
         if opcode == OP_CONT:
             if self._frag_op is None:
-                raise ProtocolError("continuation frame without a message")
+                raise FrameError("continuation frame without a message")
         elif opcode in (OP_TEXT, OP_BINARY):
             if self._frag_op is not None:
-                raise ProtocolError("new message inside a fragmented one")
+                raise FrameError("new message inside a fragmented one")
             if fin:
                 return self._message(opcode, payload)
             self._frag_op = opcode
         else:
-            raise ProtocolError(f"unknown data opcode {opcode}", CLOSE_UNSUPPORTED)
+            raise FrameError(f"unknown data opcode {opcode}", CLOSE_UNSUPPORTED)
         self._frag.append(payload)
         self._frag_len += len(payload)
         if self._frag_len > self.max_message:
-            raise ProtocolError("message too big", CLOSE_TOO_BIG)
+            raise FrameError("message too big", CLOSE_TOO_BIG)
         if not fin:
             return None
         op, data = self._frag_op, b"".join(self._frag)
@@ -311,14 +313,14 @@ class ServerConnection:
             try:
                 data.decode()
             except UnicodeDecodeError:
-                raise ProtocolError("text message is not UTF-8", CLOSE_INVALID_DATA) from None
+                raise FrameError("text message is not UTF-8", CLOSE_INVALID_DATA) from None
             return Message(data, text=True)
         return Message(data)
 
     def send(self, event: Event) -> bytes:
         """The bytes of one server frame; nothing may follow a Close."""
         if self.close_sent:
-            raise ProtocolError("frame after close")
+            raise FrameError("frame after close")
         if isinstance(event, Message):
             return encode_frame(OP_TEXT if event.text else OP_BINARY, event.data)
         if isinstance(event, Ping):
@@ -328,4 +330,4 @@ class ServerConnection:
         if isinstance(event, Close):
             self.close_sent = True
             return encode_frame(OP_CLOSE, close_payload(event.code, event.reason))
-        raise ProtocolError(f"cannot send {type(event).__name__}")
+        raise FrameError(f"cannot send {type(event).__name__}")

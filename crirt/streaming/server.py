@@ -274,7 +274,7 @@ class StreamingServer:
                         return None
                     if (got := head.receive_data(chunk)) is not None:
                         return got
-        except http1.ProtocolError as exc:
+        except http1.BadRequest as exc:
             writer.write(http1.response(exc.status, body=str(exc).encode()))
             return None
         except TimeoutError:

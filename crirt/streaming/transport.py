@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from crirt.log import get_logger
-from crirt.sansio import spdy
+from crirt.sansio import errors, spdy
 from crirt.sansio import websocket as ws
 
 log = get_logger(__name__)
@@ -141,7 +141,7 @@ class WsSession:
         while not self.closed:
             try:
                 ev = self.conn.next_event()
-            except ws.ProtocolError as exc:
+            except ws.FrameError as exc:
                 log.info("websocket protocol error", error=str(exc))
                 self._send_close(exc.close_code)
                 self.closed = True
@@ -221,7 +221,7 @@ class SpdySession:
         while not self.ended:
             try:
                 ev = self.conn.next_event()
-            except spdy.ProtocolError as exc:
+            except errors.ProtocolError as exc:
                 log.info("spdy protocol error", error=str(exc))
                 self.goaway(spdy.GOAWAY_PROTOCOL_ERROR)
                 self.ended = True
@@ -272,7 +272,7 @@ class SpdySession:
             self.send(spdy.Data(stream_id, b"", fin=True))
 
     def goaway(self, status: int = spdy.GOAWAY_OK) -> None:
-        with contextlib.suppress(spdy.LocalProtocolError):
+        with contextlib.suppress(errors.LocalProtocolError):
             self.send(spdy.GoAway(self.conn.last_remote_stream_id, status))
 
     async def close(self) -> None:

@@ -58,20 +58,20 @@ def test_spec_defaults_apply_to_missing_optional_fields() -> None:
 )
 def test_spec_rejects_bad_fields(change: dict[str, object], match: str) -> None:
     obj = {**protocol.spec_to_dict(SPEC), **change}
-    with pytest.raises(protocol.ProtocolError, match=match):
+    with pytest.raises(protocol.MessageError, match=match):
         protocol.spec_from_dict(obj)
 
 
 def test_spec_missing_required_field() -> None:
     obj = protocol.spec_to_dict(SPEC)
     del obj["exit_file"]
-    with pytest.raises(protocol.ProtocolError):
+    with pytest.raises(protocol.MessageError):
         protocol.spec_from_dict(obj)
 
 
 @pytest.mark.parametrize("data", [b"", b"[1]", b"{", b"\xff", b"x" * (protocol.MAX_MESSAGE + 1)])
 def test_decode_rejects_non_objects(data: bytes) -> None:
-    with pytest.raises(protocol.ProtocolError):
+    with pytest.raises(protocol.MessageError):
         protocol.decode_spec(data)
 
 
@@ -116,7 +116,7 @@ def test_exit_round_trip() -> None:
     ],
 )
 def test_exit_rejects_bad_records(data: bytes) -> None:
-    with pytest.raises(protocol.ProtocolError):
+    with pytest.raises(protocol.MessageError):
         protocol.decode_exit(data)
 
 
@@ -129,7 +129,7 @@ def test_exit_from_wait_status() -> None:
     assert protocol.exit_from_wait_status(_exited(3)) == (3, None)
     assert protocol.exit_from_wait_status(signal.SIGKILL) == (137, 9)
     assert protocol.exit_from_wait_status(signal.SIGTERM | 0x80) == (143, 15)  # core dumped
-    with pytest.raises(protocol.ProtocolError):
+    with pytest.raises(protocol.MessageError):
         protocol.exit_from_wait_status(0x137F)  # stopped, not terminated
 
 
@@ -139,9 +139,9 @@ def test_requests_and_replies() -> None:
     assert protocol.decode_reply(protocol.encode_reply(True, pid=7)) == {"ok": True, "pid": 7}
     with pytest.raises(protocol.RequestFailed, match="no such file"):
         protocol.decode_reply(protocol.encode_reply(False, "no such file"))
-    with pytest.raises(protocol.ProtocolError):
+    with pytest.raises(protocol.MessageError):
         protocol.decode_request(b'{"op": 1}')
-    with pytest.raises(protocol.ProtocolError):
+    with pytest.raises(protocol.MessageError):
         protocol.decode_reply(b'{"pid": 1}')
 
 
@@ -149,7 +149,7 @@ def test_attach_resize_packet() -> None:
     packet = protocol.encode_resize(132, 43)
     assert packet == b"\x02\x00\x84\x00\x2b"
     assert protocol.decode_resize(packet) == (132, 43)
-    with pytest.raises(protocol.ProtocolError):
+    with pytest.raises(protocol.MessageError):
         protocol.decode_resize(b"\x02\x00")
 
 

@@ -59,12 +59,12 @@ def test_query() -> None:
     ],
 )
 def test_bad_heads(head: bytes) -> None:
-    with pytest.raises(http1.ProtocolError):
+    with pytest.raises(http1.BadRequest):
         http1.parse_request_head(head)
 
 
 def test_oversized_head() -> None:
-    with pytest.raises(http1.ProtocolError) as info:
+    with pytest.raises(http1.BadRequest) as info:
         http1.parse_request_head(b"GET / HTTP/1.1\r\n" + b"a: b\r\n" * 20000)
     assert info.value.status == 431
 
@@ -121,11 +121,11 @@ def test_head_reader_keeps_the_bytes_after_the_head_and_caps_the_size() -> None:
     assert got is not None
     assert got[1] == b"\x80\x03"
     small = http1.HeadReader(max_head=1024)
-    with pytest.raises(http1.ProtocolError) as exc:
+    with pytest.raises(http1.BadRequest) as exc:
         small.receive_data(b"GET / HTTP/1.1\r\nX: " + b"a" * 2000)
     assert exc.value.status == 431
     # A head that ends past the limit in the same read is refused too.
-    with pytest.raises(http1.ProtocolError):
+    with pytest.raises(http1.BadRequest):
         http1.HeadReader(max_head=1024).receive_data(
             b"GET / HTTP/1.1\r\nX: " + b"a" * 2000 + b"\r\n\r\n"
         )

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from crirt.sansio import spdy
+from crirt.sansio import errors, spdy
 
 CRICTL_EXEC = bytes.fromhex(
     "80030001000000290000000100000000000078f9e3c6a7c26260606004a7b392a2d4c45c6851c29a0a0a6800"
@@ -139,7 +139,7 @@ def test_compression_context_persists_across_frames() -> None:
         spdy.SynStream(3, {"streamtype": "error"}),
     ]
     fresh = spdy.Connection()
-    with pytest.raises(spdy.ProtocolError):
+    with pytest.raises(errors.ProtocolError):
         events(fresh, b.replace(b"\x00\x00\x00\x03", b"\x00\x00\x00\x01", 1))
 
 
@@ -175,12 +175,12 @@ def test_stream_is_forgotten_after_both_fins() -> None:
 def test_data_before_reply_is_refused() -> None:
     server = spdy.Connection()
     events(server, CRICTL_EXEC)
-    with pytest.raises(spdy.LocalProtocolError):
+    with pytest.raises(errors.LocalProtocolError):
         server.send(spdy.Data(5, b"x"))
     server.send(spdy.SynReply(5))
     assert server.can_send(5)
     server.send(spdy.Data(5, b"x", fin=True))
-    with pytest.raises(spdy.LocalProtocolError):
+    with pytest.raises(errors.LocalProtocolError):
         server.send(spdy.Data(5, b"y"))
 
 
@@ -226,13 +226,13 @@ def test_rst_removes_the_stream() -> None:
 
 
 def test_bad_version_and_truncated_close_are_connection_errors() -> None:
-    with pytest.raises(spdy.ProtocolError):
+    with pytest.raises(errors.ProtocolError):
         events(spdy.Connection(), bytes.fromhex("800200060000000400000001"))
     conn = spdy.Connection()
     conn.receive_data(CRICTL_EXEC[:20])
     assert conn.next_event() is spdy.NEED_DATA
     conn.receive_data(b"")
-    with pytest.raises(spdy.ProtocolError):
+    with pytest.raises(errors.ProtocolError):
         conn.next_event()
 
 
@@ -253,7 +253,7 @@ def test_eof_is_reported_once() -> None:
     ],
 )
 def test_bad_header_blocks(block: bytes) -> None:
-    with pytest.raises(spdy.ProtocolError):
+    with pytest.raises(errors.ProtocolError):
         spdy.decode_header_block(block)
 
 
@@ -277,7 +277,7 @@ def test_header_bomb_is_refused() -> None:
     client = spdy.Connection(client=True)
     big = {"x": "a" * (spdy.MAX_HEADER_BLOCK + 1)}
     frame = client.send(spdy.SynStream(1, big))
-    with pytest.raises(spdy.ProtocolError, match="too large"):
+    with pytest.raises(errors.ProtocolError, match="too large"):
         events(spdy.Connection(), frame)
 
 
@@ -297,13 +297,13 @@ def test_settings_with_more_entries_than_defined_ids_is_a_protocol_error() -> No
     # SPDY/3 defines 8 setting ids; a frame of a million entries expanded into a million tuples.
     assert events(spdy.Connection(), settings_frame(8)) == [spdy.Settings(((4, 0, 100),) * 8)]
     for n in (9, 1_000_000):
-        with pytest.raises(spdy.ProtocolError, match="SETTINGS"):
+        with pytest.raises(errors.ProtocolError, match="SETTINGS"):
             events(spdy.Connection(), settings_frame(n))
 
 
 def test_settings_count_must_match_length() -> None:
     body = struct.pack(">I", 3) + struct.pack(">II", 4, 100)
-    with pytest.raises(spdy.ProtocolError, match="SETTINGS"):
+    with pytest.raises(errors.ProtocolError, match="SETTINGS"):
         events(spdy.Connection(), control_header(spdy.SETTINGS, len(body)) + body)
 
 
@@ -326,7 +326,7 @@ def test_oversized_control_frame_is_refused_from_its_header(ftype: int, length: 
     # Refused as soon as its 8-byte header is in: its payload is never buffered.
     conn = spdy.Connection()
     conn.receive_data(control_header(ftype, length))
-    with pytest.raises(spdy.ProtocolError):
+    with pytest.raises(errors.ProtocolError):
         conn.next_event()
 
 

@@ -93,7 +93,7 @@ def test_close_and_eof() -> None:
     assert events(conn, frame) == [ws.Close(1000, "bye")]
     assert conn.close_received
     assert conn.send(ws.Close(1000)) == bytes([0x88, 0x02, 0x03, 0xE8])
-    with pytest.raises(ws.ProtocolError):
+    with pytest.raises(ws.FrameError):
         conn.send(ws.Message(b"late"))
     assert events(conn, b"") == [ws.ConnectionClosed()]
     empty = ws.ServerConnection()
@@ -116,20 +116,20 @@ def test_close_and_eof() -> None:
     ],
 )
 def test_protocol_errors(frame: bytes, code: int) -> None:
-    with pytest.raises(ws.ProtocolError) as info:
+    with pytest.raises(ws.FrameError) as info:
         events(ws.ServerConnection(), frame)
     assert info.value.close_code == code
 
 
 def test_message_size_limit() -> None:
     conn = ws.ServerConnection(max_message=10)
-    with pytest.raises(ws.ProtocolError) as info:
+    with pytest.raises(ws.FrameError) as info:
         events(conn, ws.encode_client_frame(ws.OP_BINARY, b"x" * 11, KEY))
     assert info.value.close_code == ws.CLOSE_TOO_BIG
     conn = ws.ServerConnection(max_message=10)
     parts = ws.encode_client_frame(ws.OP_BINARY, b"x" * 6, KEY, fin=False)
     parts += ws.encode_client_frame(ws.OP_CONT, b"x" * 6, KEY)
-    with pytest.raises(ws.ProtocolError):
+    with pytest.raises(ws.FrameError):
         events(conn, parts)
 
 
