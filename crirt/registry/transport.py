@@ -5,11 +5,13 @@ pulled once (http.client: 0.2 MB), and the registry client needs little of it: p
 connections, connect and read timeouts, GET/HEAD redirects (blob storage on another host),
 HTTP(S)_PROXY/NO_PROXY from the environment, and verified or deliberately unverified TLS.
 
-Semantics kept from requests, on purpose: Authorization is dropped when a redirect leaves the
-host; proxies come from the environment with NO_PROXY (hosts, domain suffixes, CIDRs, ``*``);
-verified TLS uses the system trust store (as CRI-O and containerd do). A pooled connection that
-the server closed while idle is detected before reuse, and a request that fails on a reused
+Semantics kept from requests, on purpose (one stricter): Authorization is dropped when a
+redirect leaves the origin (scheme, host or port differ; requests looks at the host only);
+proxies come from the environment with NO_PROXY (hosts, domain suffixes, CIDRs, ``*``); verified
+TLS uses the system trust store (as CRI-O and containerd do). A pooled connection that the
+server closed while idle is detected before reuse, and a request that fails on a reused
 connection before any response is sent again once on a fresh one when its body can be replayed.
+URLs in error messages have their userinfo redacted (proxy credentials).
 """
 
 from __future__ import annotations
@@ -57,6 +59,15 @@ def _origin(parts: urllib.parse.SplitResult) -> Origin:
         raise ValueError(f"not an http(s) URL: {parts.geturl()!r}")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     return Origin(parts.scheme, parts.hostname, port)
+
+
+def same_origin(a: str, b: str) -> bool:
+    """Whether two URLs share scheme, host and port (RFC 6454 origin; default ports filled in):
+    the only redirects that keep the request's Authorization."""
+    try:
+        return _origin(urllib.parse.urlsplit(a)) == _origin(urllib.parse.urlsplit(b))
+    except ValueError:  # not http(s), or a port that does not parse
+        return False
 
 
 def _env(name: str, environ: Mapping[str, str]) -> str:
@@ -272,9 +283,9 @@ class Transport:
             resp.read(64 * 1024)  # a small redirect body lets the connection be reused
             resp.close()
             nxt = urllib.parse.urljoin(url, location)
-            old, new = urllib.parse.urlsplit(url), urllib.parse.urlsplit(nxt)
-            if old.hostname != new.hostname:
-                # Credentials for the registry are not for its blob storage (as requests does).
+            if not same_origin(url, nxt):
+                # Credentials for the registry are not for its blob storage, nor for another
+                # service (port) of its host, nor to be sent in clear after a downgrade.
                 hdrs = {k: v for k, v in hdrs.items() if k.lower() != "authorization"}
             url = nxt
         raise ValueError(f"more than {MAX_REDIRECTS} redirects")
@@ -366,4 +377,5 @@ __all__ = [
     "bypasses_proxy",
     "form",
     "proxy_for",
+    "same_origin",
 ]

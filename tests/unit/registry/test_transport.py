@@ -22,6 +22,7 @@ from crirt.registry.transport import (
     bypasses_proxy,
     form,
     proxy_for,
+    same_origin,
 )
 
 # -- NO_PROXY and HTTP(S)_PROXY ---------------------------------------------------------------
@@ -207,6 +208,39 @@ def test_redirects_keep_credentials_on_the_same_host_only(
         ("/v2/moved", "Bearer t"),
     ]
     assert "Authorization" not in storage.seen[0][2]
+
+
+def test_redirects_to_another_port_or_scheme_of_the_same_host_drop_credentials(
+    transport: Transport, serve: Callable[[Handler], Server]
+) -> None:
+    # Issue 15: Authorization survived a redirect to another port of the same host name.
+    other_port = serve(lambda h: reply(h, 200, b"blob"))
+    s = serve(lambda h: reply(h, 307, Location=other_port.url("/store")))
+    with transport.request(
+        "GET", s.url("/v2/blob"), headers={"Authorization": "Bearer t"}, follow_redirects=True
+    ) as r:
+        assert r.read() == b"blob"
+    assert s.seen[0][2]["Authorization"] == "Bearer t"
+    assert "Authorization" not in other_port.seen[0][2]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "same"),
+    [
+        ("https://r.example/v2/a", "https://r.example/v2/b", True),
+        ("https://r.example/v2/a", "https://R.EXAMPLE:443/v2/b", True),  # default port, case
+        ("http://r.example/v2/a", "http://r.example:80/b", True),
+        ("https://r.example/v2/a", "https://r.example:8443/b", False),  # another port
+        ("https://r.example/v2/a", "http://r.example/b", False),  # downgraded scheme
+        ("http://r.example:443/a", "https://r.example/b", False),  # same port, other scheme
+        ("https://r.example/v2/a", "https://s.example/b", False),  # another host
+        ("https://[::1]:5000/a", "https://[::1]:5000/b", True),
+    ],
+)
+def test_credentials_follow_a_redirect_only_to_the_same_origin(
+    old: str, new: str, same: bool
+) -> None:
+    assert same_origin(old, new) is same
 
 
 def test_redirects_are_not_followed_unless_asked_and_loops_end(
