@@ -49,6 +49,7 @@ from crirt.registry.transport import (
     Transport,
     basic_authorization,
     form,
+    redact_userinfo,
 )
 
 if TYPE_CHECKING:
@@ -70,6 +71,12 @@ _TOKEN_SLACK = 5.0
 # Tag lists are paginated; stop after this many pages (a hostile registry could loop forever).
 _MAX_TAG_PAGES = 1000
 _CLIENT_ID = "crirt"
+
+
+def _why(exc: BaseException | None) -> str:
+    """An exception's text for an error message: URLs in it lose their userinfo (an
+    HTTPS_PROXY's credentials must not reach the kubelet's events)."""
+    return redact_userinfo(str(exc))
 
 
 @dataclass(frozen=True)
@@ -104,7 +111,7 @@ class BlobStream:
         try:
             data = self._response.read(n)
         except _TRANSPORT_ERRORS as exc:
-            raise RegistryError(f"reading {self._what}: {exc}") from exc
+            raise RegistryError(f"reading {self._what}: {_why(exc)}") from exc
         return data
 
     def close(self) -> None:
@@ -433,7 +440,7 @@ class RegistryClient:
                 with self._lock:
                     self._bases[ep.host] = base
             return resp
-        raise RegistryError(f"{what}: cannot reach registry {ep.host}: {error}") from error
+        raise RegistryError(f"{what}: cannot reach registry {ep.host}: {_why(error)}") from error
 
     def _request(
         self,
@@ -541,7 +548,9 @@ class RegistryClient:
                 )  # fmt: skip
                 how = "with the given credentials" if basic else "anonymously"
         except _TRANSPORT_ERRORS as exc:
-            raise RegistryError(f"registry {host}: cannot reach token endpoint: {exc}") from exc
+            raise RegistryError(
+                f"registry {host}: cannot reach token endpoint: {_why(exc)}"
+            ) from exc
         with resp:
             if resp.status_code in (401, 403):
                 cls = RegistryUnauthorized if resp.status_code == 401 else RegistryDenied
@@ -560,7 +569,7 @@ class RegistryClient:
             try:
                 token_body = resp.read(1024 * 1024)
             except _TRANSPORT_ERRORS as exc:
-                raise RegistryError(f"registry {host}: reading the token: {exc}") from exc
+                raise RegistryError(f"registry {host}: reading the token: {_why(exc)}") from exc
         log.debug("registry token fetched", host=host, scope=scope)
         try:
             return challenge.parse_token_response(token_body)

@@ -20,6 +20,7 @@ import base64
 import http.client
 import ipaddress
 import os
+import re
 import select
 import ssl
 import threading
@@ -56,9 +57,19 @@ class Proxy:
 
 def _origin(parts: urllib.parse.SplitResult) -> Origin:
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {parts.geturl()!r}")
+        raise ValueError(f"not an http(s) URL: {redact_userinfo(parts.geturl())!r}")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     return Origin(parts.scheme, parts.hostname, port)
+
+
+# ``scheme://userinfo@``: what goes in an error message is ``scheme://***@``.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#@\s'\"]*@")
+
+
+def redact_userinfo(text: str) -> str:
+    """``text`` with the credentials of every URL in it replaced by ``***`` (Go's
+    ``url.Redacted`` hides the password; here the user name goes too: it may be a token)."""
+    return _USERINFO.sub(r"\1***@", text)
 
 
 def same_origin(a: str, b: str) -> bool:
@@ -113,9 +124,10 @@ def proxy_for(origin: Origin, environ: Mapping[str, str] | None = None) -> Proxy
     url = _env(f"{origin.scheme}_proxy", env)
     if not url or bypasses_proxy(origin.host, origin.port, _env("no_proxy", env)):
         return None
-    parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    full = url if "://" in url else f"http://{url}"
+    parts = urllib.parse.urlsplit(full)
     if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"unsupported proxy {url!r}: only http:// proxies are")
+        raise ValueError(f"unsupported proxy {redact_userinfo(full)!r}: only http:// proxies are")
     auth = ""
     if parts.username is not None:
         user = urllib.parse.unquote(parts.username)
@@ -377,5 +389,6 @@ __all__ = [
     "bypasses_proxy",
     "form",
     "proxy_for",
+    "redact_userinfo",
     "same_origin",
 ]

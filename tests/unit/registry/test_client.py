@@ -462,3 +462,29 @@ def test_auth_file_nested_too_deep_is_invalid(tmp_path: Path) -> None:
     path.write_bytes(b'{"auths": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
     with pytest.raises(InvalidArgument, match="nested too deep"):
         AuthFiles([path]).lookup("example.com", "app")
+
+
+def test_proxy_credentials_never_reach_error_messages(
+    server: Server, client: RegistryClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 15: HTTPS_PROXY's userinfo appeared in pull errors (and so in kubelet events).
+    for var in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "https://alice:s3cret@proxy.lan:3128")
+    monkeypatch.setenv("HTTP_PROXY", "socks5://alice:s3cret@proxy.lan:1080")
+    with pytest.raises(RegistryError) as err:
+        client.get_manifest(_ep(server), "v1")
+    assert "s3cret" not in str(err.value)
+    assert "alice" not in str(err.value)
+    assert "proxy.lan" in str(err.value)  # still says which proxy
+    # A redirect to a URL with userinfo that cannot be followed
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    server.routes["/v2/lib/app/manifests/v1"] = lambda h: (
+        302,
+        {"Location": "ftp://bob:hunter2@files.example/x"},
+        b"",
+    )
+    with pytest.raises(RegistryError) as err:
+        client.get_manifest(_ep(server), "v1")
+    assert "hunter2" not in str(err.value)
+    assert "files.example" in str(err.value)

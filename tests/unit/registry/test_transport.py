@@ -22,6 +22,7 @@ from crirt.registry.transport import (
     bypasses_proxy,
     form,
     proxy_for,
+    redact_userinfo,
     same_origin,
 )
 
@@ -347,3 +348,17 @@ def test_connections_with_fds_above_1023_are_reused(
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert len({port for *_, port, _ in s.seen}) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("proxy 'http://u:p@proxy:3128' refused", "proxy 'http://***@proxy:3128' refused"),
+        ("see https://tok@h/x and http://a:b@c", "see https://***@h/x and http://***@c"),
+        ("HTTP://U:P@H", "HTTP://***@H"),
+        ("no url here: user@host", "no url here: user@host"),
+        ("https://h/path@x", "https://h/path@x"),  # an @ in the path is not userinfo
+    ],
+)
+def test_userinfo_is_redacted(text: str, want: str) -> None:
+    assert redact_userinfo(text) == want
