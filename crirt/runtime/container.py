@@ -130,6 +130,8 @@ class ContainerOps:
             # A retry of a creation whose answer was lost: the same container, as in CRI-O.
             log.info("CreateContainer retried; returning the same container", container_id=held.id)
             return held.id
+        if sb.config.log_directory and config.log_path:
+            naming.log_path(sb.config.log_directory, config.log_path)  # refused before anything
         cid = naming.new_id()
         records.containers.reserve(name, cid)
         task = records.spawn(name, key, self._create(cid, name, config, sb, img))
@@ -148,7 +150,7 @@ class ContainerOps:
         rootfs = cdir / "rootfs"
         log_path = ""
         if sb.config.log_directory and config.log_path:
-            log_path = os.path.join(sb.config.log_directory, config.log_path)
+            log_path = naming.log_path(sb.config.log_directory, config.log_path)
         try:
             async with records.locked(cid):
                 extras = container_extras(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 import secrets
 
 from crirt._gen import api_pb2
@@ -23,3 +24,26 @@ def container_name(md: api_pb2.ContainerMetadata, pod: api_pb2.PodSandboxMetadat
     if not md.name:
         raise InvalidArgument("ContainerConfig.metadata.name is required")
     return f"k8s_{md.name}_{pod.name}_{pod.namespace}_{pod.uid}_{md.attempt}"
+
+
+def _clean(path: str) -> str:
+    """Go's ``filepath.Clean`` (POSIX): normpath, but a leading ``//`` is one ``/``."""
+    out = posixpath.normpath(path)
+    return "/" + out.lstrip("/") if out.startswith("//") else out
+
+
+def log_path(directory: str, path: str) -> str:
+    """Where a container's CRI log goes: ``PodSandboxConfig.log_directory`` joined with
+    ``ContainerConfig.log_path`` as containerd does it (Go's ``filepath.Join``: the directory
+    is kept even for an absolute ``path``, the result cleaned), unlike ``os.path.join``.
+
+    Raises:
+        InvalidArgument: the cleaned path is not inside the directory (``..``).
+    """
+    base = _clean(directory)
+    joined = _clean(f"{directory}/{path}")
+    if not joined.startswith(base.rstrip("/") + "/"):
+        raise InvalidArgument(
+            f"ContainerConfig.log_path {path!r} leaves the pod's log directory {directory!r}"
+        )
+    return joined
