@@ -123,11 +123,14 @@ def _signal(pid: int, sig: int) -> None:
 def _kill_tree(root: int | None, pgrp: int) -> None:
     """SIGKILL an exec'd process, its descendants, its session and runc's process group.
 
-    ``root`` is the exec'd process (None if runc never reported it), ``pgrp`` the group runc
-    leads; runc itself (pid == pgrp) is spared so it can reap what it started and exit. runc's
-    init makes the exec'd process a session leader, and runc 1.1 does not return until the
-    background children of that session are gone, even after the root has exited and its
-    children were reparented to the container's pid 1: they are found by session id.
+    ``root`` is the exec'd process (None if runc has not written its pid file yet), ``pgrp``
+    the group runc leads; runc itself (pid == pgrp) is spared so it can reap what it started
+    and exit. runc's direct children are the exec'd process too (runc init becomes it), so the
+    tree is found even before the pid file exists: on a loaded machine a client can go away
+    between the process starting (and forking) and runc writing the file. runc's init makes the
+    exec'd process a session leader, and runc 1.1 does not return until the background children
+    of that session are gone, even after the root has exited and its children were reparented
+    to the container's pid 1: they are found by session id.
 
     Everything is stopped first (repeating until no new process shows up) so nothing can fork,
     or run a script's next command, while the tree is walked; then children die before their
@@ -137,11 +140,14 @@ def _kill_tree(root: int | None, pgrp: int) -> None:
     seen: list[int] = []
     for _ in range(16):
         table = _proc_table()
-        roots = [] if root is None else [root]
+        leaders = {p for p, (ppid, _, _) in table.items() if ppid == pgrp and p != pgrp}
+        if root is not None:
+            leaders.add(root)
+        roots = sorted(leaders)
         roots += sorted(
             p
             for p, (_, g, sid) in table.items()
-            if p != pgrp and (g == pgrp or (root is not None and sid == root))
+            if p != pgrp and p not in leaders and (g == pgrp or sid in leaders)
         )
         new = [p for p in roots if p not in seen and p in table]
         frontier = list(new)
