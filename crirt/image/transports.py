@@ -370,12 +370,21 @@ class OciDestination:
 # -- oci-archive: ------------------------------------------------------------------------------
 
 
+# An OCI layout nests ``blobs/<algorithm>/<hex>``: deeper entries are refused (a deep tree
+# would also defeat the temp dir's recursive clean-up).
+_MAX_LAYOUT_DEPTH = 8
+
+
 def _safe_extract_layout(archive: Path, dest: Path) -> None:
-    """Extract an OCI archive: regular files and dirs only, no path escapes."""
+    """Extract an OCI archive: regular files and dirs only, no path escapes, no deep trees."""
     with tarfile.open(archive, "r") as tf:
         for m in tf:
             name = os.path.normpath(m.name)
-            if name.startswith(("/", "..")) or not (m.isfile() or m.isdir()):
+            if (
+                name.startswith(("/", ".."))
+                or not (m.isfile() or m.isdir())
+                or name.count("/") >= _MAX_LAYOUT_DEPTH
+            ):
                 raise InvalidArgument(f"oci-archive:{archive}: refusing entry {m.name!r}")
             target = dest / name
             if m.isdir():
