@@ -11,18 +11,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
 from collections import defaultdict
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crirt.linux.tree import remove_tree
 from crirt.log import get_logger
 from crirt.runtime.model import Container, Sandbox
 from crirt.runtime.store import Index, write_json_atomic
 
 log = get_logger(__name__)
+
+
+def discard_tree(path: Path) -> bool:
+    """Delete a tree crirt no longer needs, whatever its shape (``remove_tree``: iterative, no
+    depth or path-length limit); a failure is logged, never raised, so start-up always goes on
+    (the next start tries again). True if it is gone."""
+    try:
+        remove_tree(path)
+    except OSError as exc:
+        log.warning("cannot delete directory", path=str(path), error=str(exc))
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -70,7 +82,7 @@ class Paths:
         for p in (self.exits, self.netns, self.trash):
             p.mkdir(parents=True, exist_ok=True, mode=0o700)
         for child in self.trash.iterdir():  # left by a crirt that died before deleting them
-            shutil.rmtree(child, ignore_errors=True)
+            discard_tree(child)
         # Traversable, not listable: a user-namespaced pod's runtime resolves its rootfs path
         # from inside the namespace. Each object's own directory is private (0700), or 0710
         # for the pod's root group (crirt.runtime.idmap.private_dir).
@@ -119,7 +131,7 @@ class Records:
                 out.append(json.loads((d / name).read_text()))
             except (OSError, ValueError):
                 log.warning("dropping incomplete record", path=str(d))
-                shutil.rmtree(d, ignore_errors=True)
+                discard_tree(d)
         return out
 
     # ----- concurrency -----------------------------------------------------------------------

@@ -30,7 +30,7 @@ from crirt.runtime.filters import sandbox_matches
 from crirt.runtime.host import HostFacts
 from crirt.runtime.model import Sandbox, SandboxState
 from crirt.runtime.ports import MountsPort, PodNetworkPort, ProcessSpec, RuntimePort
-from crirt.runtime.records import Records
+from crirt.runtime.records import Records, discard_tree
 from crirt.runtime.runner import delete_quietly
 from crirt.runtime.store import write_json_atomic
 
@@ -170,17 +170,19 @@ class SandboxOps:
     def _userns_pin(self, sid: str) -> Path:
         return self.records.paths.userns / sid
 
-    async def destroy(self, sid: str, handler: str) -> None:
-        """Remove everything a sandbox may own, whatever state it got to; idempotent."""
+    async def destroy(self, sid: str, handler: str, *, network: bool = True) -> None:
+        """Remove everything a sandbox may own, whatever state it got to; idempotent.
+        ``network=False``: leave the CNI attachment (a teardown just failed) to the restart."""
         records = self.records
         sdir = records.paths.sandbox_dir(sid)
         try:
             await delete_quietly(self.runtime, handler, sid)
             ns_path = records.paths.netns / sid
             try:
-                await self.network.cni.teardown(
-                    sid, str(ns_path) if self.network.pinned(ns_path) else None
-                )
+                if network:
+                    await self.network.cni.teardown(
+                        sid, str(ns_path) if self.network.pinned(ns_path) else None
+                    )
             except CrirtError:
                 log.warning("CNI teardown failed; will retry at restart", pod_id=sid, exc_info=True)
             self.network.remove_pin(ns_path)
@@ -188,7 +190,7 @@ class SandboxOps:
             infra.remove_infra_rootfs(self.infra.rootfs, sid, sdir / "bundle" / "rootfs")
             self.network.remove_pin(self._userns_pin(sid))
             self.exits.forget(sid)
-            shutil.rmtree(sdir, ignore_errors=True)
+            discard_tree(sdir)
         except Exception:
             log.warning("sandbox cleanup step failed", pod_id=sid, exc_info=True)
             raise
@@ -277,22 +279,34 @@ class SandboxOps:
         for c in self.records.containers_of(sb.id):
             await self.containers.stop(c.id, 0)
         async with self.records.locked(sb.id):
-            await self._stop_locked(sb)
+            network_error = await self._stop_locked(sb)
+        if network_error is not None:
+            # The kubelet retries StopPodSandbox; the next call runs DEL again.
+            raise network_error
 
-    async def _stop_locked(self, sb: Sandbox) -> None:
-        """Idempotent: each step checks whether it is still needed."""
+    async def _stop_locked(self, sb: Sandbox) -> CrirtError | None:
+        """Idempotent: each step checks whether it is still needed. A CNI DEL that fails (or
+        times out) does not stop the rest: the pod is stopped without its network torn down,
+        which the next Stop or Remove retries (the namespace stays pinned for it); that error
+        is returned."""
         if not self.exits.exists(sb.id):
             with contextlib.suppress(CrirtError):
                 await self.runtime.kill(sb.handler, sb.id, signal.SIGKILL)
             self.crash(crash.POD_INFRA_KILLED)
             if not await self.exits.wait(sb.id, 10.0):
                 log.warning("infra process did not report its exit", pod_id=sb.id)
+        network_error: CrirtError | None = None
         if sb.network_set_up:
-            await self.network.cni.teardown(sb.id, sb.netns_path or None)
-            sb.network_set_up = False
-            self.records.save_sandbox(sb)
-            self.crash(crash.POD_NETWORK_DOWN)
-        if sb.netns_path:
+            try:
+                await self.network.cni.teardown(sb.id, sb.netns_path or None)
+            except CrirtError as exc:
+                network_error = exc
+                log.warning("CNI teardown failed", pod_id=sb.id, error=str(exc))
+            else:
+                sb.network_set_up = False
+                self.records.save_sandbox(sb)
+                self.crash(crash.POD_NETWORK_DOWN)
+        if sb.netns_path and not sb.network_set_up:
             self.network.remove_pin(Path(sb.netns_path))
         if sb.shm_path:
             self.mounts.unmount(Path(sb.shm_path))
@@ -300,6 +314,7 @@ class SandboxOps:
             self.emitter.emit(EventType.STOPPED, sb.id, sb.id)
             log.info("sandbox stopped", pod_id=sb.id)
         self.records.save_sandbox(sb)
+        return network_error
 
     # ----- RemovePodSandbox ------------------------------------------------------------------
 
@@ -313,9 +328,18 @@ class SandboxOps:
         for c in records.containers_of(sb.id):
             await self.containers.remove(c.id)
         async with records.locked(sb.id):
-            await self._stop_locked(sb)
+            # A DEL that keeps failing must not keep the pod forever (CRI-O removes it anyway):
+            # its CNI attachment stays in the cache, which the next start tears down
+            # (Lifecycle._release_stale_networks). Not tried twice here: a hung plugin would
+            # cost two timeouts.
+            network_error = await self._stop_locked(sb)
+            if network_error is not None:
+                log.warning(
+                    "removing the pod without its network torn down; retried at restart",
+                    pod_id=sb.id,
+                )
             self.crash(crash.POD_DESTROYING)
-            await self.destroy(sb.id, sb.handler)
+            await self.destroy(sb.id, sb.handler, network=network_error is None)
             self.emitter.emit(EventType.DELETED, sb.id, sb.id)
             records.sandboxes.remove(sb)
         log.info("sandbox removed", pod_id=sb.id)
