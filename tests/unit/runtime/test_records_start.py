@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from crirt.linux.tree import remove_tree
 from crirt.runtime.records import Paths, Records
 from tests.unit.linux.test_remove_tree import make_deep_tree
+
+
+@pytest.fixture(autouse=True)
+def _no_deep_tree_left(tmp_path: Path) -> Iterator[None]:
+    # Even when a test fails: pytest's own clean-up of old temp dirs recurses and would fail
+    # on these trees in every later run.
+    yield
+    remove_tree(tmp_path / "state")
 
 
 def test_a_deep_leftover_in_the_trash_is_deleted_at_start(tmp_path: Path) -> None:
