@@ -80,7 +80,10 @@ async def build(cfg: Config) -> tuple[Lifecycle, ImageService]:
         # The one place that decides how runc is called: every call of every handler, and
         # the monitors' calls (MonitorSpec.systemd_cgroup), use the driver's flag.
         runtimes[name] = OciRuntime(
-            h.path, cfg.handler_root(name), systemd_cgroup=driver is CgroupDriver.SYSTEMD
+            h.path,
+            cfg.handler_root(name),
+            timeout=cfg.runtime.runtime_timeout,
+            systemd_cgroup=driver is CgroupDriver.SYSTEMD,
         )
     features = await probe_handlers(
         runtimes,
@@ -105,7 +108,11 @@ async def build(cfg: Config) -> tuple[Lifecycle, ImageService]:
     # The attachment cache lives beside the persistent IPAM state, so a reboot (which empties
     # the state dir) cannot orphan allocated IPs; netns.create already brings lo up.
     cni = CniManager(
-        cfg.network.cni_conf_dir, cfg.network.cni_bin_dirs, root / "cni" / "cache", loopback=False
+        cfg.network.cni_conf_dir,
+        cfg.network.cni_bin_dirs,
+        root / "cni" / "cache",
+        timeout=cfg.network.cni_timeout,
+        loopback=False,
     )
     lifecycle = Lifecycle(
         state_dir=state,

@@ -74,6 +74,16 @@ class RuntimeConfig:
     # ~0.3 MB PSS per container, as conmon. Empty, or not an executable file: the Python monitor
     # (crirt.monitor, same protocol and behaviour) at ~2.3 MB per container.
     monitor_path: str = "/usr/local/libexec/crirt/crirt-monitor"
+    # Seconds each OCI runtime command (state, kill, delete, update, ...) may take before it is
+    # killed with its process group and the call fails naming the runtime (a wedged runc must
+    # not wedge crirt): well inside the kubelet's 2 min runtime-request-timeout.
+    runtime_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.runtime_timeout > 0:
+            raise InvalidArgument(
+                f"runtime.runtime_timeout: must be > 0, got {self.runtime_timeout}"
+            )
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,13 @@ class ImageConfig:
 class NetworkConfig:
     cni_conf_dir: str = "/etc/cni/net.d"
     cni_bin_dirs: list[str] = field(default_factory=lambda: ["/opt/cni/bin", "/usr/lib/cni"])
+    # Seconds each CNI plugin execution (ADD, DEL, CHECK) may take before it is killed: a hung
+    # ADD fails RunPodSandbox (DeadlineExceeded), a hung DEL fails only that teardown attempt.
+    cni_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.cni_timeout > 0:
+            raise InvalidArgument(f"network.cni_timeout: must be > 0, got {self.cni_timeout}")
 
 
 @dataclass(frozen=True)

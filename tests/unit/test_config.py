@@ -70,3 +70,18 @@ def test_streaming_timeouts_are_checked() -> None:
         config.load("/nonexistent/crirt.conf", _flags("--streaming-idle-timeout", "-1"))
     with pytest.raises(InvalidArgument, match=r"streaming\.token_ttl: must be > 0"):
         config.load("/nonexistent/crirt.conf", _flags("--streaming-token-ttl", "0"))
+
+
+def test_runtime_and_cni_timeouts_are_options() -> None:
+    # A hung runc or CNI plugin is killed after these (issue 15: fault injection)
+    defaults = config.load("/nonexistent/crirt.conf")
+    assert (defaults.runtime.runtime_timeout, defaults.network.cni_timeout) == (60.0, 60.0)
+    cfg = config.load(
+        "/nonexistent/crirt.conf",
+        _flags("--runtime-runtime-timeout", "2.5", "--network-cni-timeout", "3"),
+    )
+    assert (cfg.runtime.runtime_timeout, cfg.network.cni_timeout) == (2.5, 3.0)
+    with pytest.raises(InvalidArgument, match=r"runtime\.runtime_timeout: must be > 0"):
+        config.load("/nonexistent/crirt.conf", _flags("--runtime-runtime-timeout", "0"))
+    with pytest.raises(InvalidArgument, match=r"network\.cni_timeout: must be > 0"):
+        config.load("/nonexistent/crirt.conf", _flags("--network-cni-timeout", "-1"))

@@ -185,6 +185,40 @@ def test_a_failed_run_pod_sandbox_leaves_nothing(tmp_path: Path, fault: str) -> 
     assert len(host.processes) == 1
 
 
+def test_a_failing_cni_del_fails_stop_but_not_remove(tmp_path: Path) -> None:
+    # issue 15 (fault injection): a DEL that kept failing made RemovePodSandbox fail forever
+    host = FakeHost()
+    state = tmp_path / "state"
+
+    async def body(lc: Lifecycle) -> str:
+        sid = await lc.sandbox_ops.run(pod_config(), "")
+        sb = lc.records.sandboxes.get(sid)
+        # StopPodSandbox reports the failed DEL, and still stops the rest of the pod
+        host.faults["cni.teardown"] = RuntimeFailure("CNI DEL failed")
+        with pytest.raises(RuntimeFailure, match="CNI DEL failed"):
+            await lc.sandbox_ops.stop(sid)
+        assert sb.state is SandboxState.NOTREADY
+        assert host.tmpfs == set()
+        assert host.netns == {sb.netns_path}  # pinned for the retry
+        # RemovePodSandbox retries DEL once and, failing, removes the pod anyway
+        host.faults["cni.teardown"] = RuntimeFailure("CNI DEL failed again")
+        await lc.sandbox_ops.remove(sid)
+        assert host.faults == {}
+        with pytest.raises(NotFound):
+            lc.sandbox_ops.status(sid, verbose=False)
+        assert host.leftovers() == {"attachments": [sid]}
+        return sid
+
+    scenario(state, host, body)
+
+    async def restart(lc: Lifecycle) -> None:
+        return None
+
+    # The next start tears the attachment down
+    scenario(state, host, restart)
+    assert_empty(state, host)
+
+
 def test_a_retried_run_pod_sandbox_gets_the_same_pod(tmp_path: Path) -> None:
     async def body(lc: Lifecycle) -> None:
         # The kubelet retries a request whose answer it lost: as in CRI-O, the same pod
