@@ -1,0 +1,207 @@
+"""Fault injection against a real server (issue 15): CNI plugins and runc that fail or hang, a
+container's monitor SIGKILLed, the daemon at its fd limit. Each ends with crirt answering, a
+clear gRPC error where one is due, and nothing left behind (tests.helpers.crirt.find_leftovers).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import pytest
+
+from crirt._gen import api_pb2
+from tests.helpers.crirt import Crirt, find_leftovers
+from tests.helpers.faults import FaultyCni, FaultyRunc
+from tests.helpers.wait import wait_for
+
+pytestmark = [pytest.mark.root, pytest.mark.testbed]
+
+T = TypeVar("T")
+
+# Short timeouts for the broken peers, so a hang costs seconds; the calls themselves get a
+# generous client deadline: it bounds "crirt answers at all", never how fast.
+CNI_TIMEOUT = 3.0
+RUNC_TIMEOUT = 3.0
+ANSWER = 120.0
+
+
+@pytest.fixture
+def base(testbed: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return Path(tmp_path_factory.mktemp("faults", numbered=True))
+
+
+@pytest.fixture
+def cni_srv(base: Path) -> Iterator[tuple[Crirt, FaultyCni]]:
+    srv = Crirt(
+        base,
+        extra_args=(
+            "--network-cni-timeout",
+            str(CNI_TIMEOUT),
+            "--network-cni-bin-dirs",
+            f"{base / 'faulty-bin'},/usr/lib/cni",
+        ),
+    )
+    cni = FaultyCni(srv)
+    srv.start()
+    try:
+        yield srv, cni
+    finally:
+        cni.set()
+        srv.cleanup()
+
+
+@pytest.fixture
+def runc_srv(base: Path) -> Iterator[tuple[Crirt, FaultyRunc]]:
+    runc = FaultyRunc(base)
+    srv = Crirt(
+        base,
+        extra_args=("--config", str(runc.config), "--runtime-runtime-timeout", str(RUNC_TIMEOUT)),
+    )
+    srv.start()
+    try:
+        yield srv, runc
+    finally:
+        runc.set()
+        srv.cleanup()
+
+
+def _pod_config(srv: Crirt, name: str) -> api_pb2.PodSandboxConfig:
+    (srv.logs / name).mkdir(exist_ok=True)
+    return api_pb2.PodSandboxConfig(
+        metadata=api_pb2.PodSandboxMetadata(name=name, namespace="faults", uid=f"{name}-uid"),
+        log_directory=str(srv.logs / name),
+    )
+
+
+def _ctr_config(name: str, script: str) -> api_pb2.ContainerConfig:
+    return api_pb2.ContainerConfig(
+        metadata=api_pb2.ContainerMetadata(name=name),
+        image=api_pb2.ImageSpec(image="busybox"),
+        command=["sh", "-c", script],
+        log_path=f"{name}.log",
+    )
+
+
+def _rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as err:
+        call()
+    return err.value
+
+
+def _code(err: grpc.RpcError) -> grpc.StatusCode:
+    code: grpc.StatusCode = err.code()
+    return code
+
+
+def _details(err: grpc.RpcError) -> str:
+    details: str | None = err.details()
+    return details or ""
+
+
+def _answers(srv: Crirt) -> None:
+    """crirt serves: Version and both lists answer."""
+    assert srv.rt.Version(api_pb2.VersionRequest(), timeout=ANSWER).runtime_name == "crirt"
+    srv.rt.ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=ANSWER)
+    srv.rt.ListContainers(api_pb2.ListContainersRequest(), timeout=ANSWER)
+
+
+def _in_background(fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    fut = pool.submit(fn)
+    pool.shutdown(wait=False)
+    return fut
+
+
+def _run_pod(srv: Crirt, name: str) -> tuple[str, api_pb2.PodSandboxConfig]:
+    cfg = _pod_config(srv, name)
+    resp = srv.rt.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=cfg), timeout=ANSWER)
+    return resp.pod_sandbox_id, cfg
+
+
+def _remove_pod(srv: Crirt, pod: str) -> None:
+    srv.rt.StopPodSandbox(api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod), timeout=ANSWER)
+    srv.rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=ANSWER)
+
+
+def _clean(srv: Crirt, ids: list[str]) -> None:
+    # Removals hand directories to a worker thread: wait for what is left to be nothing.
+    wait_for("nothing left behind", lambda: find_leftovers(srv, ids) == {} or None, 60)
+
+
+# ================================================================================================
+# 1. CNI plugins that fail or hang
+# ================================================================================================
+
+
+@pytest.mark.parametrize("fault", ["fail", "hang"])
+def test_cni_add_fault_fails_run_pod_sandbox_and_leaves_nothing(
+    cni_srv: tuple[Crirt, FaultyCni], fault: str
+) -> None:
+    srv, cni = cni_srv
+    # Given a network whose last plugin fails (or hangs in) ADD
+    cni.set(ADD=fault)
+    call = _in_background(lambda: _run_pod(srv, "addfault"))
+    if fault == "hang":
+        # While the plugin hangs, crirt answers other calls
+        wait_for("the plugin to hang in ADD", lambda: cni.hanging("ADD"), 60)
+        _answers(srv)
+    # When RunPodSandbox runs, it fails with the plugin's message (or its timeout)
+    err = _rpc_error(lambda: call.result(timeout=ANSWER))
+    if fault == "fail":
+        assert _code(err) == grpc.StatusCode.INTERNAL
+        assert "crirt-faulty refuses ADD" in _details(err)
+    else:
+        assert _code(err) == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "CNI plugin crirt-faulty (ADD" in _details(err)
+        assert "timed out" in _details(err)
+        assert cni.hanging("ADD") is None  # killed
+    # Then the plugins that had succeeded were deleted again: no netns, veth, IP, rule, infra
+    assert srv.rt.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items == []
+    assert cni.calls() == ["ADD", "DEL"]
+    _clean(srv, [])
+    # And once the plugin works again, pods run
+    cni.set()
+    pod, _ = _run_pod(srv, "addfault")
+    _remove_pod(srv, pod)
+    _clean(srv, [pod])
+
+
+@pytest.mark.parametrize("fault", ["fail", "hang"])
+def test_cni_del_fault_fails_stop_but_not_remove(
+    cni_srv: tuple[Crirt, FaultyCni], fault: str
+) -> None:
+    srv, cni = cni_srv
+    pod, _ = _run_pod(srv, "delfault")
+    # Given the last plugin fails (or hangs in) DEL
+    cni.set(DEL=fault)
+    # When the pod is stopped, StopPodSandbox reports the plugin's failure (the kubelet retries)
+    err = _rpc_error(
+        lambda: srv.rt.StopPodSandbox(
+            api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod), timeout=ANSWER
+        )
+    )
+    assert _code(err) == grpc.StatusCode.INTERNAL
+    assert "crirt-faulty" in _details(err)
+    assert ("crirt-faulty refuses DEL" if fault == "fail" else "timed out") in _details(err)
+    # and the rest of the stop happened: the infra is gone and the pod is not ready
+    status = srv.rt.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(pod_sandbox_id=pod))
+    assert status.status.state == api_pb2.SANDBOX_NOTREADY
+    _answers(srv)
+    # When it is removed while DEL still fails, the removal happens anyway (as in CRI-O): the
+    # pod is gone, and only its CNI attachment is kept for a retry at the next start
+    srv.rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=ANSWER)
+    assert srv.rt.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items == []
+    wait_for(
+        "only the CNI cache entry left",
+        lambda: set(find_leftovers(srv, [pod])) == {"cni_cache"} or None,
+        60,
+    )
+    # Then a restart with a working plugin releases it
+    cni.set()
+    srv.restart()
+    _answers(srv)
+    _clean(srv, [pod])
