@@ -73,6 +73,13 @@ CRIRT_TEST_MONITOR_SANITIZE=1 timeout -s INT -k 60 900 python3 -m pytest -p no:c
   -k native tests/integration/test_monitor.py tests/integration/test_native_forkserver.py || nrc=$?
 timeout -k 60 600 tests/native/run.sh fuzz 30 || nrc=$?
 
+echo "== fuzz: crirt's parsers of untrusted bytes under atheris (coverage-guided)"
+# Each Python target (tests/fuzz/targets.py: SPDY, WebSocket, HTTP/1 head, resize, port-forward,
+# manifests, references, tar plans, auth challenges and files, registries.conf, CRI logs, CNI,
+# cgroup files) for 10 s from its seed corpus (~2.5 min in all); a finding fails this stage
+# and leaves its input in /var/tmp/crirt-fuzz/<target>/crashes.
+timeout -k 60 600 tests/fuzz/run.sh 10 || nrc=$?
+
 echo "== critest"
 crc=0
 CRIRT_SKIP_INSTALL=1 timeout -k 60 900 ./critest.sh || crc=$?
@@ -98,6 +105,6 @@ echo "== bench (reporting, not gating)"
 timeout 600 bench/run --quick 2>&1 || echo "bench: bench/run --quick failed (not gating)"
 
 if ((rc != 0 || nrc != 0 || crc != 0 || grc != 0)); then
-  echo "test.sh: pytest exit $rc, native monitor stage exit $nrc, critest.sh exit $crc, guest stage exit $grc"
+  echo "test.sh: pytest exit $rc, native monitor and fuzz stages exit $nrc, critest.sh exit $crc, guest stage exit $grc"
   exit 1
 fi
