@@ -132,7 +132,10 @@ def token_url(challenge: Challenge, scopes: list[str]) -> str:
         RegistryError: the realm is not an absolute http(s) URL.
     """
     realm = challenge.realm
-    parts = urllib.parse.urlsplit(realm)
+    try:
+        parts = urllib.parse.urlsplit(realm)
+    except ValueError:  # "https://h]/", or a host that changes under NFKC normalisation
+        raise RegistryError(f"registry sent an invalid token realm {realm!r}") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise RegistryError(f"registry sent an invalid token realm {realm!r}")
     query: list[tuple[str, str]] = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
@@ -147,11 +150,16 @@ def parse_token_response(body: bytes) -> TokenResponse:
     """Parse the token endpoint's JSON answer.
 
     Raises:
-        RegistryError: not JSON, or no token in it.
+        RegistryError: not JSON (nested too deep, or a number of more than 4,300 digits,
+            included), or no token in it.
     """
     try:
         doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise RegistryError(
+            "registry token endpoint returned invalid JSON: nested too deep"
+        ) from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int's digit limit
         raise RegistryError(f"registry token endpoint returned invalid JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise RegistryError("registry token endpoint returned a non-object")

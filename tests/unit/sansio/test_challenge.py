@@ -62,6 +62,20 @@ def test_token_url() -> None:
         ch.token_url(ch.Challenge("bearer", {"realm": "/relative"}), [])
 
 
+@pytest.mark.parametrize(
+    "realm",
+    [
+        "https://auth.docker.io]/token",  # found by tests/fuzz (challenge)
+        "http://[::1/token",
+        "https://auth\uff0fexample/token",  # NFKC normalisation puts a "/" in the host
+    ],
+)
+def test_token_url_of_an_unsplittable_realm_is_a_registry_error(realm: str) -> None:
+    # urlsplit raised ValueError, which no caller expects from a registry's challenge.
+    with pytest.raises(RegistryError, match="invalid token realm"):
+        ch.token_url(ch.Challenge("bearer", {"realm": realm}), [])
+
+
 def test_token_response() -> None:
     assert ch.parse_token_response(b'{"token": "t", "expires_in": 300}') == ch.TokenResponse(
         "t", 300
@@ -70,6 +84,11 @@ def test_token_response() -> None:
     assert ch.parse_token_response(b'{"token": "t", "expires_in": "x"}').expires_in == 60
     for bad in (b"nope", b"[]", b'{"token": ""}'):
         with pytest.raises(RegistryError):
+            ch.parse_token_response(bad)
+    # Nested past json's recursion limit, or a number past int()'s 4,300 digits: no
+    # RecursionError, no bare ValueError.
+    for bad in (b"[" * 5000, b'{"token": "t", "expires_in": ' + b"1" * 5000 + b"}"):
+        with pytest.raises(RegistryError, match="invalid JSON"):
             ch.parse_token_response(bad)
 
 
