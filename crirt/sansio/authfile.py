@@ -68,12 +68,15 @@ def parse(body: bytes, source: str) -> AuthFile:
     """Parse an auth file.
 
     Raises:
-        InvalidArgument: not JSON, a malformed entry, or an ``auth`` that is not base64 of
+        InvalidArgument: not JSON (nested too deep, or a number of more than 4,300 digits,
+            included), a malformed entry, or an ``auth`` that is not base64 of
             ``user:password`` (the message names the file and the key, never the secret).
     """
     try:
         doc = json.loads(body) if body.strip() else {}
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise InvalidArgument(f"auth file {source}: not JSON: nested too deep") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int's digit limit
         raise InvalidArgument(f"auth file {source}: not JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise InvalidArgument(f"auth file {source}: not a JSON object")
@@ -149,11 +152,13 @@ def parse_helper_output(body: bytes, helper: str) -> Credential:
     """Parse ``docker-credential-<helper> get`` output (``{"Username", "Secret"}``).
 
     Raises:
-        InvalidArgument: not the expected JSON.
+        InvalidArgument: not the expected JSON (nested too deep included).
     """
     try:
         doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise InvalidArgument(f"credential helper {helper}: output nested too deep") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int's digit limit
         raise InvalidArgument(f"credential helper {helper}: invalid output: {exc}") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("Secret"), str):
         raise InvalidArgument(f"credential helper {helper}: output has no Secret")

@@ -84,6 +84,21 @@ def test_malformed_files_name_the_problem_not_the_secret(body: bytes, match: str
     assert "nocolon" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"auths":' + b"[" * 5000 + b"]" * 5000 + b"}",  # found by tests/fuzz (authfile)
+        b'{"auths": {}, "n": ' + b"1" * 5000 + b"}",  # int()'s 4,300-digit limit
+    ],
+)
+def test_json_past_the_decoders_limits_is_invalid_argument(body: bytes) -> None:
+    # json.loads raised RecursionError or a bare ValueError (not JSONDecodeError).
+    with pytest.raises(InvalidArgument, match="auth file f: not JSON"):
+        authfile.parse(body, "f")
+    with pytest.raises(InvalidArgument, match="credential helper h"):
+        authfile.parse_helper_output(body, "h")
+
+
 def test_empty_file_is_no_credentials() -> None:
     assert authfile.parse(b"", "f") == authfile.AuthFile()
 
