@@ -179,6 +179,8 @@ def supports_check(net: NetworkConfigList) -> bool:
 def _load_json(data: bytes | str, source: str) -> dict[str, Any]:
     try:
         doc = json.loads(data)
+    except RecursionError:  # json recurses: ~1,000 levels of nesting exhaust the stack
+        raise CniConfigError(f"{source}: invalid JSON: nested too deep") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise CniConfigError(f"{source}: invalid JSON: {exc}") from exc
     if not isinstance(doc, dict):
@@ -412,7 +414,7 @@ def parse_error(stdout: bytes, stderr: bytes = b"", returncode: int = 1) -> CniP
     if text:
         try:
             doc = json.loads(text)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             doc = None
         if isinstance(doc, dict) and ("msg" in doc or "code" in doc):
             code = doc.get("code")
@@ -434,6 +436,10 @@ def parse_result(stdout: bytes) -> dict[str, Any]:
     """
     try:
         doc = json.loads(stdout)
+    except RecursionError:
+        raise CniPluginError(
+            ERR_DECODE, "plugin returned invalid JSON", "nested too deep"
+        ) from None
     except (ValueError, UnicodeDecodeError) as exc:
         snippet = stdout[:200].decode(errors="replace")
         raise CniPluginError(
@@ -446,12 +452,17 @@ def parse_result(stdout: bytes) -> dict[str, Any]:
     return doc
 
 
+def _objects(value: Any) -> list[dict[str, Any]]:
+    """The objects of a JSON list; anything but a list (``"ips": 1``) has none."""
+    return [i for i in value if isinstance(i, dict)] if isinstance(value, list) else []
+
+
 def _normalise(
     result: Mapping[str, Any],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Interfaces and IP entries of a result of any spec version (0.1/0.2 have ip4/ip6)."""
-    interfaces = [i for i in result.get("interfaces", []) or [] if isinstance(i, dict)]
-    ips = [i for i in result.get("ips", []) or [] if isinstance(i, dict)]
+    interfaces = _objects(result.get("interfaces"))
+    ips = _objects(result.get("ips"))
     if not ips:
         for key in ("ip4", "ip6"):
             legacy = result.get(key)

@@ -300,6 +300,25 @@ def test_summarize_legacy_020_result() -> None:
     assert res.gateways == ["10.3.0.1"]
 
 
+@pytest.mark.parametrize("value", [1, 1.5, True, None, "eth0", {"a": 1}])
+def test_summarize_a_result_whose_lists_are_not_lists(value: object) -> None:
+    # "interfaces": 1 raised TypeError (found by tests/fuzz cni); what is not a list holds
+    # nothing: no IPs, or no interface for the IPs' indexes to name.
+    for key in ("interfaces", "ips"):
+        assert cni.summarize_result({**BRIDGE_RESULT, key: value}, "eth0").ips == []
+
+
+def test_json_nested_past_the_decoders_limit() -> None:
+    # json.loads raised RecursionError (found by tests/fuzz cni): config, result and error
+    # output each give their own error instead.
+    deep = b'{"cniVersion": "1.0.0", "name": "n", "plugins": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    with pytest.raises(cni.CniConfigError, match="nested too deep"):
+        cni.parse_config_list(deep)
+    with pytest.raises(cni.CniPluginError, match="invalid JSON"):
+        cni.parse_result(deep)
+    assert cni.parse_error(deep).code == cni.ERR_INTERNAL
+
+
 def test_parse_error_uses_the_plugin_json() -> None:
     err = cni.parse_error(
         b'{"cniVersion":"1.0.0","code":7,"msg":"bad config","details":"no subnet"}', b"", 1
