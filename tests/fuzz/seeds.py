@@ -254,6 +254,8 @@ def seeds() -> dict[str, list[bytes]]:
             b"\x00" + _j(BRIDGE_RESULT),
             b"\x02" + _j({"cniVersion": "0.2.0", "ip4": {"ip": "10.3.0.4/24", "gateway": "1"}}),
             b"\x00" + _j({"code": 7, "msg": "bad", "details": "d"}),
+            b"\x00"
+            + template(3, b'{"cniVersion":"1.0.0","name":"n","plugins":', b"[", b"", b"]", b"}"),
         ],
         "cgroupstats": [
             b"26000000\n\x00" + V1_MEMORY_STAT.encode() + b"\x009223372036854771712\n",

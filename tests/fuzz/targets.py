@@ -77,6 +77,40 @@ def _chunks(data: bytes, seed: int) -> Iterator[bytes]:
         i += n
 
 
+# Values of every JSON type but the one a parser expects somewhere (see ``_retyped``).
+_OTHER_TYPES: tuple[object, ...] = (None, 1, "x", [1], {"a": 1})
+
+
+def _retyped(body: bytes, limit: int = 40) -> list[bytes]:
+    """Variants of a JSON object with one value (at the top or one level down) replaced by a
+    value of another type: the type confusions a byte mutator rarely builds in valid JSON."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return []
+    if not isinstance(doc, dict):
+        return []
+    out: list[bytes] = []
+    slots: list[tuple[dict[str, Any], str]] = []
+    for key, value in list(doc.items())[:12]:
+        slots.append((doc, key))
+        inner = value[0] if isinstance(value, list) and value else value
+        if isinstance(inner, dict):
+            slots += [(inner, k) for k in list(inner)[:6]]
+    for holder, key in slots:
+        old = holder[key]
+        for alt in _OTHER_TYPES:
+            if type(alt) is type(old):
+                continue
+            holder[key] = alt
+            out.append(json.dumps(doc).encode())
+            if len(out) >= limit:
+                holder[key] = old
+                return out
+        holder[key] = old
+    return out
+
+
 def _text(data: bytes) -> str:
     # What crosses gRPC or is read as text is valid UTF-8; anything else is replaced.
     return data.decode("utf-8", "replace")
@@ -371,6 +405,11 @@ def fuzz_manifest(data: bytes) -> None:
     if not data:
         return
     ct, body = _CONTENT_TYPES[data[0] % len(_CONTENT_TYPES)], expand(data[1:])
+    for variant in (body, *_retyped(body)):
+        _manifest_one(variant, ct)
+
+
+def _manifest_one(body: bytes, ct: str | None) -> None:
     try:
         doc = manifest.parse_manifest(body, ct)
         if isinstance(doc, manifest.Index):
@@ -551,17 +590,24 @@ def fuzz_challenge(data: bytes) -> None:
             assert url.startswith(("http://", "https://"))
         except RegistryError:
             pass
-    try:
-        tok = challenge.parse_token_response(body)
-        assert tok.token
-        assert tok.expires_in > 0
-    except RegistryError:
-        pass
+    for variant in (body, *_retyped(body)):
+        try:
+            tok = challenge.parse_token_response(variant)
+            assert tok.token
+            assert tok.expires_in > 0
+        except RegistryError:
+            pass
 
 
 def fuzz_authfile(data: bytes) -> None:
     """authfile.parse and lookup, parse_helper_output, normalize_key."""
     body = expand(data)
+    for variant in (body, *_retyped(body)):
+        _authfile_one(variant)
+    authfile.candidate_keys(_text(body[:200]), "a/b")
+
+
+def _authfile_one(body: bytes) -> None:
     try:
         f = authfile.parse(body, "fuzz.json")
         for registry, repo in (("docker.io", "library/busybox"), ("quay.io", "a/b/c")):
@@ -571,7 +617,6 @@ def fuzz_authfile(data: bytes) -> None:
         pass
     with contextlib.suppress(InvalidArgument):
         authfile.parse_helper_output(body, "fuzz")
-    authfile.candidate_keys(_text(body[:200]), "a/b")
 
 
 _NAMES = (
@@ -642,6 +687,11 @@ def fuzz_cni(data: bytes) -> None:
         return
     name = ("a.conflist", "a.conf", "a.json", "a.txt")[data[0] % 4]
     body = expand(data[1:])
+    for variant in (body, *_retyped(body)):
+        _cni_one(name, variant, data[0] - 128)
+
+
+def _cni_one(name: str, body: bytes, returncode: int) -> None:
     try:
         net = cni.parse_config_file(name, body)
         again = cni.config_from_raw(net.raw)
@@ -662,7 +712,7 @@ def fuzz_cni(data: bytes) -> None:
         assert len(summary.ips) == len(summary.cidrs)
     except cni.CniPluginError:
         pass
-    err = cni.parse_error(body, body[:20], data[0] - 128)
+    err = cni.parse_error(body, body[:20], returncode)
     str(err)
 
 
