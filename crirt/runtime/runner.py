@@ -10,7 +10,10 @@ cgroup driver reaches the runtime in one place: the ``systemd_cgroup`` flag each
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
+import signal
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -78,7 +81,16 @@ class MonitoredRuntime:
             tty=spec.tty,
             start=True,
         )
-        return (await self.monitor.start(mspec)).pid
+        try:
+            return (await self.monitor.start(mspec)).pid
+        except RuntimeFailure:
+            # A monitor that did not report in time may be waiting on a runtime call that
+            # hangs, and would wait for ever; once that runc is gone, the monitor deletes what
+            # it made and exits (a report nobody reads).
+            for pid in await asyncio.to_thread(runtime_calls, mspec.bundle, mspec.container_id):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            raise
 
     async def kill(self, handler: str, obj_id: str, sig: int | str, all_: bool = False) -> None:
         await self.oci(handler).kill(obj_id, sig, all_=all_)
@@ -111,6 +123,25 @@ class MonitoredRuntime:
 
     def start_time(self, pid: int) -> int:
         return process_start_time(pid) or 0
+
+
+def runtime_calls(bundle: str, obj_id: str, proc: str = "/proc") -> list[int]:
+    """The processes that have both ``bundle`` and ``obj_id`` among their arguments (each a
+    whole argument): a monitor's ``runc run --bundle <bundle> ... <id>`` for that container.
+    Monitors carry their spec as one JSON argument, so they never match."""
+    want_bundle, want_id = os.fsencode(bundle), os.fsencode(obj_id)
+    found = []
+    for name in os.listdir(proc):
+        if not name.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc, name, "cmdline"), "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if want_bundle in args and want_id in args:
+            found.append(int(name))
+    return sorted(found)
 
 
 async def delete_quietly(runtime: Any, handler: str, obj_id: str) -> None:
