@@ -431,14 +431,21 @@ class ContainerOps:
             return
         if not c.state.has_process() or exits.apply(c.id):
             return
+        # A kill that fails (a runtime that hangs until its timeout) is not the end: the exit
+        # may come anyway. It is the answer when the container did not stop.
+        kill_error: CrirtError | None = None
         if timeout > 0 and c.state is ContainerState.RUNNING:
-            with contextlib.suppress(CrirtError):
+            try:
                 await runtime.kill(c.handler, c.id, signal_number(c.stop_signal))
+            except CrirtError as exc:
+                kill_error = exc
             self.crash(crash.STOP_SIGNALLED)
             if await exits.wait(c.id, float(timeout)):
                 return
-        with contextlib.suppress(CrirtError):
+        try:
             await runtime.kill(c.handler, c.id, signal.SIGKILL, all_=True)
+        except CrirtError as exc:
+            kill_error = exc
         # An unknown container has no monitor left to write a record (crirt found its process
         # gone at restart): waiting for one would only add KILL_WAIT to every removal.
         if c.state is not ContainerState.UNKNOWN and await exits.wait(c.id, KILL_WAIT):
@@ -450,6 +457,8 @@ class ContainerOps:
             c.reason = "Unknown"
             records.save_container(c)
             return
+        if kill_error is not None:
+            raise RuntimeFailure(f"container {c.id} did not stop: {kill_error}") from kill_error
         raise FailedPrecondition(f"container {c.id} did not stop after SIGKILL")
 
     # ----- RemoveContainer -------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 
 from crirt._gen import api_pb2
 from crirt.errors import FailedPrecondition, NotFound, RuntimeFailure
+from crirt.runtime import container as container_mod
 from crirt.runtime import crash
 from crirt.runtime.model import ContainerState, SandboxState
 from crirt.runtime.service import Lifecycle
@@ -217,6 +218,29 @@ def test_a_failing_cni_del_fails_stop_but_not_remove(tmp_path: Path) -> None:
     # The next start tears the attachment down
     scenario(state, host, restart)
     assert_empty(state, host)
+
+
+def test_a_container_that_did_not_stop_names_the_failed_kill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # issue 15 (fault injection): a runc kill that timed out was swallowed, and StopContainer
+    # said only "did not stop after SIGKILL"
+    monkeypatch.setattr(container_mod, "KILL_WAIT", 0.2)
+    host = FakeHost()
+
+    async def body(lc: Lifecycle) -> None:
+        sid = await lc.sandbox_ops.run(pod_config(), "")
+        cid = await lc.container_ops.create(sid, ctr_config())
+        await lc.container_ops.start(cid)
+        host.faults["kill"] = RuntimeFailure("/usr/sbin/runc kill timed out after 60s")
+        with pytest.raises(RuntimeFailure, match=r"did not stop: .*runc kill timed out"):
+            await lc.container_ops.stop(cid, 0)
+        assert lc.records.containers.get(cid).state is ContainerState.RUNNING
+        # the kubelet's retry, with a runtime that works again, stops it
+        await lc.container_ops.stop(cid, 0)
+        assert lc.records.containers.get(cid).state is ContainerState.EXITED
+
+    scenario(tmp_path / "state", host, body)
 
 
 def test_a_retried_run_pod_sandbox_gets_the_same_pod(tmp_path: Path) -> None:
