@@ -2,7 +2,8 @@
 the command a test names, switched at run time through a file (no server restart needed).
 
 Both leave a marker ``<control>.<verb>.hanging`` holding their pid while they hang, so a test
-waits for the hang to have begun (never a fixed sleep), and crirt's timeout kills them.
+waits for the hang to have begun (never a fixed sleep), and crirt's timeout kills them; a hung
+process is that one process, with its own arguments, as a hung runc would be.
 """
 
 from __future__ import annotations
@@ -62,8 +63,11 @@ if [ -n "$verb" ] && [ -f "$control" ]; then
                 echo '{{"level":"error","msg":"crirt-faulty-runc refuses '"$verb"'"}}' >&2
                 exit 1
             fi
+            # Blocks in open(2) on a FIFO nobody writes: no child, and this process keeps
+            # runc's arguments (crirt finds a monitor's hung runc by them).
             echo $$ > "$control.$verb.hanging"
-            exec sleep 3600
+            read -r _ < "$control.fifo"
+            exit 1
         fi
     done < "$control"
 fi
@@ -109,6 +113,7 @@ class FaultyRunc:
         self.control = base / "runc-faults"
         self.config = base / "faulty-runc.conf"
         self.path.write_text(_RUNC_WRAPPER.format(control=str(self.control), runc=RUNC))
+        os.mkfifo(f"{self.control}.fifo")
         self.path.chmod(0o755)
         self.config.write_text(f'[runtime.handlers.runc]\npath = "{self.path}"\n')
         self.set()

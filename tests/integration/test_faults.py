@@ -127,6 +127,18 @@ def _remove_pod(srv: Crirt, pod: str) -> None:
     srv.rt.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=ANSWER)
 
 
+def _processes_naming(obj_id: str) -> list[int]:
+    """Processes with ``obj_id`` in their command line (its monitor, runc calls)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and obj_id.encode() in (d / "cmdline").read_bytes():
+                found.append(int(d.name))
+        except OSError:
+            continue
+    return found
+
+
 def _clean(srv: Crirt, ids: list[str]) -> None:
     # Removals hand directories to a worker thread: wait for what is left to be nothing.
     wait_for("nothing left behind", lambda: find_leftovers(srv, ids) == {} or None, 60)
@@ -205,3 +217,126 @@ def test_cni_del_fault_fails_stop_but_not_remove(
     srv.restart()
     _answers(srv)
     _clean(srv, [pod])
+
+
+# ================================================================================================
+# 2. A runc that hangs (a wrapper as the runc handler; every call it makes is bounded)
+# ================================================================================================
+
+
+def _start_container(
+    srv: Crirt, pod: str, cfg: api_pb2.PodSandboxConfig, name: str, script: str
+) -> str:
+    cid: str = srv.rt.CreateContainer(
+        api_pb2.CreateContainerRequest(
+            pod_sandbox_id=pod, config=_ctr_config(name, script), sandbox_config=cfg
+        ),
+        timeout=ANSWER,
+    ).container_id
+    srv.rt.StartContainer(api_pb2.StartContainerRequest(container_id=cid), timeout=ANSWER)
+    return cid
+
+
+def _container(srv: Crirt, cid: str) -> api_pb2.ContainerStatus:
+    st: api_pb2.ContainerStatus = srv.rt.ContainerStatus(
+        api_pb2.ContainerStatusRequest(container_id=cid), timeout=ANSWER
+    ).status
+    return st
+
+
+def _pull_busybox(srv: Crirt) -> None:
+    srv.img.PullImage(
+        api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image="busybox")), timeout=ANSWER
+    )
+
+
+def test_runc_hanging_in_update_times_out_and_crirt_answers_meanwhile(
+    runc_srv: tuple[Crirt, FaultyRunc],
+) -> None:
+    srv, runc = runc_srv
+    _pull_busybox(srv)
+    pod, cfg = _run_pod(srv, "runcupdate")
+    cid = _start_container(srv, pod, cfg, "app", "sleep 3600")
+    # Given runc hangs in `update`
+    runc.set(update="hang")
+    call = _in_background(
+        lambda: srv.rt.UpdateContainerResources(
+            api_pb2.UpdateContainerResourcesRequest(
+                container_id=cid, linux=api_pb2.LinuxContainerResources(cpu_shares=512)
+            ),
+            timeout=ANSWER,
+        )
+    )
+    # While it hangs, crirt answers, the same container's status included
+    wait_for("runc to hang in update", lambda: runc.hanging("update"), 60)
+    _answers(srv)
+    assert _container(srv, cid).state == api_pb2.CONTAINER_RUNNING
+    # Then the update fails naming the runtime and its timeout, and the runc call was killed
+    err = _rpc_error(lambda: call.result(timeout=ANSWER))
+    assert _code(err) == grpc.StatusCode.INTERNAL
+    assert f"{runc.path} update timed out" in _details(err)
+    assert runc.hanging("update") is None
+    # And with a working runc again, everything is removed
+    runc.set()
+    _remove_pod(srv, pod)
+    _clean(srv, [pod, cid])
+
+
+def test_runc_hanging_in_kill_bounds_stop_container(runc_srv: tuple[Crirt, FaultyRunc]) -> None:
+    srv, runc = runc_srv
+    _pull_busybox(srv)
+    pod, cfg = _run_pod(srv, "runckill")
+    cid = _start_container(srv, pod, cfg, "app", "sleep 3600")
+    # Given runc hangs in `kill`
+    runc.set(kill="hang")
+    # When the container is stopped, StopContainer answers with runc's timeout
+    err = _rpc_error(
+        lambda: srv.rt.StopContainer(
+            api_pb2.StopContainerRequest(container_id=cid, timeout=1), timeout=ANSWER
+        )
+    )
+    assert _code(err) == grpc.StatusCode.INTERNAL, _details(err)
+    assert f"{runc.path} kill timed out" in _details(err)
+    assert runc.hanging("kill") is None
+    _answers(srv)
+    assert _container(srv, cid).state == api_pb2.CONTAINER_RUNNING
+    # And once runc works again, the kubelet's retry stops it and everything is removed
+    runc.set()
+    srv.rt.StopContainer(api_pb2.StopContainerRequest(container_id=cid, timeout=1), timeout=ANSWER)
+    assert _container(srv, cid).state == api_pb2.CONTAINER_EXITED
+    _remove_pod(srv, pod)
+    _clean(srv, [pod, cid])
+
+
+def test_runc_hanging_in_run_fails_start_container(runc_srv: tuple[Crirt, FaultyRunc]) -> None:
+    srv, runc = runc_srv
+    _pull_busybox(srv)
+    pod, cfg = _run_pod(srv, "runcrun")
+    # Given runc hangs in `run` (the monitor's create-and-start)
+    runc.set(run="hang")
+    cid: str = srv.rt.CreateContainer(
+        api_pb2.CreateContainerRequest(
+            pod_sandbox_id=pod, config=_ctr_config("app", "sleep 3600"), sandbox_config=cfg
+        ),
+        timeout=ANSWER,
+    ).container_id
+    call = _in_background(
+        lambda: srv.rt.StartContainer(
+            api_pb2.StartContainerRequest(container_id=cid), timeout=ANSWER
+        )
+    )
+    wait_for("runc to hang in run", lambda: runc.hanging("run"), 60)
+    _answers(srv)
+    # When the monitor does not report, StartContainer fails naming the container
+    err = _rpc_error(lambda: call.result(timeout=ANSWER))
+    assert _code(err) == grpc.StatusCode.INTERNAL
+    assert f"container {cid}: monitor did not report" in _details(err)
+    st = _container(srv, cid)
+    assert (st.state, st.reason) == (api_pb2.CONTAINER_EXITED, "StartError")
+    # and the hung runc was killed, so its monitor went too (it used to wait for ever)
+    wait_for("the hung runc killed", lambda: runc.hanging("run") is None, 60)
+    runc.set()
+    srv.rt.RemoveContainer(api_pb2.RemoveContainerRequest(container_id=cid), timeout=ANSWER)
+    wait_for("its monitor gone", lambda: _processes_naming(cid) == [], 60)
+    _remove_pod(srv, pod)
+    _clean(srv, [pod, cid])
