@@ -90,6 +90,10 @@ def parse_request_head(buf: bytes, max_head: int = MAX_HEAD) -> tuple[Request, i
         raise BadRequest(f"unsupported version {version[:20]!r}")
     if not set(method.lower()) <= _TOKEN_CHARS:
         raise BadRequest("bad method")
+    try:
+        urlsplit(target)  # what Request.path and .query split again
+    except ValueError:  # "//h]/", "http://[::1/"
+        raise BadRequest(f"bad request target {target[:100]!r}") from None
     headers: list[tuple[str, str]] = []
     for line in lines[1:]:
         if line[:1] in (" ", "\t"):

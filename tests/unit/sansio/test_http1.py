@@ -63,6 +63,21 @@ def test_bad_heads(head: bytes) -> None:
         http1.parse_request_head(head)
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"//x]?port=80",  # found by tests/fuzz (http1)
+        b"http://[::1/exec/t",
+    ],
+)
+def test_a_target_urlsplit_refuses_is_a_bad_request(target: bytes) -> None:
+    # It parsed, then Request.path raised ValueError in the server: the connection was
+    # dropped with "streaming session failed" and a traceback instead of a 400.
+    with pytest.raises(http1.BadRequest, match="bad request target") as info:
+        http1.parse_request_head(b"GET " + target + b" HTTP/1.1\r\n\r\n")
+    assert info.value.status == 400
+
+
 def test_oversized_head() -> None:
     with pytest.raises(http1.BadRequest) as info:
         http1.parse_request_head(b"GET / HTTP/1.1\r\n" + b"a: b\r\n" * 20000)
