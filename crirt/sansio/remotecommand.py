@@ -245,6 +245,8 @@ class ResizeDecoder:
             obj, end = self._dec.raw_decode(text)
         except json.JSONDecodeError as exc:
             raise ResizeError(f"bad resize message: {exc.msg}") from None
+        except RecursionError:  # '{"a":[[[…]]]}': the boundary scan counts only braces
+            raise ResizeError("bad resize message: nested too deep") from None
         if end != len(text):
             raise ResizeError("bad resize message: extra data")
         return parse_size(obj)

@@ -164,3 +164,12 @@ def test_resize_unterminated_message_is_capped() -> None:
         dec.feed(b" " * 20)
     with pytest.raises(rc.ResizeError, match="too long"):
         rc.ResizeDecoder().feed(b"{" + b" " * rc.MAX_RESIZE_MESSAGE)
+
+
+def test_resize_message_nested_past_the_json_decoders_limit() -> None:
+    # '{"Width":[[[…]]]}' fits in 4 KiB with 2,000 brackets: the boundary scan counts only
+    # braces, and json raised RecursionError, which ended the exec (found by tests/fuzz resize).
+    msg = b'{"Width":' + b"[" * 2000 + b"]" * 2000 + b"}"
+    assert len(msg) < rc.MAX_RESIZE_MESSAGE
+    with pytest.raises(rc.ResizeError, match="nested too deep"):
+        rc.ResizeDecoder().feed(msg)
