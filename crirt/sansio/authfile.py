@@ -15,7 +15,6 @@ is consulted only where no inline entry matched, as containers/image does.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from dataclasses import dataclass, field
 
@@ -93,7 +92,7 @@ def parse(body: bytes, source: str) -> AuthFile:
         if encoded:
             try:
                 decoded = base64.b64decode(str(encoded), validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError):
+            except ValueError:  # binascii.Error, non-ASCII text, UnicodeDecodeError
                 raise InvalidArgument(
                     f"auth file {source}: entry {key!r}: 'auth' is not base64"
                 ) from None

@@ -74,6 +74,8 @@ def test_first_file_wins() -> None:
         (b"[]", "not a JSON object"),
         (b'{"auths": []}', "'auths' must be an object"),
         (b'{"auths": {"r": {"auth": "!!"}}}', "'auth' is not base64"),
+        # b64decode raised a bare ValueError on text (found by tests/fuzz authfile)
+        ('{"auths": {"r": {"auth": "d\u00e9"}}}'.encode(), "'auth' is not base64"),
         (json.dumps({"auths": {"r": {"auth": _b64("nocolon")}}}).encode(), "not user:password"),
     ],
 )
