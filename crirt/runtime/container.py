@@ -530,6 +530,18 @@ class ContainerOps:
 
     def status(self, container_id: str, verbose: bool) -> tuple[Container, dict[str, str]]:
         c = self.records.containers.get(container_id)
+        if (
+            c.state is ContainerState.RUNNING
+            and not self.runtime.alive(c.pid, c.pid_start)
+            and not self.exits.apply(c.id)
+        ):
+            # Its process is gone (reaped: a monitor's child is a zombie until the monitor
+            # records its exit, which is read after) and no exit record came: its monitor was
+            # killed. As at a restart, the state is unknown (the kubelet then stops and
+            # replaces it), not running for ever.
+            c.mark_unknown()
+            self.records.save_container(c)
+            log.warning("container process gone without its monitor", container_id=c.id)
         info: dict[str, str] = {}
         if verbose:
             # From the configuration: a handler the start-up probe left out still has a path.

@@ -243,6 +243,31 @@ def test_a_container_that_did_not_stop_names_the_failed_kill(
     scenario(tmp_path / "state", host, body)
 
 
+def test_a_process_gone_without_its_monitor_is_unknown_not_running(tmp_path: Path) -> None:
+    # issue 15 (fault injection): a container whose monitor was SIGKILLed, and which died
+    # after, was reported running until the next restart
+    host = FakeHost()
+
+    async def body(lc: Lifecycle) -> None:
+        sid = await lc.sandbox_ops.run(pod_config(), "")
+        cid = await lc.container_ops.create(sid, ctr_config())
+        await lc.container_ops.start(cid)
+        assert lc.container_ops.status(cid, False)[0].state is ContainerState.RUNNING
+        host.processes[cid].running = False  # gone, and no monitor wrote its exit
+        assert lc.container_ops.status(cid, False)[0].state is ContainerState.UNKNOWN
+        await lc.container_ops.stop(cid, 10)
+        c = lc.container_ops.status(cid, False)[0]
+        assert (c.state, c.exit_code, c.reason) == (ContainerState.EXITED, 137, "Unknown")
+        # an exit its monitor did record is the answer instead
+        other = await lc.container_ops.create(sid, ctr_config("other"))
+        await lc.container_ops.start(other)
+        runtime_of(lc).exit(other, 3)
+        c = lc.container_ops.status(other, False)[0]
+        assert (c.state, c.exit_code) == (ContainerState.EXITED, 3)
+
+    scenario(tmp_path / "state", host, body)
+
+
 def test_a_retried_run_pod_sandbox_gets_the_same_pod(tmp_path: Path) -> None:
     async def body(lc: Lifecycle) -> None:
         # The kubelet retries a request whose answer it lost: as in CRI-O, the same pod
