@@ -6,6 +6,9 @@ clear gRPC error where one is due, and nothing left behind (tests.helpers.crirt.
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -340,3 +343,62 @@ def test_runc_hanging_in_run_fails_start_container(runc_srv: tuple[Crirt, Faulty
     wait_for("its monitor gone", lambda: _processes_naming(cid) == [], 60)
     _remove_pod(srv, pod)
     _clean(srv, [pod, cid])
+
+
+# ================================================================================================
+# 3. A container's monitor SIGKILLed
+# ================================================================================================
+
+
+def _monitor_of(cid: str) -> int:
+    """The pid of the container's monitor: the process naming the container whose parent does
+    not (the native monitor carries its spec, the container's id included, in its arguments)."""
+    pids = _processes_naming(cid)
+    for pid in pids:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"crirt-monitor" in cmdline.split(b"\0")[0]:
+            return pid
+    raise AssertionError(f"no monitor of {cid} among {pids}")
+
+
+def test_sigkilled_monitor_leaves_the_container_stoppable_and_its_log_readable(
+    crirt: Crirt,
+) -> None:
+    srv = crirt
+    _pull_busybox(srv)
+    pod, cfg = _run_pod(srv, "monitorkill")
+    # Given a quiet container and one that writes to stdout every 0.2 s
+    quiet = _start_container(srv, pod, cfg, "quiet", "echo before-kill; exec sleep 3600")
+    chatty = _start_container(
+        srv, pod, cfg, "chatty", "echo before-kill; while true; do echo tick; sleep 0.2; done"
+    )
+    logs = {cid: Path(_container(srv, cid).log_path) for cid in (quiet, chatty)}
+    for cid in (quiet, chatty):
+        wait_for("the first line logged", lambda: "before-kill" in logs[cid].read_text(), 60)
+    # When their monitors are SIGKILLed
+    for cid in (quiet, chatty):
+        os.kill(_monitor_of(cid), signal.SIGKILL)
+    # Then the chatty one dies of its next write (SIGPIPE: nobody reads its stdout), and with no
+    # monitor to record that, ContainerStatus says unknown (it said running for ever)
+    wait_for(
+        "the chatty container unknown",
+        lambda: _container(srv, chatty).state == api_pb2.CONTAINER_UNKNOWN,
+        60,
+    )
+    # while the quiet one still runs, and is reported running
+    assert _container(srv, quiet).state == api_pb2.CONTAINER_RUNNING
+    _answers(srv)
+    # When both are stopped, they are exited (code 137: killed; what ended the chatty one is
+    # lost with its monitor), and what they wrote before is still in their logs
+    for cid in (quiet, chatty):
+        srv.rt.StopContainer(
+            api_pb2.StopContainerRequest(container_id=cid, timeout=1), timeout=ANSWER
+        )
+        st = _container(srv, cid)
+        assert (st.state, st.exit_code, st.reason) == (api_pb2.CONTAINER_EXITED, 137, "Unknown")
+        assert "stdout F before-kill" in logs[cid].read_text()
+    # And removal leaves nothing (runc's state of both included: no monitor deleted it)
+    for cid in (quiet, chatty):
+        srv.rt.RemoveContainer(api_pb2.RemoveContainerRequest(container_id=cid), timeout=ANSWER)
+    _remove_pod(srv, pod)
+    _clean(srv, [pod, quiet, chatty])
