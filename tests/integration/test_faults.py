@@ -8,7 +8,6 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -373,8 +372,11 @@ def test_sigkilled_monitor_leaves_the_container_stoppable_and_its_log_readable(
         srv, pod, cfg, "chatty", "echo before-kill; while true; do echo tick; sleep 0.2; done"
     )
     logs = {cid: Path(_container(srv, cid).log_path) for cid in (quiet, chatty)}
-    for cid in (quiet, chatty):
-        wait_for("the first line logged", lambda: "before-kill" in logs[cid].read_text(), 60)
+    wait_for(
+        "the first lines logged",
+        lambda: all("before-kill" in log.read_text() for log in logs.values()),
+        60,
+    )
     # When their monitors are SIGKILLed
     for cid in (quiet, chatty):
         os.kill(_monitor_of(cid), signal.SIGKILL)
