@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,6 +37,18 @@ def code_for(exc: errors.CrirtError) -> grpc.StatusCode:
         if isinstance(exc, cls):
             return code
     return grpc.StatusCode.UNKNOWN
+
+
+# An OSError with one of these reached the edge: the host (or crirt's own rlimits) ran out of
+# something, and a retry later may succeed. RESOURCE_EXHAUSTED says so; UNKNOWN said nothing.
+_EXHAUSTED_ERRNOS = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOSPC, errno.EDQUOT, errno.ENOMEM, errno.EAGAIN}
+)
+
+
+def exhausted(exc: Exception) -> bool:
+    """An OS error that means a resource ran out (fds, disk, memory, processes)."""
+    return isinstance(exc, OSError) and exc.errno in _EXHAUSTED_ERRNOS
 
 
 _ids = itertools.count(1)
@@ -81,9 +94,14 @@ async def _rpc_scope(
         log.info("rpc failed", code=code.name, error=str(exc))
         await context.abort(code, str(exc))
     except Exception as exc:
-        status = "UNKNOWN"
-        log.exception("rpc crashed")
-        await context.abort(grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
+        if exhausted(exc):
+            status = "RESOURCE_EXHAUSTED"
+            log.warning("rpc failed: out of a resource", error=str(exc))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        else:
+            status = "UNKNOWN"
+            log.exception("rpc crashed")
+            await context.abort(grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
     finally:
         seconds = time.perf_counter() - t0
         structlog.contextvars.unbind_contextvars("rpc", "request_id")

@@ -1,8 +1,10 @@
+import errno
+
 import grpc
 import pytest
 
 from crirt import errors
-from crirt.api.interceptors import code_for
+from crirt.api.interceptors import code_for, exhausted
 
 
 @pytest.mark.parametrize(
@@ -24,3 +26,20 @@ from crirt.api.interceptors import code_for
 )
 def test_one_table_maps_every_error(exc: errors.CrirtError, code: grpc.StatusCode) -> None:
     assert code_for(exc) is code
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (OSError(errno.EMFILE, "Too many open files"), True),
+        (OSError(errno.ENFILE, "Too many open files in system"), True),
+        (OSError(errno.ENOSPC, "No space left on device"), True),
+        (BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable"), True),
+        (OSError(errno.ENOENT, "No such file or directory"), False),
+        (OSError("no errno"), False),
+        (ValueError("x"), False),
+    ],
+)
+def test_an_exhausted_resource_is_told_apart(exc: Exception, expected: bool) -> None:
+    # issue 15 (fault injection): crirt at its fd limit answered UNKNOWN "OSError: [Errno 24]"
+    assert exhausted(exc) is expected
