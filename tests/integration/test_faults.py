@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import signal
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -143,7 +144,17 @@ def _processes_naming(obj_id: str) -> list[int]:
 
 def _clean(srv: Crirt, ids: list[str]) -> None:
     # Removals hand directories to a worker thread: wait for what is left to be nothing.
-    wait_for("nothing left behind", lambda: find_leftovers(srv, ids) == {} or None, 60)
+    left: dict[str, list[str]] = {}
+
+    def clean() -> bool:
+        nonlocal left
+        left = find_leftovers(srv, ids)
+        return left == {}
+
+    try:
+        wait_for("nothing left behind", clean, 60)
+    except AssertionError:
+        raise AssertionError(f"left behind: {left}") from None
 
 
 # ================================================================================================
@@ -404,3 +415,91 @@ def test_sigkilled_monitor_leaves_the_container_stoppable_and_its_log_readable(
         srv.rt.RemoveContainer(api_pb2.RemoveContainerRequest(container_id=cid), timeout=ANSWER)
     _remove_pod(srv, pod)
     _clean(srv, [pod, quiet, chatty])
+
+
+# ================================================================================================
+# 4. The daemon at its fd limit
+# ================================================================================================
+
+
+def _open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _soft_nofile(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError("no Max open files line")
+
+
+def _set_soft_nofile(pid: int, soft: int) -> None:
+    # Soft only ("N:" keeps the hard limit): no CAP_SYS_RESOURCE is needed to lower or restore it
+    subprocess.run(["prlimit", f"--pid={pid}", f"--nofile={soft}:"], check=True)
+
+
+def _outcome(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
+    try:
+        call()
+    except grpc.RpcError as err:
+        return _code(err), _details(err)
+    return grpc.StatusCode.OK, ""
+
+
+# What a call may answer while crirt is out of fds: done, or refused saying why.
+CLEAR_REFUSALS = {
+    grpc.StatusCode.OK,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.INTERNAL,
+}
+
+
+def test_fd_limit_gives_clear_errors_and_crirt_recovers(crirt: Crirt) -> None:
+    srv = crirt
+    assert srv.proc is not None
+    pid = srv.proc.pid
+    _pull_busybox(srv)
+    pod, cfg = _run_pod(srv, "fdlimit")
+    cid = _start_container(srv, pod, cfg, "app", "exec sleep 3600")
+    soft = _soft_nofile(pid)
+    # Given crirt's soft RLIMIT_NOFILE just above what it has open
+    _set_soft_nofile(pid, _open_fds(pid) + 3)
+    try:
+        # When calls that need fds come (exec: pipes and a runc; a pod: a netns, files, CNI)
+        outcomes = [
+            _outcome(
+                lambda: srv.rt.ExecSync(
+                    api_pb2.ExecSyncRequest(container_id=cid, cmd=["true"], timeout=30),
+                    timeout=ANSWER,
+                )
+            )
+            for _ in range(3)
+        ]
+        outcomes.append(_outcome(lambda: _run_pod(srv, "fdlimit2")))
+        # and a streaming session
+        crictl_exec = srv.crictl("exec", cid, "echo", "hi", check=False, timeout=ANSWER)
+        # Then each is done or refused with a clear code (ExecSync used to be UNKNOWN)
+        assert {code for code, _ in outcomes} <= CLEAR_REFUSALS, outcomes
+        assert (grpc.StatusCode.RESOURCE_EXHAUSTED, "[Errno 24] Too many open files") in outcomes
+        assert "hi" in crictl_exec or "Too many open files" in crictl_exec, crictl_exec
+        # and crirt is still there
+        assert srv.proc.poll() is None
+    finally:
+        _set_soft_nofile(pid, soft)
+    # When the limit is back, crirt serves normally: exec, streaming, a new pod
+    _answers(srv)
+    out = srv.rt.ExecSync(
+        api_pb2.ExecSyncRequest(container_id=cid, cmd=["echo", "-n", "alive"]), timeout=ANSWER
+    )
+    assert out.stdout == b"alive"
+    assert srv.crictl("exec", cid, "echo", "hi", timeout=ANSWER).strip() == "hi"
+    pod3, _ = _run_pod(srv, "fdlimit3")
+    ids = [p.id for p in srv.rt.ListPodSandbox(api_pb2.ListPodSandboxRequest()).items]
+    assert {pod, pod3} <= set(ids)
+    for p in ids:
+        _remove_pod(srv, p)
+    # A pod refused mid-network keeps its CNI attachment when even the rollback's DEL had no
+    # fd: a restart releases it (as after any failed teardown)
+    srv.restart()
+    _clean(srv, [*ids, cid])
