@@ -63,6 +63,9 @@ def test_uppercase_first_component_is_a_domain() -> None:
         ("busybox:", "invalid tag"),
         ("busybox:-x", "invalid tag"),
         ("busybox:" + "a" * 129, "invalid tag"),
+        # \w is ASCII in distribution's grammar: "e:\u028a" parsed (found by tests/fuzz reference)
+        ("e:\u028a", "invalid tag"),
+        ("busybox:v\u0663", "invalid tag"),  # an Arabic-Indic digit
         ("busybox@sha256:abc", "invalid digest"),
         ("busybox@md5:" + "a" * 32, "unsupported digest algorithm"),
         ("busybox@sha256:" + "A" * 64, "lowercase hex"),
