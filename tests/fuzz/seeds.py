@@ -242,6 +242,9 @@ def seeds() -> dict[str, list[bytes]]:
             b'unqualified-search-registries = ["quay.io"]\nbusybox:1',
             b'[registries.search]\nregistries = ["docker.io"]\n[registries.insecure]\n'
             b'registries = ["h:5000"]\n[registries.block]\nregistries = ["bad.io"]\n',
+            b'[registries]\nsearch.registries = ["docker.io"]\ninsecure.registries = ["h:5000"]\n'
+            b'block.registries = ["bad.io"]\n',
+            template(3, b'unqualified-search-registries = ["a"]\nn = ', b"1", b"", b"", b"\n"),
         ],
         "crilog": [
             b"\x00\x10" + ts + b" stdout P log content 1\n" + ts + b" stderr F log content 2\n",

@@ -445,6 +445,9 @@ def fuzz_reference(data: bytes) -> None:
             continue
         assert reference.parse(str(ref), normalize=normalize) == ref, (s, ref)
         assert ref.identifier
+        # distribution/reference's grammar is ASCII (its \w is [a-zA-Z0-9_]); a reference
+        # becomes a registry URL path.
+        assert str(ref).isascii(), (s, ref)
     try:
         ref = reference.parse_normalized(s)
         assert reference.parse_normalized(str(ref)) == ref, (s, ref)
