@@ -6,6 +6,7 @@ clear gRPC error where one is due, and nothing left behind (tests.helpers.crirt.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 from crirt._gen import api_pb2
 from tests.helpers.crirt import Crirt, find_leftovers
 from tests.helpers.faults import FaultyCni, FaultyRunc
+from tests.helpers.registry import Entry, LocalRegistry, make_tar, push_image
 from tests.helpers.wait import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.testbed]
@@ -503,3 +505,73 @@ def test_fd_limit_gives_clear_errors_and_crirt_recovers(crirt: Crirt) -> None:
     # fd: a restart releases it (as after any failed teardown)
     srv.restart()
     _clean(srv, [*ids, cid])
+
+
+# ================================================================================================
+# 5. The image store's file system fills during a pull
+# ================================================================================================
+
+SMALL_FS = 16 << 20
+
+
+@pytest.fixture
+def small_root_srv(base: Path, registry: LocalRegistry) -> Iterator[Crirt]:
+    """A server whose root (image store included) is a 16 MiB tmpfs, pulling ``faults.test/*``
+    from the module's throwaway registry."""
+    conf = base / "registries.conf"
+    conf.write_text(
+        f'[[registry]]\nprefix = "faults.test"\nlocation = "{registry.host}"\ninsecure = true\n'
+    )
+    small = base / "small"
+    small.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={SMALL_FS},mode=0711", "crirt-faults", str(small)],
+        check=True,
+    )
+    srv = Crirt(base, extra_args=("--image-registries-conf", str(conf)))
+    srv.root = small
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.cleanup()
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def _pull(srv: Crirt, ref: str) -> None:
+    srv.img.PullImage(api_pb2.PullImageRequest(image=api_pb2.ImageSpec(image=ref)), timeout=ANSWER)
+
+
+def _store_files(root: Path) -> set[str]:
+    """Every path under the store but lock files (empty, one per layer digest, kept: as in
+    containers/storage)."""
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.suffix != ".lock"}
+
+
+def test_a_full_store_fails_the_pull_cleanly_and_the_next_pull_works(
+    small_root_srv: Crirt, registry: LocalRegistry
+) -> None:
+    srv = small_root_srv
+    # Given a layer of random bytes (gzip gains nothing) twice the size of the store's fs, and
+    # one of zeros as large (a 32 kB blob: the fs fills while it is extracted)
+    big = make_tar([Entry("blob", data=os.urandom(2 * SMALL_FS))])
+    push_image(registry.url, "faults/big", "v1", [big])
+    zeros = make_tar([Entry("zeros", data=bytes(2 * SMALL_FS))])
+    push_image(registry.url, "faults/zeros", "v1", [zeros])
+    small = make_tar([Entry("f", data=os.urandom(1 << 20))])
+    push_image(registry.url, "faults/small", "v1", [small])
+    before = _store_files(srv.root)
+    for name in ("big", "zeros"):
+        # When it is pulled, the pull stops with RESOURCE_EXHAUSTED naming the file system
+        ref = f"faults.test/faults/{name}:v1"
+        err = _rpc_error(functools.partial(_pull, srv, ref))
+        assert _code(err) == grpc.StatusCode.RESOURCE_EXHAUSTED, _details(err)
+        assert "file system" in _details(err)
+        # and leaves no layer, blob or temporary file behind, and no image
+        assert _store_files(srv.root) == before
+        assert srv.img.ListImages(api_pb2.ListImagesRequest()).images == []
+    # Then an image that fits is pulled
+    _pull(srv, "faults.test/faults/small:v1")
+    tags = [t for i in srv.img.ListImages(api_pb2.ListImagesRequest()).images for t in i.repo_tags]
+    assert tags == ["faults.test/faults/small:v1"]
+    _answers(srv)
