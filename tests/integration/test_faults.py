@@ -206,11 +206,17 @@ def test_cni_del_fault_fails_stop_but_not_remove(
     # Given the last plugin fails (or hangs in) DEL
     cni.set(DEL=fault)
     # When the pod is stopped, StopPodSandbox reports the plugin's failure (the kubelet retries)
-    err = _rpc_error(
+    call = _in_background(
         lambda: srv.rt.StopPodSandbox(
             api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod), timeout=ANSWER
         )
     )
+    if fault == "hang":
+        # (crirt answers while the plugin hangs, the pod's own status included)
+        wait_for("the plugin to hang in DEL", lambda: cni.hanging("DEL"), 60)
+        _answers(srv)
+        srv.rt.PodSandboxStatus(api_pb2.PodSandboxStatusRequest(pod_sandbox_id=pod), timeout=30)
+    err = _rpc_error(lambda: call.result(timeout=ANSWER))
     assert _code(err) == grpc.StatusCode.INTERNAL
     assert "crirt-faulty" in _details(err)
     assert ("crirt-faulty refuses DEL" if fault == "fail" else "timed out") in _details(err)
