@@ -76,7 +76,7 @@ def parse_request_head(buf: bytes, max_head: int = MAX_HEAD) -> tuple[Request, i
     """
     end = buf.find(b"\r\n\r\n")
     if end < 0:
-        if len(buf) > max_head:
+        if len(buf) - 3 > max_head:  # no CRLFCRLF can start within max_head any more
             raise BadRequest("request head too large", 431)
         return None
     if end > max_head:
@@ -109,7 +109,8 @@ def parse_request_head(buf: bytes, max_head: int = MAX_HEAD) -> tuple[Request, i
 class HeadReader:
     """A request head arriving in pieces. Each byte is searched once for the end of the head
     (the search resumes 3 bytes back, in case ``\\r\\n\\r\\n`` straddles two pieces) and the
-    head is parsed once, when whole; at most ``max_head`` bytes (+4) are ever held without one.
+    head is parsed once, when whole; at most ``max_head`` bytes (+3) are ever held without one.
+    However the head is split, the verdict is ``parse_request_head``'s on the whole.
     """
 
     def __init__(self, max_head: int = MAX_HEAD) -> None:
@@ -132,7 +133,8 @@ class HeadReader:
         end = self._buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
         if end < 0:
             self._scanned = len(self._buf)
-            if len(self._buf) > self.max_head:
+            # As parse_request_head: "\r\n\r" at max_head may still be a head's end.
+            if len(self._buf) - 3 > self.max_head:
                 raise BadRequest("request head too large", 431)
             return None
         if end > self.max_head:

@@ -145,3 +145,30 @@ def test_head_reader_keeps_the_bytes_after_the_head_and_caps_the_size() -> None:
             b"GET / HTTP/1.1\r\nX: " + b"a" * 2000 + b"\r\n\r\n"
         )
     assert http1.HeadReader(max_head=1024).room == 1028
+
+
+def test_head_reader_verdict_does_not_depend_on_how_the_head_is_split() -> None:
+    # A head whose "\r\n\r\n" starts at max_head is accepted whole, but fed byte by byte it
+    # was refused (431) once "\r\n\r" made the buffer pass max_head (found by tests/fuzz http1).
+    line = b"GET / HTTP/1.1\r\nX: "
+    head = line + b"a" * (1024 - len(line)) + b"\r\n\r\n"
+    assert head.find(b"\r\n\r\n") == 1024
+    got = http1.parse_request_head(head, 1024)
+    assert got is not None
+    assert got[1] == len(head)
+    assert _bytewise(http1.HeadReader(max_head=1024), head) == (got[0], b"")
+    # One byte more and it is too large, however it arrives.
+    longer = head[:-4] + b"a\r\n\r\n"
+    with pytest.raises(http1.BadRequest) as info:
+        http1.parse_request_head(longer, 1024)
+    assert info.value.status == 431
+    with pytest.raises(http1.BadRequest) as info:
+        _bytewise(http1.HeadReader(max_head=1024), longer)
+    assert info.value.status == 431
+
+
+def _bytewise(reader: http1.HeadReader, data: bytes) -> tuple[http1.Request, bytes] | None:
+    for i in range(len(data)):
+        if (got := reader.receive_data(data[i : i + 1])) is not None:
+            return got
+    return None
