@@ -195,6 +195,7 @@ def seeds() -> dict[str, list[bytes]]:
             b"\x00" + _j(config),
             b"\x03" + _j({"schemaVersion": 2, "config": {}, "layers": []}),
             b"\x00" + template(3, b'{"schemaVersion":2,"manifests":', b"[", b"", b"]", b"}"),
+            b"\x00" + template(3, b'{"schemaVersion":2,"manifests":[],"n":', b"1", b"", b"", b"}"),
         ],
         "reference": [
             b"busybox",
