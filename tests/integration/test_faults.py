@@ -18,6 +18,7 @@ import grpc
 import pytest
 
 from crirt._gen import api_pb2
+from crirt.config import RuntimeConfig
 from tests.helpers.crirt import Crirt, find_leftovers
 from tests.helpers.faults import FaultyCni, FaultyRunc
 from tests.helpers.registry import Entry, LocalRegistry, make_tar, push_image
@@ -379,6 +380,10 @@ def _monitor_of(cid: str) -> int:
     raise AssertionError(f"no monitor of {cid} among {pids}")
 
 
+@pytest.mark.skipif(
+    not os.access(RuntimeConfig().monitor_path, os.X_OK),
+    reason="finds the monitor by its arguments: needs the installed native monitor",
+)
 def test_sigkilled_monitor_leaves_the_container_stoppable_and_its_log_readable(
     crirt: Crirt,
 ) -> None:
@@ -489,7 +494,9 @@ def test_fd_limit_gives_clear_errors_and_crirt_recovers(crirt: Crirt) -> None:
         crictl_exec = srv.crictl("exec", cid, "echo", "hi", check=False, timeout=ANSWER)
         # Then each is done or refused with a clear code (ExecSync used to be UNKNOWN)
         assert {code for code, _ in outcomes} <= CLEAR_REFUSALS, outcomes
-        assert (grpc.StatusCode.RESOURCE_EXHAUSTED, "[Errno 24] Too many open files") in outcomes
+        refused = [details for code, details in outcomes if code != grpc.StatusCode.OK]
+        assert refused, "nothing was refused: the limit did not bite"
+        assert all("Too many open files" in details for details in refused), refused
         assert "hi" in crictl_exec or "Too many open files" in crictl_exec, crictl_exec
         # and crirt is still there
         assert srv.proc.poll() is None
