@@ -6,10 +6,14 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from crirt.config import ImageConfig
+from crirt.image.service import ImageService
 from tests.helpers.crirt import REPO, Crirt, private_network
+from tests.helpers.proxy import RegistryProxy
 from tests.helpers.registry import LocalRegistry
 
 
@@ -65,3 +69,48 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry
         yield reg
     finally:
         reg.stop()
+
+
+# -- image pulls through a fault-injecting proxy (test_image_tools, test_registry_faults) ----
+
+
+@pytest.fixture
+def proxy(registry: LocalRegistry) -> Iterator[RegistryProxy]:
+    p = RegistryProxy(registry.host).start()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def conf_text(host: str) -> str:
+    return f'[[registry]]\nprefix = "example.test"\nlocation = "{host}"\ninsecure = true\n'
+
+
+@pytest.fixture
+def conf_file(tmp_path: Path, proxy: RegistryProxy) -> Path:
+    f = tmp_path / "registries.conf"
+    f.write_text(conf_text(proxy.host))
+    return f
+
+
+@pytest.fixture
+def svc(tmp_path: Path, conf_file: Path) -> Iterator[ImageService]:
+    s = ImageService.from_config(tmp_path / "root", image_config(conf_file, tmp_path))
+    yield s
+    s.close()
+
+
+def image_config(conf_file: Path, tmp_path: Path, **kw: Any) -> ImageConfig:
+    return ImageConfig(
+        registries_conf=str(conf_file),
+        registries_conf_d=str(tmp_path / "no-dropins"),
+        auth_file=str(tmp_path / "no-auth.json"),
+        **kw,
+    )
+
+
+@pytest.fixture
+def repo(request: pytest.FixtureRequest) -> str:
+    name: str = request.node.name
+    return "tools/" + "".join(c if c.isalnum() else "-" for c in name.lower())[:50].strip("-")

@@ -18,14 +18,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import zstandard
 
-from crirt.config import ImageConfig
 from crirt.errors import DeadlineExceeded, DigestMismatch, InvalidArgument
 from crirt.image import ImageService
 from crirt.image.service import pinned_patterns
@@ -46,6 +44,7 @@ from tests.helpers.registry import (
     push_manifest,
     sha256,
 )
+from tests.integration.conftest import conf_text, image_config
 
 pytestmark = [
     pytest.mark.root,
@@ -56,48 +55,6 @@ pytestmark = [
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
-
-
-@pytest.fixture
-def proxy(registry: LocalRegistry) -> Iterator[RegistryProxy]:
-    p = RegistryProxy(registry.host).start()
-    try:
-        yield p
-    finally:
-        p.stop()
-
-
-def _conf_text(host: str) -> str:
-    return f'[[registry]]\nprefix = "example.test"\nlocation = "{host}"\ninsecure = true\n'
-
-
-@pytest.fixture
-def conf_file(tmp_path: Path, proxy: RegistryProxy) -> Path:
-    f = tmp_path / "registries.conf"
-    f.write_text(_conf_text(proxy.host))
-    return f
-
-
-@pytest.fixture
-def svc(tmp_path: Path, conf_file: Path) -> Iterator[ImageService]:
-    s = ImageService.from_config(tmp_path / "root", _image_config(conf_file, tmp_path))
-    yield s
-    s.close()
-
-
-def _image_config(conf_file: Path, tmp_path: Path, **kw: Any) -> ImageConfig:
-    return ImageConfig(
-        registries_conf=str(conf_file),
-        registries_conf_d=str(tmp_path / "no-dropins"),
-        auth_file=str(tmp_path / "no-auth.json"),
-        **kw,
-    )
-
-
-@pytest.fixture
-def repo(request: pytest.FixtureRequest) -> str:
-    name: str = request.node.name
-    return "tools/" + "".join(c if c.isalnum() else "-" for c in name.lower())[:50].strip("-")
 
 
 def cli(
@@ -512,7 +469,7 @@ def test_store_opening_does_not_race_a_live_pull(
     deadline = time.monotonic() + 60
     opened = 0
     while proc.poll() is None and time.monotonic() < deadline:
-        ImageService.from_config(root, _image_config(conf_file, tmp_path)).close()
+        ImageService.from_config(root, image_config(conf_file, tmp_path)).close()
         opened += 1
         time.sleep(0.05)
     _, err = proc.communicate(timeout=60)
@@ -530,7 +487,7 @@ def test_stalled_pull_is_cancelled(
     push_image(registry.url, repo, "v1", [make_tar([Entry("f", data=os.urandom(1 << 20))])])
     proxy.stall_after = 100_000
     s = ImageService.from_config(
-        tmp_path / "root", _image_config(conf_file, tmp_path, pull_progress_timeout=1.5)
+        tmp_path / "root", image_config(conf_file, tmp_path, pull_progress_timeout=1.5)
     )
     try:
         # When pulled / Then DeadlineExceeded after the progress timeout, nothing left over
@@ -576,9 +533,9 @@ def test_short_names_aliases_and_reload(
     push_image(registry.url, repo, "v1", [make_tar([Entry("a", data=b"1")])])
     conf = tmp_path / "registries.conf"
     conf.write_text(
-        'unqualified-search-registries = ["example.test", "other.test"]\n' + _conf_text(proxy.host)
+        'unqualified-search-registries = ["example.test", "other.test"]\n' + conf_text(proxy.host)
     )
-    s = ImageService.from_config(tmp_path / "root", _image_config(conf, tmp_path))
+    s = ImageService.from_config(tmp_path / "root", image_config(conf, tmp_path))
     try:
         # An ambiguous short name is refused, never guessed
         with pytest.raises(InvalidArgument, match="ambiguous"):
@@ -604,7 +561,7 @@ def test_pinned_images_and_real_usage(
     push_image(registry.url, repo, "v2", [make_tar([Entry("small", data=b"s")])])
     s = ImageService.from_config(
         tmp_path / "root",
-        _image_config(conf_file, tmp_path, pinned_images=[f"example.test/{repo}:v1"]),
+        image_config(conf_file, tmp_path, pinned_images=[f"example.test/{repo}:v1"]),
         pinned=pinned_patterns((), f"example.test/{repo}:v2"),
     )
     try:
@@ -731,7 +688,7 @@ def test_copy_out_of_the_local_store(
     cli(root, conf_file, "copy", "-q", f"containers-storage:example.test/{repo}:v1", f"oci:{oci}:x")
     # The exported layers carry OCI whiteouts again, and the image imports back identically
     cli(root, conf_file, "copy", "-q", f"oci:{oci}:x", "containers-storage:example.test/back:1")
-    s = ImageService.from_config(root, _image_config(conf_file, tmp_path))
+    s = ImageService.from_config(root, image_config(conf_file, tmp_path))
     try:
         top = s.lower_dirs(s.require("example.test/back:1").id)[0]
         assert os.stat(top / "etc/gone", follow_symlinks=False).st_rdev == 0
@@ -764,7 +721,7 @@ def test_mount_umount_and_refused_removal(
     res = cli(root, conf_file, "rm", ref, check=False)
     assert res.returncode == 1
     assert f"in use by mount {path}" in res.stderr
-    s = ImageService.from_config(root, _image_config(conf_file, tmp_path))
+    s = ImageService.from_config(root, image_config(conf_file, tmp_path))
     try:
         with pytest.raises(ImageInUse, match=f"mount {path}"):
             run(s.remove(ref))
