@@ -159,6 +159,10 @@ class Crirt:
                 "crictl",
                 "--config",
                 str(self.crictl_config),
+                # Each call's deadline: crictl's own default (2 s) is a latency assertion that a
+                # loaded machine (or the slower guest) fails; the kubelet gives 2 minutes.
+                "--timeout",
+                "60s",
                 "--runtime-endpoint",
                 ep,
                 "--image-endpoint",

@@ -20,6 +20,7 @@ from crirt._gen import api_pb2
 from crirt.config import NEWER_RUNC_HANDLER, NEWER_RUNC_PATH
 from tests.helpers.cgroups import cgroup_file, hugetlb_usable
 from tests.helpers.crirt import Crirt, mounts_under
+from tests.helpers.wait import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.testbed]
 
@@ -411,7 +412,16 @@ def test_pause_image_pod(traversable_base: Path) -> None:
             ).info["info"]
         )
         pid = info["pid"]
-        assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2] == [b"/pause", b"-P"]
+        # (runc returns once the process is released to run; its exec of the entrypoint may
+        # still be under way on a busy machine)
+        wait_for(
+            "the infra process to exec /pause",
+            lambda: (
+                Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2] == [b"/pause", b"-P"]
+            ),
+            30,
+            0.05,
+        )
         assert Path(f"/proc/{pid}/status").read_text().count("65535") >= 2
         # And containers run beside it as usual
         cid = create(srv, pod_id, cfg, "c")

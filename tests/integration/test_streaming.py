@@ -97,6 +97,8 @@ def crictl_argv(crirt: Crirt, *args: str) -> list[str]:
         "crictl",
         "--config",
         str(crirt.crictl_config),
+        "--timeout",  # as Crirt.crictl: not crictl's 2 s
+        "60s",
         "--runtime-endpoint",
         ep,
         "--image-endpoint",
