@@ -175,3 +175,44 @@ def test_websocket_pongs_to_a_client_that_never_reads_are_bounded() -> None:
     peak, sent = asyncio.run(_flood(ping, 6, _ws_messages))
     assert peak <= MAX_HELD, (peak, sent)
     assert sent < SENT_AT_MOST
+
+
+class _ScriptedDuplex:
+    """A duplex that hands out ``chunks`` then EOF, and records each ``send``."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.sends: list[bytes] = []
+
+    async def recv(self) -> bytes:
+        return self.chunks.pop(0) if self.chunks else b""
+
+    def send(self, data: bytes) -> None:
+        self.sends.append(data)
+
+    async def drain(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+def test_spdy_control_replies_of_one_read_are_one_write() -> None:
+    # Given one read holding 1,000 PINGs
+    client = spdy.Connection(client=True)
+    pings = b"".join(client.send(spdy.Ping(2 * i + 1)) for i in range(1000))
+    duplex = _ScriptedDuplex([pings])
+    session = SpdySession(duplex)
+
+    async def drive() -> list[spdy.Event]:
+        return [ev async for ev in session.events()]
+
+    asyncio.run(drive())
+    # Then the 1,000 echoes go out in one write, not 1,000
+    assert len(duplex.sends) == 1
+    echoes = spdy.Connection(client=True)
+    echoes.receive_data(duplex.sends[0])
+    got = []
+    while not isinstance(ev := echoes.next_event(), spdy.NeedData):
+        got.append(ev)
+    assert [e.ping_id for e in got if isinstance(e, spdy.Ping)] == [2 * i + 1 for i in range(1000)]
