@@ -35,3 +35,20 @@ def setup(level: str = "info", fmt: str = "console") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+class LogBudget:
+    """At most ``limit`` lines of one kind (per connection, say): a client must not decide how
+    many lines crirt writes. ``allow()`` says whether to log this one; ``dropped`` counts the
+    rest, for one summary line at the end."""
+
+    def __init__(self, limit: int = 10) -> None:
+        self.left = limit
+        self.dropped = 0
+
+    def allow(self) -> bool:
+        if self.left > 0:
+            self.left -= 1
+            return True
+        self.dropped += 1
+        return False

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crirt.log import get_logger
+from crirt.log import LogBudget, get_logger
 from crirt.network import netns
 from crirt.sansio import portforward as pf
 from crirt.sansio import remotecommand as rc
@@ -162,13 +162,15 @@ async def serve_spdy(
                         session.reset(sid)
 
     expiry = asyncio.create_task(expire())
+    refusals = LogBudget()
     try:
         async for ev in session.events():
             if isinstance(ev, spdy.SynStream):
                 try:
                     pair = table.add(ev.stream_id, ev.headers, time.monotonic())
                 except pf.StreamRejected as exc:
-                    log.info("port-forward stream refused", error=str(exc))
+                    if refusals.allow():
+                        log.info("port-forward stream refused", error=str(exc))
                     session.reset(ev.stream_id, spdy.REFUSED_STREAM)
                     continue
                 session.reply(ev.stream_id)
@@ -186,6 +188,8 @@ async def serve_spdy(
                 if fw is not None and fw.task is not None and ev.stream_id == fw.pair.data_stream:
                     fw.task.cancel()  # the client gave up on this connection
     finally:
+        if refusals.dropped:
+            log.info("port-forward streams refused, not logged each", count=refusals.dropped)
         for t in [expiry, *forwards]:
             t.cancel()
         for t in [expiry, *forwards]:

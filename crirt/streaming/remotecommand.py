@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
-from crirt.log import get_logger
+from crirt.log import LogBudget, get_logger
 from crirt.sansio import remotecommand as rc
 from crirt.sansio import spdy
 from crirt.sansio import websocket as ws
@@ -175,6 +175,8 @@ async def serve_spdy(
     resize = rc.ResizeDecoder()
     resize_ok = True
 
+    refusals = LogBudget()
+
     async def reader() -> None:
         nonlocal resize_ok
         try:
@@ -189,7 +191,8 @@ async def serve_spdy(
                             ready.set()
                             io.set_ready(_SpdySink(session, streams))
                     else:
-                        log.info("unexpected stream refused", stream_type=kind)
+                        if refusals.allow():
+                            log.info("unexpected stream refused", stream_type=kind[:64])
                         session.reset(ev.stream_id, spdy.REFUSED_STREAM)
                 elif isinstance(ev, spdy.Data):
                     kind = kinds.get(ev.stream_id, "")
@@ -210,6 +213,8 @@ async def serve_spdy(
                 elif isinstance(ev, spdy.RstStream) and kinds.get(ev.stream_id) == rc.STREAM_STDIN:
                     io.stdin.close()
         finally:
+            if refusals.dropped:
+                log.info("unexpected streams refused, not logged each", count=refusals.dropped)
             io.set_gone()
 
     rtask = asyncio.create_task(reader())
