@@ -451,6 +451,10 @@ class ContainerOps:
         if c.state is not ContainerState.UNKNOWN and await exits.wait(c.id, KILL_WAIT):
             return
         st = await runtime.state(c.handler, c.id)
+        if exits.apply(c.id) or not c.state.has_process():
+            # A record that landed meanwhile (ContainerStatus may have called a monitor's
+            # container unknown in the instant between its reaping and its record).
+            return
         if st is None or st.get("status") == "stopped":
             log.warning("container gone without an exit record", container_id=c.id)
             c.mark_exited(137, self.clock.now_ns(), False)
@@ -538,7 +542,8 @@ class ContainerOps:
             # Its process is gone (reaped: a monitor's child is a zombie until the monitor
             # records its exit, which is read after) and no exit record came: its monitor was
             # killed. As at a restart, the state is unknown (the kubelet then stops and
-            # replaces it), not running for ever.
+            # replaces it), not running for ever. A record written in the instant between
+            # reaping and now still lands (unknown -> exited, with its code).
             c.mark_unknown()
             self.records.save_container(c)
             log.warning("container process gone without its monitor", container_id=c.id)
