@@ -60,6 +60,10 @@ CHANNEL_NAMES: Final = {
 # Longest resize message accepted (``{"Width":65535,"Height":65535}`` is 30 bytes): an object
 # still open past this many bytes is a protocol error, not something to buffer.
 MAX_RESIZE_MESSAGE: Final = 4096
+# One read (a SPDY DATA frame, a WebSocket message) of resize data: a terminal sends one small
+# object per size change; 64 KiB is hundreds of them. More is refused unscanned, which bounds
+# what one frame costs the event loop (2.2 MB of objects took a second to scan, in Python).
+MAX_RESIZE_FEED: Final = 64 * 1024
 _NOT_SPACE: Final = re.compile(rb"[^ \t\r\n]")
 _OBJECT_SPECIAL: Final = re.compile(rb'[{}"]')
 _STRING_SPECIAL: Final = re.compile(rb'["\\]')
@@ -180,9 +184,12 @@ class ResizeDecoder:
 
     def feed(self, data: bytes) -> list[tuple[int, int]]:
         """Raises:
-        ResizeError: malformed input, or an object longer than ``MAX_RESIZE_MESSAGE`` (the
-            stream is then a protocol error: the caller ends it).
+        ResizeError: malformed input, more than ``MAX_RESIZE_FEED`` bytes at once, or an
+            object longer than ``MAX_RESIZE_MESSAGE`` (the stream is then a protocol error:
+            the caller ends it).
         """
+        if len(data) > MAX_RESIZE_FEED:
+            raise ResizeError(f"resize data too large ({len(data)} bytes in one message)")
         buf: bytes | bytearray
         if self._buf:
             self._buf += data  # in place: the pending object is extended, never copied

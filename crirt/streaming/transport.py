@@ -50,6 +50,10 @@ class Duplex(Protocol):
     async def close(self) -> None: ...
 
 
+# Control frames handled in a row before the reading task yields to the event loop.
+_YIELD_EVERY = 256
+
+
 async def _drained(duplex: Duplex) -> bool:
     """Before reading more from a client: wait while what we wrote to it (replies to its PINGs,
     RST_STREAMs, pongs) is above the transport's high-water mark, so that a client that sends
@@ -137,31 +141,52 @@ class WsSession:
         self.closed = False
 
     async def recv(self) -> ws.Message | None:
-        """The next data message; None once the peer closed (or broke the protocol)."""
+        """The next data message; None once the peer closed (or broke the protocol).
+
+        Pongs are gathered and written once per read (or per batch of ``_YIELD_EVERY``, when
+        the loop also yields to the other tasks), as the SPDY session does with its replies."""
+        pongs = bytearray()
+        handled = 0
+
+        def flush() -> None:
+            if pongs:
+                self.tcp.send(bytes(pongs))
+                pongs.clear()
+
         while not self.closed:
+            if handled >= _YIELD_EVERY:
+                flush()
+                handled = 0
+                await asyncio.sleep(0)
             try:
                 ev = self.conn.next_event()
             except ws.FrameError as exc:
                 log.info("websocket protocol error", error=str(exc))
+                flush()
                 self._send_close(exc.close_code)
                 self.closed = True
                 return None
             if isinstance(ev, ws.NeedData):
+                flush()
                 if not await _drained(self.tcp):
                     self.closed = True
                     return None
                 self.conn.receive_data(await self.tcp.recv())
                 continue
+            if isinstance(ev, ws.Ping):
+                pongs += self.conn.send(ws.Pong(ev.data))
+                handled += 1
+                continue
+            flush()
             if isinstance(ev, ws.Message):
                 return ev
-            if isinstance(ev, ws.Ping):
-                self.tcp.send(self.conn.send(ws.Pong(ev.data)))
-            elif isinstance(ev, ws.Close):
+            if isinstance(ev, ws.Close):
                 code = ws.CLOSE_NORMAL if ev.code == ws.CLOSE_NO_STATUS else ev.code
                 self._send_close(code)
                 self.closed = True
             elif isinstance(ev, ws.ConnectionClosed):
                 self.closed = True
+        flush()
         return None
 
     def send(self, data: bytes, text: bool = False) -> None:
@@ -223,6 +248,7 @@ class SpdySession:
         gathered and written once per read, before the next read or event: a 64 KiB read of
         PINGs is one write, not 5,000 (bench/hostile.py saw 1 s stalls in those writes)."""
         replies = bytearray()
+        handled = 0  # frames answered here since the loop last yielded
 
         def flush() -> None:
             if replies:
@@ -230,6 +256,12 @@ class SpdySession:
                 replies.clear()
 
         while not self.ended:
+            if handled >= _YIELD_EVERY:
+                # A read full of control frames is thousands of them: let the other tasks
+                # (every CRI call) run between batches.
+                flush()
+                handled = 0
+                await asyncio.sleep(0)
             try:
                 ev = self.conn.next_event()
             except errors.ProtocolError as exc:
@@ -249,12 +281,15 @@ class SpdySession:
                 # Odd ids are the client's: echo them. Even ones would be our own (we send none).
                 if ev.ping_id % 2 == 1:
                     replies += self.conn.send(ev)
+                handled += 1
                 continue
             if isinstance(ev, spdy.StreamError):
                 log.debug("spdy stream refused", stream=ev.stream_id, reason=ev.reason)
                 replies += self.conn.send(spdy.RstStream(ev.stream_id, ev.status))
+                handled += 1
                 continue
             if isinstance(ev, spdy.Settings | spdy.WindowUpdate | spdy.UnknownFrame):
+                handled += 1
                 continue  # no flow control, like spdystream
             flush()
             if isinstance(ev, spdy.ConnectionClosed):

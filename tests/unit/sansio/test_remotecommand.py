@@ -136,9 +136,16 @@ def test_one_big_frame_of_resizes_decodes_one_object() -> None:
     # One SPDY frame full of resize messages (2.2 MB stalled the loop for 11.7 s: re-sliced per
     # object; then 0.6 s: each object decoded): only the last object reaches the JSON scanner,
     # however many come before it.
-    n = 4000
+    n = 1000  # 25 kB and 50 kB: within MAX_RESIZE_FEED
     small, big = _resize_work(n), _resize_work(2 * n)
     assert small == big == len(b'{"Width":80,"Height":24}')
+
+
+def test_a_frame_of_resizes_over_the_feed_limit_is_refused_unscanned() -> None:
+    dec = rc.ResizeDecoder()
+    with pytest.raises(rc.ResizeError, match="too large"):
+        dec.feed(b'{"Width":80,"Height":24} ' * 4000)  # 100 kB
+    assert not dec.pending
 
 
 def test_resize_parsing_is_linear_in_small_chunks() -> None:
