@@ -402,19 +402,24 @@ class ImageService:
 
     def _reap_later(self, dirs: builtins.list[Path]) -> None:
         """Delete detached directories in the background: a tracked task that logs what fails
-        and tries it again (``_REAP_RETRY_DELAYS``), then leaves it to the next start."""
-        task = asyncio.get_running_loop().create_task(self._reap(dirs))
+        and tries it again (``_REAP_RETRY_DELAYS``), then leaves it to the next start. The
+        first attempt is handed to the executor at once, so a loop that ends now (a
+        ``crirt image rm``, whose ``asyncio.run`` cancels tasks but waits for the executor)
+        still deletes them."""
+        loop = asyncio.get_running_loop()
+        first = loop.run_in_executor(None, delete_dirs, dirs)  # logs each failure, never raises
+        task = loop.create_task(self._reap(first))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _reap(self, dirs: builtins.list[Path]) -> None:
+    async def _reap(self, first: asyncio.Future[builtins.list[Path]]) -> None:
+        dirs = await first
         for delay in _REAP_RETRY_DELAYS:
-            dirs = await asyncio.to_thread(delete_dirs, dirs)  # logs each failure, never raises
             if not dirs:
                 return
             log.warning("deleting removed layers failed, will retry", paths=[str(d) for d in dirs])
             await asyncio.sleep(delay)
-        dirs = await asyncio.to_thread(delete_dirs, dirs)
+            dirs = await asyncio.to_thread(delete_dirs, dirs)
         if dirs:
             log.error(
                 "cannot delete removed layers; the next start tries again",
