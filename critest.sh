@@ -42,6 +42,10 @@ cleanup() {
   set +e
   if [[ -n "$pid" ]]; then kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; fi
   scripts/cleanup-state.sh "$state" "$root"
+  # The server's log and critest's full output of the last run stay for whoever reads a
+  # failed CI run (critest's own summary interleaves its parallel specs).
+  mkdir -p /var/tmp/crirt-critest-last
+  cp -f "$work/crirt.log" "$work/critest.log" /var/tmp/crirt-critest-last/ 2>/dev/null
   if [[ "${CRIRT_KEEP_WORK:-0}" != 1 ]]; then rm -rf "$work"; fi
 }
 trap cleanup EXIT

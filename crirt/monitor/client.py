@@ -444,6 +444,25 @@ class MonitorClient:
         return sock
 
     @staticmethod
+    def is_listening(ctl_socket: StrPath) -> bool:
+        """Whether a monitor still listens on ``ctl_socket``: one non-blocking connect, no
+        round trip (safe on the event loop). Refused or missing: gone (a killed monitor leaves
+        its socket file, with nobody behind it); accepted, or a full backlog: there."""
+        addr, dfd = _sock_address(os.fspath(ctl_socket))
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
+            sock.setblocking(False)
+            try:
+                sock.connect(addr)
+            except (ConnectionRefusedError, FileNotFoundError):
+                return False
+            except OSError:
+                return True  # busy (EAGAIN) or unsure: not evidence that it is gone
+            finally:
+                if dfd >= 0:
+                    os.close(dfd)
+        return True
+
+    @staticmethod
     def is_alive(ctl_socket: StrPath, timeout: float = 1.0) -> bool:
         """True if a monitor answers a ping on ``ctl_socket`` (blocking, at most ``timeout``)."""
         try:

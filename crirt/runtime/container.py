@@ -538,12 +538,15 @@ class ContainerOps:
             c.state is ContainerState.RUNNING
             and not self.runtime.alive(c.pid, c.pid_start)
             and not self.exits.apply(c.id)
+            and not self.runtime.monitor_listening(Path(c.dir))
         ):
-            # Its process is gone (reaped: a monitor's child is a zombie until the monitor
-            # records its exit, which is read after) and no exit record came: its monitor was
-            # killed. As at a restart, the state is unknown (the kubelet then stops and
-            # replaces it), not running for ever. A record written in the instant between
-            # reaping and now still lands (unknown -> exited, with its code).
+            # Its process is gone, no exit record came, and its monitor no longer listens: it
+            # was killed. As at a restart, the state is unknown (the kubelet then stops and
+            # replaces it), not running for ever. (A monitor that reaped its process listens
+            # until its record is written: up to the 2 s drain of the output, then runc
+            # delete. Meanwhile the container is still running, as containerd says too.) A
+            # record written in the instant between the two checks still lands (unknown ->
+            # exited, with its code).
             c.mark_unknown()
             self.records.save_container(c)
             log.warning("container process gone without its monitor", container_id=c.id)

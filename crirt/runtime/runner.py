@@ -112,6 +112,9 @@ class MonitoredRuntime:
     async def reopen_log(self, obj_dir: Path) -> None:
         await self.monitor.reopen_log(obj_dir / "ctl")
 
+    def monitor_listening(self, obj_dir: Path) -> bool:
+        return MonitorClient.is_listening(obj_dir / "ctl")
+
     def read_exit(self, exit_file: Path) -> ExitInfo | None:
         return self.monitor.read_exit(exit_file)
 

@@ -42,6 +42,7 @@ class FakeProcess:
     obj_dir: str
     exit_file: str
     running: bool = True
+    monitor: bool = True  # its monitor runs (until it has recorded the exit, or is killed)
 
 
 @dataclass
@@ -168,6 +169,7 @@ class FakeRuntime:
         p.running = False
         info = ExitInfo(exit_code=code, finished_at=self.host.clock_ns)
         write_json_bytes(Path(p.exit_file), encode_exit(info))
+        p.monitor = False
 
     async def kill(self, handler: str, obj_id: str, sig: int | str, all_: bool = False) -> None:
         self.host.fault("kill")
@@ -203,6 +205,9 @@ class FakeRuntime:
     async def reopen_log(self, obj_dir: Path) -> None:
         if await self.ping(obj_dir) is None:
             raise RuntimeFailure(f"monitor at {obj_dir}/ctl: reopen: no monitor")
+
+    def monitor_listening(self, obj_dir: Path) -> bool:
+        return any(p.obj_dir == str(obj_dir) and p.monitor for p in self.host.processes.values())
 
     def read_exit(self, exit_file: Path) -> ExitInfo | None:
         return MonitorClient.read_exit(exit_file)

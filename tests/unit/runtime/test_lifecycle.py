@@ -253,7 +253,12 @@ def test_a_process_gone_without_its_monitor_is_unknown_not_running(tmp_path: Pat
         cid = await lc.container_ops.create(sid, ctr_config())
         await lc.container_ops.start(cid)
         assert lc.container_ops.status(cid, False)[0].state is ContainerState.RUNNING
-        host.processes[cid].running = False  # gone, and no monitor wrote its exit
+        # Reaped by its monitor, whose record is still to come (draining the output, runc
+        # delete): still running, not unknown
+        host.processes[cid].running = False
+        assert lc.container_ops.status(cid, False)[0].state is ContainerState.RUNNING
+        # Its monitor killed: gone, and nobody will write its exit
+        host.processes[cid].monitor = False
         assert lc.container_ops.status(cid, False)[0].state is ContainerState.UNKNOWN
         await lc.container_ops.stop(cid, 10)
         c = lc.container_ops.status(cid, False)[0]
