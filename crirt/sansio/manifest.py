@@ -126,7 +126,7 @@ def loads_json(body: bytes | str, what: str, max_depth: int = MAX_JSON_DEPTH) ->
         doc = json.loads(body)
     except RecursionError:
         raise InvalidArgument(f"invalid {what}: JSON nested too deep") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int()'s 4,300 digits
         raise InvalidArgument(f"invalid {what}: not JSON: {exc}") from exc
     # Level by level, after the parse (what json accepted is at most ~1000 deep): the depth of
     # the deepest container is how many levels hold one.

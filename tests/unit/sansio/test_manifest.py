@@ -197,6 +197,20 @@ def test_json_nested_too_deep_is_a_parse_error(body: bytes) -> None:
             parse()
 
 
+def test_json_number_past_the_int_digit_limit_is_a_parse_error() -> None:
+    # json.loads raised a bare ValueError (not JSONDecodeError) for a number of more than
+    # 4,300 digits: past the error types, like RecursionError was (found by tests/fuzz manifest).
+    body = b'{"schemaVersion": 2, "manifests": [], "n": ' + b"1" * 5000 + b"}"
+    for parse in (
+        lambda: m.parse_manifest(body),
+        lambda: m.detect_media_type(body, None),
+        lambda: m.parse_image_config(body),
+        lambda: m.loads_json(body, "document"),
+    ):
+        with pytest.raises(InvalidArgument, match="not JSON"):
+            parse()
+
+
 def test_loads_json_keeps_ordinary_documents() -> None:
     doc = {"a": [{"b": {"c": [1, 2, {"d": None}]}}]}
     assert m.loads_json(json.dumps(doc).encode(), "x") == doc
