@@ -141,7 +141,10 @@ def _v1_registries(doc: dict[str, Any], source: str) -> tuple[list[str] | None, 
         raise InvalidArgument(f"{source}: [registries] must be a table")
 
     def names(key: str) -> list[str]:
-        value = section.get(key, {}).get("registries", [])
+        table = section.get(key, {})
+        if not isinstance(table, dict):
+            raise InvalidArgument(f"{source}: [registries.{key}] must be a table")
+        value = table.get("registries", [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise InvalidArgument(f"{source}: registries.{key}.registries must be strings")
         return [v.rstrip("/") for v in value]
@@ -183,7 +186,7 @@ def _aliases(doc: dict[str, Any], source: str) -> dict[str, str]:
 def _parse_doc(text: str, source: str) -> tuple[list[str] | None, list[Registry]]:
     try:
         doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # TOMLDecodeError, and int()'s 4,300-digit limit on a number
         raise InvalidArgument(f"{source}: invalid TOML: {exc}") from exc
     except RecursionError:  # tomllib recurses into nested arrays and inline tables
         raise InvalidArgument(f"{source}: invalid TOML: nested too deep") from None

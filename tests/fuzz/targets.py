@@ -6,7 +6,7 @@ other exception, or a broken invariant (an ``assert``), is a finding. Plain Pyth
 atheris: ``tests/fuzz/fuzz.py`` runs them under atheris (coverage-guided), and
 ``tests/unit/test_fuzz_corpus.py`` replays the committed corpus through them.
 
-Two helpers widen what a mutating fuzzer reaches:
+Three helpers widen what a mutating fuzzer reaches:
 
 * ``expand``: an input that starts with ``TEMPLATE`` is ``head, unit1, mid, unit2, tail`` (split
   on ``0xFE``) with a 16-bit count: the parser gets ``head + unit1*n + mid + unit2*n + tail``.
@@ -14,6 +14,9 @@ Two helpers widen what a mutating fuzzer reaches:
   mutations alone never build.
 * ``_chunks``: the same bytes fed in pieces (sizes drawn from the input's first byte) must give
   what they give in one piece: the incremental parsers may not depend on how TCP splits them.
+* ``_retyped_docs``: a JSON (or TOML) document that parses is tried again with one value, at the
+  top or one level down, of each other type: ``"ips": 1``, ``search = 1``, which valid JSON or
+  TOML rarely becomes by byte mutation.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 import random
 import struct
 import tarfile
+import tomllib
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -88,9 +92,14 @@ def _retyped(body: bytes, limit: int = 40) -> list[bytes]:
         doc = json.loads(body)
     except (ValueError, RecursionError):
         return []
+    return [json.dumps(d).encode() for d in _retyped_docs(doc, _OTHER_TYPES, limit)]
+
+
+def _retyped_docs(doc: object, others: tuple[object, ...], limit: int) -> Iterator[object]:
+    """``doc`` (a dict) again and again, each time with one value of another type."""
     if not isinstance(doc, dict):
-        return []
-    out: list[bytes] = []
+        return
+    n = 0
     slots: list[tuple[dict[str, Any], str]] = []
     for key, value in list(doc.items())[:12]:
         slots.append((doc, key))
@@ -99,16 +108,35 @@ def _retyped(body: bytes, limit: int = 40) -> list[bytes]:
             slots += [(inner, k) for k in list(inner)[:6]]
     for holder, key in slots:
         old = holder[key]
-        for alt in _OTHER_TYPES:
+        for alt in others:
             if type(alt) is type(old):
                 continue
             holder[key] = alt
-            out.append(json.dumps(doc).encode())
-            if len(out) >= limit:
+            yield doc
+            n += 1
+            if n >= limit:
                 holder[key] = old
-                return out
+                return
         holder[key] = old
-    return out
+
+
+def _toml(doc: dict[str, Any]) -> str:
+    """A TOML document of ``doc`` (nested tables inline); what tomllib reads back as ``doc``."""
+
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v) if v == v else "nan"  # inf and -inf are TOML too
+        if isinstance(v, str):
+            return json.dumps(v, ensure_ascii=False)  # TOML has no surrogate escapes
+        if isinstance(v, list):
+            return "[" + ", ".join(value(i) for i in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{value(k)} = {value(i)}" for k, i in v.items()) + "}"
+        return str(getattr(v, "isoformat", lambda: v)())
+
+    return "".join(f"{value(k)} = {value(v)}\n" for k, v in doc.items())
 
 
 def _text(data: bytes) -> str:
@@ -640,11 +668,23 @@ def fuzz_registries_conf(data: bytes) -> None:
     """RegistriesConfig.parse of one or two documents (split at a ``#---`` line), then resolve,
     candidates and endpoints of a few names, and of the input's last line as a name."""
     texts = _text(expand(data)).split("\n#---\n", 1)
+    _registries_one(texts)
+    # The first document again with one value retyped (a table where a string belongs, ...).
+    try:
+        doc = tomllib.loads(texts[0])
+    except (ValueError, RecursionError):
+        return
+    for variant in _retyped_docs(doc, (1, "x", [1], {"a": 1}), 40):
+        assert isinstance(variant, dict)
+        _registries_one([_toml(variant), *texts[1:]])
+
+
+def _registries_one(texts: list[str]) -> None:
     try:
         conf = RegistriesConfig.parse(*((f"f{i}", t) for i, t in enumerate(texts)))
     except InvalidArgument:
         return
-    for name in (*_NAMES, texts[-1].rsplit("\n", 1)[-1]):
+    for name in (*_NAMES, texts[-1].rsplit("\n", 1)[-1][:300]):
         try:
             ref = conf.resolve(name)
             for ep in conf.endpoints(ref):

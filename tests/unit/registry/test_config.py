@@ -180,6 +180,12 @@ def test_v1_format() -> None:
         ('[[registry]]\nlocation = "x.io"\n[[registry]]\nlocation = "x.io"\n', "defined twice"),
         ('unqualified-search-registries = "docker.io"\n', "must be strings"),
         ('[registries.search]\nregistries = ["a"]\n[[registry]]\nlocation = "x"\n', "mixes"),
+        # v1 sections that are not tables raised AttributeError (found by tests/fuzz
+        # registries_conf, a retyped variant of the v1 seed)
+        ("[registries]\nsearch = 1\n", r"\[registries.search\] must be a table"),
+        ('[registries]\nsearch.registries = ["a"]\nblock = ["b"]\n', "must be a table"),
+        # int()'s 4,300-digit limit raised a bare ValueError from tomllib (found by tests/fuzz)
+        ("n = " + "1" * 5000 + "\n", "invalid TOML"),
     ],
 )
 def test_invalid(doc: str, needle: str) -> None:
