@@ -125,8 +125,8 @@ def _kill_tree(root: int | None, pgrp: int) -> None:
 
     ``root`` is the exec'd process (None if runc has not written its pid file yet), ``pgrp``
     the group runc leads; runc itself (pid == pgrp) is spared so it can reap what it started
-    and exit. runc's direct children are the exec'd process too (runc init becomes it), so the
-    tree is found even before the pid file exists: on a loaded machine a client can go away
+    and exit. Without a pid file, runc's direct children are taken for the exec'd process (runc
+    init becomes it), so the tree is found even then: on a loaded machine a client can go away
     between the process starting (and forking) and runc writing the file. runc's init makes the
     exec'd process a session leader, and runc 1.1 does not return until the background children
     of that session are gone, even after the root has exited and its children were reparented
@@ -140,9 +140,10 @@ def _kill_tree(root: int | None, pgrp: int) -> None:
     seen: list[int] = []
     for _ in range(16):
         table = _proc_table()
-        leaders = {p for p, (ppid, _, _) in table.items() if ppid == pgrp and p != pgrp}
         if root is not None:
-            leaders.add(root)
+            leaders = {root}
+        else:  # no pid file yet: runc's children are (or are becoming) the exec'd process
+            leaders = {p for p, (ppid, _, _) in table.items() if ppid == pgrp and p != pgrp}
         roots = sorted(leaders)
         roots += sorted(
             p
