@@ -8,27 +8,7 @@ from pathlib import Path
 import pytest
 
 from crirt.linux.tree import remove_tree
-
-# Deeper than Python's recursion limit, and a path (~300 KB) far past PATH_MAX (4 KiB).
-DEPTH = 1200
-NAME = "d" * 255
-
-
-def make_deep_tree(top: Path, depth: int = DEPTH, name: str = NAME) -> None:
-    """``top/name/name/...`` ``depth`` levels deep (a file at the bottom), made with
-    descriptor-relative mkdir: no path is ever longer than one name."""
-    top.mkdir()
-    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for _ in range(depth):
-            os.mkdir(name, dir_fd=fd)
-            nfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = nfd
-        os.close(os.open("file", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd))
-        os.symlink("/", "root-link", dir_fd=fd)
-    finally:
-        os.close(fd)
+from tests.helpers.trees import make_deep_tree
 
 
 def test_removes_a_tree_deeper_than_the_recursion_limit_and_path_max(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from crirt.linux.tree import remove_tree
 from crirt.runtime.records import Paths, Records
-from tests.unit.linux.test_remove_tree import make_deep_tree
+from tests.helpers.trees import make_deep_tree
 
 
 @pytest.fixture(autouse=True)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import Any
 
 import pytest
 
 from crirt.sansio import errors, spdy
+from tests.helpers.counting import CountingBuffer
 
 CRICTL_EXEC = bytes.fromhex(
     "80030001000000290000000100000000000078f9e3c6a7c26260606004a7b392a2d4c45c6851c29a0a0a6800"
@@ -328,25 +328,6 @@ def test_oversized_control_frame_is_refused_from_its_header(ftype: int, length: 
     conn.receive_data(control_header(ftype, length))
     with pytest.raises(errors.ProtocolError):
         conn.next_event()
-
-
-class CountingBuffer(bytearray):
-    """A receive buffer that counts the bytes its slices copy and its deletions remove."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.work = 0
-
-    def __getitem__(self, key: Any) -> Any:
-        got = super().__getitem__(key)
-        if isinstance(key, slice):
-            self.work += len(got)
-        return got
-
-    def __delitem__(self, key: Any) -> None:
-        before = len(self)
-        super().__delitem__(key)
-        self.work += before - len(self)
 
 
 def _frame_buffer_work(n: int, chunk: int) -> int:

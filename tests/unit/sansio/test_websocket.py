@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from crirt.sansio import websocket as ws
+from tests.helpers.counting import CountingBuffer
 
 KEY = bytes([0x37, 0xFA, 0x21, 0x3D])
 
@@ -140,25 +139,6 @@ def test_mask_is_its_own_inverse() -> None:
 
 
 # ----- linear cost (issue 15) ---------------------------------------------------------------------
-
-
-class CountingBuffer(bytearray):
-    """A receive buffer that counts the bytes its slices copy and its deletions remove."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.work = 0
-
-    def __getitem__(self, key: Any) -> Any:
-        got = super().__getitem__(key)
-        if isinstance(key, slice):
-            self.work += len(got)
-        return got
-
-    def __delitem__(self, key: Any) -> None:
-        before = len(self)
-        super().__delitem__(key)
-        self.work += before - len(self)
 
 
 def _frame_buffer_work(n: int, chunk: int, fragmented: bool) -> int:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,24 +12,7 @@ import structlog
 from crirt.linux.tree import remove_tree
 from crirt.storage.images import ImageStore, delete_dirs
 from crirt.storage.layers import LayerStore
-
-DEPTH = 1200  # deeper than the recursion limit; 1,200 x 256 bytes is far past PATH_MAX
-NAME = "n" * 255
-
-
-def make_deep_tree(top: Path, depth: int = DEPTH) -> None:
-    """``top/NAME/NAME/...`` made with descriptor-relative mkdir (no long path needed)."""
-    top.mkdir(parents=True)
-    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for _ in range(depth):
-            os.mkdir(NAME, dir_fd=fd)
-            nfd = os.open(NAME, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = nfd
-        os.close(os.open("etc-passwd", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd))
-    finally:
-        os.close(fd)
+from tests.helpers.trees import make_deep_tree
 
 
 @pytest.fixture
