@@ -413,7 +413,9 @@ class ImageService:
         task.add_done_callback(self._background.discard)
 
     async def _reap(self, first: asyncio.Future[builtins.list[Path]]) -> None:
-        dirs = await first
+        # Shielded: cancelling this task (a loop's end) must not cancel the executor job
+        # while it is still queued; the loop's executor shutdown then waits for it.
+        dirs = await asyncio.shield(first)
         for delay in _REAP_RETRY_DELAYS:
             if not dirs:
                 return

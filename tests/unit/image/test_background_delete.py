@@ -4,6 +4,8 @@ retries them (it used to be a fire-and-forget future whose exception nobody saw)
 from __future__ import annotations
 
 import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,25 @@ def test_background_delete_gives_up_loudly(tmp_path: Path, monkeypatch: pytest.M
         asyncio.run(main())
     svc.close()
     assert [e["log_level"] for e in logs if "next start" in e["event"]] == ["error"]
+
+
+def test_a_removal_deletes_even_when_the_loop_ends_at_once(tmp_path: Path) -> None:
+    # `crirt image rm` ends its loop right after the reply: asyncio.run cancels the tracked
+    # task, and the deletion it queued on the executor must still run (it was cancelled with
+    # it while the executor was busy, leaving the layers to the next start).
+    svc = ImageService(tmp_path, RegistriesConfig())
+    doomed = tmp_path / "storage" / "layers" / "tmp-del-2"
+    doomed.mkdir()
+    busy = threading.Event()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(1))
+        loop.run_in_executor(None, busy.wait)  # the one worker is taken...
+        svc._reap_later([doomed])  # ...so the deletion waits in the queue
+        # released after the loop has cancelled its tasks, while it waits for the executor
+        threading.Timer(0.5, busy.set).start()
+
+    asyncio.run(main())
+    svc.close()
+    assert not doomed.exists()
