@@ -16,6 +16,7 @@ import os
 import shutil
 import signal as signal_mod
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,51 +121,80 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
+def _proc_state(pid: int) -> str | None:
+    """The state letter of /proc/<pid>/stat ("T" when stopped), None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return fields[0].decode() if fields else None
+
+
+def _stop(pid: int, wait: float = 2.0) -> None:
+    """SIGSTOP ``pid`` and wait (bounded) until it is stopped: kill(2) only queues the signal."""
+    _signal(pid, signal_mod.SIGSTOP)
+    deadline = time.monotonic() + wait
+    while _proc_state(pid) not in ("T", "t", "Z", "X", None) and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
 def _kill_tree(root: int | None, pgrp: int) -> None:
     """SIGKILL an exec'd process, its descendants, its session and runc's process group.
 
     ``root`` is the exec'd process (None if runc has not written its pid file yet), ``pgrp``
-    the group runc leads; runc itself (pid == pgrp) is spared so it can reap what it started
-    and exit. Without a pid file, runc's direct children are taken for the exec'd process (runc
-    init becomes it), so the tree is found even then: on a loaded machine a client can go away
-    between the process starting (and forking) and runc writing the file. runc's init makes the
-    exec'd process a session leader, and runc 1.1 does not return until the background children
-    of that session are gone, even after the root has exited and its children were reparented
-    to the container's pid 1: they are found by session id.
+    the group runc leads. runc is stopped first, so it cannot fork while the tree is walked,
+    and resumed last, so it reaps what it started and exits. Without a pid file, runc's direct
+    children are taken for the exec'd process (runc init becomes it, and every stage of runc
+    init is runc's child), so the tree is found even then: on a loaded machine a client can go
+    away between the process starting (and forking) and runc writing the file. If runc has no
+    child at all it has not forked yet (a short timeout on a slow node): it is killed too,
+    since once resumed it would start the process, as a session leader out of its group that
+    nothing would kill. runc's init makes the exec'd process a session leader, and runc 1.1
+    does not return until the background children of that session are gone, even after the
+    root has exited and its children were reparented to the container's pid 1: they are found
+    by session id.
 
     Everything is stopped first (repeating until no new process shows up) so nothing can fork,
     or run a script's next command, while the tree is walked; then children die before their
     parents. Grandchildren whose parents die with them become zombies of the
     container's pid 1: nothing outside the container's pid namespace can adopt them.
     """
-    seen: list[int] = []
-    for _ in range(16):
-        table = _proc_table()
-        if root is not None:
-            leaders = {root}
-        else:  # no pid file yet: runc's children are (or are becoming) the exec'd process
-            leaders = {p for p, (ppid, _, _) in table.items() if ppid == pgrp and p != pgrp}
-        roots = sorted(leaders)
-        roots += sorted(
-            p
-            for p, (_, g, sid) in table.items()
-            if p != pgrp and p not in leaders and (g == pgrp or sid in leaders)
-        )
-        new = [p for p in roots if p not in seen and p in table]
-        frontier = list(new)
-        while frontier:
-            parent = frontier.pop()
-            for pid, (ppid, _, _) in table.items():
-                if ppid == parent and pid not in seen and pid not in new and pid != pgrp:
-                    new.append(pid)
-                    frontier.append(pid)
-        if not new:
-            break
-        for pid in new:
-            _signal(pid, signal_mod.SIGSTOP)
-        seen.extend(new)
-    for pid in reversed(seen):
-        _signal(pid, signal_mod.SIGKILL)
+    _stop(pgrp)
+    try:
+        seen: list[int] = []
+        for _ in range(16):
+            table = _proc_table()
+            if root is not None:
+                leaders = {root}
+            else:  # no pid file yet: runc's children are (or are becoming) the exec'd process
+                leaders = {p for p, (ppid, _, _) in table.items() if ppid == pgrp and p != pgrp}
+            roots = sorted(leaders)
+            roots += sorted(
+                p
+                for p, (_, g, sid) in table.items()
+                if p != pgrp and p not in leaders and (g == pgrp or sid in leaders)
+            )
+            new = [p for p in roots if p not in seen and p in table]
+            frontier = list(new)
+            while frontier:
+                parent = frontier.pop()
+                for pid, (ppid, _, _) in table.items():
+                    if ppid == parent and pid not in seen and pid not in new and pid != pgrp:
+                        new.append(pid)
+                        frontier.append(pid)
+            if not new:
+                break
+            for pid in new:
+                _signal(pid, signal_mod.SIGSTOP)
+            seen.extend(new)
+        if root is None and not seen:
+            _signal(pgrp, signal_mod.SIGKILL)
+        for pid in reversed(seen):
+            _signal(pid, signal_mod.SIGKILL)
+    finally:
+        _signal(pgrp, signal_mod.SIGCONT)
 
 
 def _read_pid(path: str) -> int | None:

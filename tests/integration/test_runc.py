@@ -285,6 +285,21 @@ def test_exec_sync_timeout_kills_the_process(
     assert res.stdout == b"", res
 
 
+@pytest.mark.parametrize("timeout", [0.001, 0.02, 0.05, 0.1, 0.2])
+def test_exec_sync_timeout_before_the_process_started(
+    h: Harness, running: tuple[str, dict[str, Any]], timeout: float
+) -> None:
+    # On a slow node (critest in a one-CPU guest) a 1 s timeout can expire before runc has
+    # forked, or while its init is joining the container: whatever runc had got to, the sleep
+    # must not start afterwards nor outlive runc (runc's init makes it a session leader, out of
+    # runc's process group). Which phase each timeout hits is chance; the rule holds for all.
+    cid, spec = running
+    with pytest.raises(DeadlineExceeded):
+        h.exec(cid, spec, ["sleep", "4321"], timeout=timeout)
+    res = h.exec(cid, spec, NO_LIVE_SLEEP)
+    assert res.stdout == b"", res
+
+
 @pytest.mark.parametrize(
     "script",
     [
