@@ -317,9 +317,15 @@ def load(config_path: str | Path | None = None, flags: dict[str, Any] | None = N
         files.extend(sorted(dropins.glob("*.conf")))
     for p in files:
         try:
-            data = _merge(data, tomllib.loads(p.read_text()))
-        except tomllib.TOMLDecodeError as exc:
+            data = _merge(data, tomllib.loads(p.read_bytes().decode()))
+        except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition
+            raise InvalidArgument(f"{p}: not UTF-8 (byte {exc.start})") from None
+        except ValueError as exc:  # TOMLDecodeError, and int()'s 4,300-digit limit on a number
             raise InvalidArgument(f"{p}: {exc}") from exc
+        except RecursionError:  # tomllib recurses into nested arrays and inline tables
+            raise InvalidArgument(f"{p}: invalid TOML: nested too deep") from None
+        except OSError as exc:
+            raise InvalidArgument(f"cannot read {p}: {exc}") from exc
     for key, value in (flags or {}).items():
         if value is None or key == "config":
             continue

@@ -270,11 +270,13 @@ class RegistriesConfig:
             )
         for f in files:
             try:
-                docs.append((str(f), f.read_text()))
+                docs.append((str(f), f.read_bytes().decode()))
             except FileNotFoundError:
                 continue
             except OSError as exc:
                 raise InvalidArgument(f"cannot read registries config {f}: {exc}") from exc
+            except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition
+                raise InvalidArgument(f"{f}: not UTF-8 (byte {exc.start})") from None
         return cls.parse(*docs)
 
     def resolve(self, name: str) -> Reference:

@@ -62,6 +62,22 @@ def test_bad_files_are_clear_errors(tmp_path: Path, text: str, match: str) -> No
         config.load(main)
 
 
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        # Issue 15: each escaped as UnicodeDecodeError, RecursionError or a bare ValueError.
+        (b"root = '\xff'\n", "not UTF-8 \\(byte 8\\)"),
+        (b"a = " + b"[" * 100_000 + b"]" * 100_000, "nested too deep"),
+        (b"a = " + b"9" * 5000, "crirt.conf"),
+    ],
+)
+def test_undecodable_files_are_clear_errors(tmp_path: Path, data: bytes, match: str) -> None:
+    main = tmp_path / "crirt.conf"
+    main.write_bytes(data)
+    with pytest.raises(InvalidArgument, match=match):
+        config.load(main)
+
+
 def test_streaming_timeouts_are_checked() -> None:
     cfg = config.load("/nonexistent/crirt.conf", _flags("--streaming-idle-timeout", "2.5"))
     assert cfg.streaming.idle_timeout == 2.5

@@ -284,3 +284,11 @@ def test_toml_nested_too_deep_is_invalid() -> None:
     # Issue 15: tomllib recursed into a RecursionError (no InvalidArgument, no clear message).
     with pytest.raises(InvalidArgument, match="nested too deep"):
         RegistriesConfig.parse(("f", "a = " + "[" * 100_000 + "]" * 100_000))
+
+
+def test_a_file_that_is_not_utf8_is_invalid(tmp_path: Path) -> None:
+    # Issue 15: a stray Latin-1 byte raised UnicodeDecodeError past the error types.
+    main = tmp_path / "registries.conf"
+    main.write_bytes(b'unqualified-search-registries = ["caf\xe9.example"]\n')
+    with pytest.raises(InvalidArgument, match=r"registries.conf: not UTF-8 \(byte 37\)"):
+        load_registries(main)
