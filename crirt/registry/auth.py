@@ -71,8 +71,6 @@ class AuthFiles:
             parsed = authfile.parse(path.read_bytes(), str(path))
         except OSError as exc:
             raise InvalidArgument(f"cannot read auth file {path}: {exc}") from exc
-        except RecursionError:  # json's, on a document nested too deep
-            raise InvalidArgument(f"auth file {path}: invalid JSON: nested too deep") from None
         with self._lock:
             self._cache[path] = (key, parsed)
         return parsed
@@ -113,7 +111,4 @@ class AuthFiles:
             if "credentials not found" in out.lower():
                 return None
             raise InvalidArgument(f"credential helper {exe} for {registry} failed: {out[:200]}")
-        try:
-            return authfile.parse_helper_output(res.stdout, helper)
-        except RecursionError:
-            raise InvalidArgument(f"credential helper {exe}: output nested too deep") from None
+        return authfile.parse_helper_output(res.stdout, helper)

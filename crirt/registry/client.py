@@ -571,12 +571,7 @@ class RegistryClient:
             except _TRANSPORT_ERRORS as exc:
                 raise RegistryError(f"registry {host}: reading the token: {_why(exc)}") from exc
         log.debug("registry token fetched", host=host, scope=scope)
-        try:
-            return challenge.parse_token_response(token_body)
-        except RecursionError:  # json's, from a token answer nested too deep
-            raise RegistryError(
-                f"registry {host}: token endpoint returned invalid JSON: nested too deep"
-            ) from None
+        return challenge.parse_token_response(token_body)
 
 
 class _Body(BlobStream):
