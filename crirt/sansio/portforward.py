@@ -126,6 +126,9 @@ class PairTable:
             if pair.data_stream:
                 raise StreamRejected(f"request {rid}: data stream already assigned")
             pair.data_stream = stream_id
+            # The kubelet forwards to the data stream's port (httpstream.go portForward), so a
+            # pair whose error stream named another port goes where the kubelet's would.
+            pair.port = port
         else:
             if pair.error_stream:
                 raise StreamRejected(f"request {rid}: error stream already assigned")

@@ -29,6 +29,17 @@ def test_pairing_by_request_id() -> None:
     assert not q.complete
 
 
+@pytest.mark.parametrize("data_first", [False, True])
+def test_the_pair_goes_to_the_data_streams_port(data_first: bool) -> None:
+    # The kubelet reads the port from the data stream's headers; a client whose two streams
+    # disagree must reach the same port through crirt.
+    t = pf.PairTable()
+    streams = [(1, hdrs("error", port="81")), (3, hdrs("data", port="8080"))]
+    for sid, h in reversed(streams) if data_first else streams:
+        p = t.add(sid, h, 0.0)
+    assert (p.complete, p.port) == (True, 8080)
+
+
 def test_pairing_without_request_id_uses_stream_ids() -> None:
     t = pf.PairTable()
     t.add(7, hdrs("error", rid=None), 0.0)
