@@ -431,6 +431,8 @@ class ContainerOps:
             return
         if not c.state.has_process() or exits.apply(c.id):
             return
+        # A container found lost now is not waited for: no record would ever come.
+        self._settle(c)
         # A kill that fails (a runtime that hangs until its timeout) is not the end: the exit
         # may come anyway. It is the answer when the container did not stop.
         kill_error: CrirtError | None = None
@@ -440,7 +442,9 @@ class ContainerOps:
             except CrirtError as exc:
                 kill_error = exc
             self.crash(crash.STOP_SIGNALLED)
-            if await exits.wait(c.id, float(timeout)):
+            # A killed monitor cannot record the exit its signal caused: stop waiting once the
+            # process is gone too.
+            if await exits.wait(c.id, float(timeout), lambda: self._lost(c)):
                 return
         try:
             await runtime.kill(c.handler, c.id, signal.SIGKILL, all_=True)
@@ -448,7 +452,9 @@ class ContainerOps:
             kill_error = exc
         # An unknown container has no monitor left to write a record (crirt found its process
         # gone at restart): waiting for one would only add KILL_WAIT to every removal.
-        if c.state is not ContainerState.UNKNOWN and await exits.wait(c.id, KILL_WAIT):
+        if c.state is not ContainerState.UNKNOWN and await exits.wait(
+            c.id, KILL_WAIT, lambda: self._lost(c)
+        ):
             return
         st = await runtime.state(c.handler, c.id)
         if exits.apply(c.id) or not c.state.has_process():
@@ -532,24 +538,39 @@ class ContainerOps:
 
     # ----- ContainerStatus / ListContainers --------------------------------------------------
 
-    def status(self, container_id: str, verbose: bool) -> tuple[Container, dict[str, str]]:
-        c = self.records.containers.get(container_id)
+    def _lost(self, c: Container) -> bool:
+        """Its process is gone and its monitor no longer listens: no exit record can come.
+
+        (A monitor that reaped its process listens until its record is written: up to the 2 s
+        drain of the output, then runc delete. Meanwhile the container is still running, as
+        containerd says too.)
+        """
+        return not self.runtime.alive(c.pid, c.pid_start) and not self.runtime.monitor_listening(
+            Path(c.dir)
+        )
+
+    def _settle(self, c: Container) -> None:
+        """A running container whose process and monitor were killed becomes unknown.
+
+        As at a restart, the state is unknown (the kubelet then stops and replaces it), not
+        running for ever. The exit record is looked for in between, so one written in the
+        instant between the two checks of ``_lost`` still lands (unknown -> exited, with its
+        code). One /proc read per running container: cheap enough for ListContainers, which the
+        kubelet's PLEG calls every second and must agree with ContainerStatus.
+        """
         if (
             c.state is ContainerState.RUNNING
             and not self.runtime.alive(c.pid, c.pid_start)
             and not self.exits.apply(c.id)
             and not self.runtime.monitor_listening(Path(c.dir))
         ):
-            # Its process is gone, no exit record came, and its monitor no longer listens: it
-            # was killed. As at a restart, the state is unknown (the kubelet then stops and
-            # replaces it), not running for ever. (A monitor that reaped its process listens
-            # until its record is written: up to the 2 s drain of the output, then runc
-            # delete. Meanwhile the container is still running, as containerd says too.) A
-            # record written in the instant between the two checks still lands (unknown ->
-            # exited, with its code).
             c.mark_unknown()
             self.records.save_container(c)
             log.warning("container process gone without its monitor", container_id=c.id)
+
+    def status(self, container_id: str, verbose: bool) -> tuple[Container, dict[str, str]]:
+        c = self.records.containers.get(container_id)
+        self._settle(c)
         info: dict[str, str] = {}
         if verbose:
             # From the configuration: a handler the start-up probe left out still has a path.
@@ -557,6 +578,8 @@ class ContainerOps:
         return c, info
 
     def list(self, flt: api_pb2.ContainerFilter | None) -> list[Container]:
+        for c in self.records.containers:
+            self._settle(c)
         return [c for c in self.records.containers if container_matches(c, flt)]
 
     def count(self) -> int:

@@ -140,8 +140,11 @@ class Exits:
             ev.set()
         return True
 
-    async def wait(self, obj_id: str, timeout: float) -> bool:
-        """Wait until the monitor reports the exit of ``obj_id``; False on timeout."""
+    async def wait(
+        self, obj_id: str, timeout: float, lost: Callable[[], bool] | None = None
+    ) -> bool:
+        """Wait until the monitor reports the exit of ``obj_id``; False on timeout, or as soon
+        as ``lost()`` says no report can come any more (checked at least once a second)."""
         ev = self._events.get(obj_id)
         if ev is None:
             ev = self._events[obj_id] = asyncio.Event()
@@ -153,6 +156,9 @@ class Exits:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
+                if lost is not None and lost():
+                    # A monitor that wrote its record and left is lost too: look once more.
+                    return self.apply(obj_id)
                 # inotify wakes us; the short cap covers a monitor that died without a file.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(ev.wait(), min(left, 1.0))

@@ -43,6 +43,7 @@ class OciRuntimePort(Protocol):
     path: str
     root: str
     systemd_cgroup: bool
+    timeout: float  # s for one runtime command (runtime.runtime_timeout)
 
     async def kill(self, container_id: str, signal: int | str, all_: bool = False) -> None: ...
     async def delete(self, container_id: str, force: bool = False) -> None: ...

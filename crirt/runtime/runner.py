@@ -82,7 +82,8 @@ class MonitoredRuntime:
             start=True,
         )
         try:
-            return (await self.monitor.start(mspec)).pid
+            # The monitor reports after its runc create/start: the bound of a runtime command.
+            return (await self.monitor.start(mspec, timeout=rt.timeout)).pid
         except RuntimeFailure:
             # A monitor that did not report in time may be waiting on a runtime call that
             # hangs, and would wait for ever; once that runc is gone, the monitor deletes what

@@ -94,6 +94,7 @@ class FakeOci:
     path = "/fake/runc"
     root = "/fake/root"
     systemd_cgroup = False
+    timeout = 60.0
 
     def __init__(self, host: FakeHost) -> None:
         self.host = host
@@ -164,11 +165,12 @@ class FakeRuntime:
         return self.host.next_pid
 
     def exit(self, obj_id: str, code: int) -> None:
-        """The process ends by itself with ``code`` (its monitor records it)."""
+        """The process ends with ``code``; its monitor, if it still runs, records it."""
         p = self.host.processes[obj_id]
         p.running = False
-        info = ExitInfo(exit_code=code, finished_at=self.host.clock_ns)
-        write_json_bytes(Path(p.exit_file), encode_exit(info))
+        if p.monitor:
+            info = ExitInfo(exit_code=code, finished_at=self.host.clock_ns)
+            write_json_bytes(Path(p.exit_file), encode_exit(info))
         p.monitor = False
 
     async def kill(self, handler: str, obj_id: str, sig: int | str, all_: bool = False) -> None:

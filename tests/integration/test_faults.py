@@ -31,7 +31,8 @@ T = TypeVar("T")
 # Short timeouts for the broken peers, so a hang costs seconds; the calls themselves get a
 # generous client deadline: it bounds "crirt answers at all", never how fast.
 CNI_TIMEOUT = 3.0
-RUNC_TIMEOUT = 3.0
+# Also how long a monitor may take to report a container's start: room for a loaded machine.
+RUNC_TIMEOUT = 10.0
 ANSWER = 120.0
 
 
@@ -395,22 +396,41 @@ def test_sigkilled_monitor_leaves_the_container_stoppable_and_its_log_readable(
     chatty = _start_container(
         srv, pod, cfg, "chatty", "echo before-kill; while true; do echo tick; sleep 0.2; done"
     )
-    logs = {cid: Path(_container(srv, cid).log_path) for cid in (quiet, chatty)}
+    # and one that ends on SIGTERM
+    polite = _start_container(
+        srv, pod, cfg, "polite", "trap 'exit 0' TERM; echo before-kill; while :; do sleep 1; done"
+    )
+    logs = {cid: Path(_container(srv, cid).log_path) for cid in (quiet, chatty, polite)}
     wait_for(
         "the first lines logged",
         lambda: all("before-kill" in log.read_text() for log in logs.values()),
         60,
     )
     # When their monitors are SIGKILLed
-    for cid in (quiet, chatty):
+    for cid in (quiet, chatty, polite):
         os.kill(_monitor_of(cid), signal.SIGKILL)
-    # Then the chatty one dies of its next write (SIGPIPE: nobody reads its stdout), and with no
-    # monitor to record that, ContainerStatus says unknown (it said running for ever)
+    # Then stopping the polite one with the longest grace returns once it is gone: with no
+    # monitor to record its exit, crirt waited the whole grace period for the record
+    srv.rt.StopContainer(
+        api_pb2.StopContainerRequest(container_id=polite, timeout=3600), timeout=ANSWER
+    )
+    st = _container(srv, polite)
+    assert (st.state, st.exit_code, st.reason) == (api_pb2.CONTAINER_EXITED, 137, "Unknown")
+
+    # The chatty one dies of its next write (SIGPIPE: nobody reads its stdout), and with no
+    # monitor to record that, ListContainers (the kubelet's PLEG, which never asks
+    # ContainerStatus of a running container) says unknown: it said running for ever
+    def listed_state(cid: str) -> int:
+        req = api_pb2.ListContainersRequest(filter=api_pb2.ContainerFilter(id=cid))
+        [c] = srv.rt.ListContainers(req, timeout=ANSWER).containers
+        return int(c.state)
+
     wait_for(
         "the chatty container unknown",
-        lambda: _container(srv, chatty).state == api_pb2.CONTAINER_UNKNOWN,
+        lambda: listed_state(chatty) == api_pb2.CONTAINER_UNKNOWN,
         60,
     )
+    assert _container(srv, chatty).state == api_pb2.CONTAINER_UNKNOWN
     # while the quiet one still runs, and is reported running
     assert _container(srv, quiet).state == api_pb2.CONTAINER_RUNNING
     _answers(srv)
@@ -423,11 +443,12 @@ def test_sigkilled_monitor_leaves_the_container_stoppable_and_its_log_readable(
         st = _container(srv, cid)
         assert (st.state, st.exit_code, st.reason) == (api_pb2.CONTAINER_EXITED, 137, "Unknown")
         assert "stdout F before-kill" in logs[cid].read_text()
-    # And removal leaves nothing (runc's state of both included: no monitor deleted it)
-    for cid in (quiet, chatty):
+    assert "stdout F before-kill" in logs[polite].read_text()
+    # And removal leaves nothing (runc's state of each included: no monitor deleted it)
+    for cid in (quiet, chatty, polite):
         srv.rt.RemoveContainer(api_pb2.RemoveContainerRequest(container_id=cid), timeout=ANSWER)
     _remove_pod(srv, pod)
-    _clean(srv, [pod, quiet, chatty])
+    _clean(srv, [pod, quiet, chatty, polite])
 
 
 # ================================================================================================

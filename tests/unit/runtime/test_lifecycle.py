@@ -273,6 +273,52 @@ def test_a_process_gone_without_its_monitor_is_unknown_not_running(tmp_path: Pat
     scenario(tmp_path / "state", host, body)
 
 
+def test_list_containers_agrees_with_status_on_a_lost_container(tmp_path: Path) -> None:
+    # issue 15: ListContainers said running until someone asked ContainerStatus
+    host = FakeHost()
+
+    async def body(lc: Lifecycle) -> None:
+        sid = await lc.sandbox_ops.run(pod_config(), "")
+        cid = await lc.container_ops.create(sid, ctr_config())
+        await lc.container_ops.start(cid)
+        host.processes[cid].running = False
+        host.processes[cid].monitor = False
+        [c] = lc.container_ops.list(None)
+        assert c.state is ContainerState.UNKNOWN
+        # and a filter on the state sees the same
+        flt = api_pb2.ContainerFilter(
+            state=api_pb2.ContainerStateValue(state=api_pb2.CONTAINER_RUNNING)
+        )
+        assert lc.container_ops.list(flt) == []
+
+    scenario(tmp_path / "state", host, body)
+
+
+@pytest.mark.parametrize("process_alive", [False, True])
+def test_stopping_a_container_whose_monitor_was_killed_does_not_wait_out_the_grace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, process_alive: bool
+) -> None:
+    # issue 15: with no monitor to record the exit, StopContainer waited the whole grace
+    # period and then KILL_WAIT for a record that could never come. Not yet looked at by
+    # ContainerStatus: the records still say running.
+    monkeypatch.setattr(container_mod, "KILL_WAIT", 3600.0)
+    host = FakeHost()
+
+    async def body(lc: Lifecycle) -> None:
+        sid = await lc.sandbox_ops.run(pod_config(), "")
+        cid = await lc.container_ops.create(sid, ctr_config())
+        await lc.container_ops.start(cid)
+        host.processes[cid].monitor = False
+        host.processes[cid].running = process_alive
+        async with asyncio.timeout(30):  # a bound for the hang, far from the 3,600 s waits
+            await lc.container_ops.stop(cid, 3600)
+        c = lc.records.containers.get(cid)
+        assert (c.state, c.exit_code, c.reason) == (ContainerState.EXITED, 137, "Unknown")
+        assert not host.processes[cid].running
+
+    scenario(tmp_path / "state", host, body)
+
+
 def test_a_retried_run_pod_sandbox_gets_the_same_pod(tmp_path: Path) -> None:
     async def body(lc: Lifecycle) -> None:
         # The kubelet retries a request whose answer it lost: as in CRI-O, the same pod
