@@ -616,21 +616,29 @@ def test_crash_loop_backs_off(node: Node) -> None:
     st = seen["backoff"]
     assert st["lastState"]["terminated"]["exitCode"] == 3
     assert st["lastState"]["terminated"]["reason"] == "Error"
+
     # Every attempt is a new CRI container with a growing metadata.attempt; the kubelet's GC
     # keeps only the newest exited one (maxPerPodContainer=1), whose exit code crirt reports.
-    exited = [
-        c
-        for c in json.loads(node.crirt.crictl("ps", "-a", "--name", "crasher", "-o", "json"))[
-            "containers"
-        ]
-        if c["state"] == "CONTAINER_EXITED"
-    ]
+    # The GC runs at any time: a container listed here may be gone when inspected (NotFound,
+    # as api.proto wants), so each listing is inspected at once and one that vanished is
+    # skipped; the newest exited one always stays.
+    def exited_inspected() -> list[dict[str, Any]]:
+        listed = json.loads(node.crirt.crictl("ps", "-a", "--name", "crasher", "-o", "json"))
+        out = []
+        for c in listed["containers"]:
+            if c["state"] != "CONTAINER_EXITED":
+                continue
+            res = node.crirt.crictl("inspect", c["id"], check=False)
+            if "code = NotFound" not in res:  # anything else but the JSON fails here
+                out.append({**c, "info": json.loads(res)})
+        return out
+
+    exited = exited_inspected()
     assert exited
     assert max(c["metadata"]["attempt"] for c in exited) >= 1, exited
     for c in exited:
-        info = json.loads(node.crirt.crictl("inspect", c["id"]))
-        assert info["status"]["exitCode"] == 3
-        assert info["status"]["reason"] == "Error"
+        assert c["info"]["status"]["exitCode"] == 3
+        assert c["info"]["status"]["reason"] == "Error"
 
 
 def test_kubelet_rotates_logs_through_reopen(node: Node) -> None:
