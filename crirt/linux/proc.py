@@ -14,3 +14,16 @@ def process_start_time(pid: int, proc: str = "/proc") -> int | None:
     except (OSError, IndexError):
         return None
     return int(fields[19])
+
+
+def live_process_start_time(pid: int, proc: str = "/proc") -> int | None:
+    """As :func:`process_start_time`, but None for a process that has exited and awaits its
+    reaping (state Z or X): it runs no more, and runc calls it stopped."""
+    try:
+        with open(f"{proc}/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])

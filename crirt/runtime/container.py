@@ -516,9 +516,22 @@ class ContainerOps:
             spec = json.load(f)
         process = build_exec_process(spec["process"], cmd, tty=False)
         limit = self.exec_sync_output_limit
-        res = await self.runtime.oci(c.handler).exec_sync(
-            c.id, process, float(timeout) if timeout > 0 else None, limit
-        )
+        try:
+            res = await self.runtime.oci(c.handler).exec_sync(
+                c.id, process, float(timeout) if timeout > 0 else None, limit
+            )
+        except RuntimeFailure:
+            # The container can exit between the check above and runc's (a probe racing the
+            # container's stop): runc then fails with "container does not exist", "cannot exec
+            # in a stopped container" or a vanished /proc/<pid>/ns. That is a container that
+            # is not running, and the answer is the check's FailedPrecondition (as CRI-O's),
+            # not an internal error; the exit record may still be on its way.
+            if c.state is ContainerState.RUNNING and self.runtime.alive(c.pid, c.pid_start):
+                raise
+            self.exits.apply(c.id)
+            raise FailedPrecondition(
+                f"container {c.id} is not running ({c.state.value}): it exited during the exec"
+            ) from None
         # The cap is on both streams together (one reply message); stdout keeps priority.
         out = res.stdout[:limit]
         err = res.stderr[: max(0, limit - len(out))]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from crirt.errors import CrirtError, InvalidArgument, RuntimeFailure
-from crirt.linux.proc import process_start_time
+from crirt.linux.proc import live_process_start_time, process_start_time
 from crirt.monitor.client import MonitorClient
 from crirt.monitor.protocol import ExitInfo, MonitorSpec
 from crirt.runtime.handlers import HandlerFeatures
@@ -120,7 +120,8 @@ class MonitoredRuntime:
         return self.monitor.read_exit(exit_file)
 
     def alive(self, pid: int, pid_start: int) -> bool:
-        start = process_start_time(pid) if pid > 0 else None
+        # A zombie counts as gone: its container has exited, its monitor reaps it any moment.
+        start = live_process_start_time(pid) if pid > 0 else None
         if start is None:
             return False
         return pid_start == 0 or start == pid_start

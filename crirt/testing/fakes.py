@@ -21,6 +21,7 @@ from crirt.errors import InvalidArgument, RuntimeFailure
 from crirt.monitor.client import MonitorClient
 from crirt.monitor.protocol import ExitInfo, encode_exit
 from crirt.oci.cgroups import CgroupDriver
+from crirt.oci.runc import ExecResult
 from crirt.oci.spec import ImageSpecConfig
 from crirt.oci.spec_userns import PodUserns
 from crirt.runtime.crash import CrashHook, no_crash
@@ -112,7 +113,20 @@ class FakeOci:
     async def exec_sync(
         self, container_id: str, process: dict[str, Any], timeout: float | None, output_limit: int
     ) -> Any:
-        raise NotImplementedError
+        """As runc: the command's arguments echoed on stdout, or runc's error when the
+        container's process is gone."""
+        self.host.fault("exec")
+        p = self.host.processes.get(container_id)
+        if p is None:
+            raise RuntimeFailure(
+                f"failed to exec in container {container_id}: container does not exist"
+            )
+        if not p.running:
+            raise RuntimeFailure(
+                f"failed to exec in container {container_id}: cannot exec in a stopped container"
+            )
+        out = " ".join(process.get("args") or []).encode()
+        return ExecResult(0, out, b"", False, False)
 
     async def exec_process(
         self, container_id: str, process: dict[str, Any], stdio: tuple[int, int, int]

@@ -319,6 +319,34 @@ def test_stopping_a_container_whose_monitor_was_killed_does_not_wait_out_the_gra
     scenario(tmp_path / "state", host, body)
 
 
+@pytest.mark.parametrize("monitor", [True, False])
+def test_exec_sync_racing_the_containers_exit_is_failed_precondition(
+    tmp_path: Path, monitor: bool
+) -> None:
+    # issue 15 (a kubelet probe during pod deletion, in the guest): the container ran at the
+    # check and was gone when runc exec looked; runc's error surfaced as INTERNAL, which the
+    # kubelet logs as a runtime fault. The exit record may come later (the monitor drains
+    # the output first) or never (the monitor was killed).
+    host = FakeHost()
+
+    async def body(lc: Lifecycle) -> None:
+        sid = await lc.sandbox_ops.run(pod_config(), "")
+        cid = await lc.container_ops.create(sid, ctr_config())
+        await lc.container_ops.start(cid)
+        assert (await lc.container_ops.exec_sync(cid, ["echo", "hi"], 5))[1] == b"echo hi"
+        host.processes[cid].running = False
+        host.processes[cid].monitor = monitor
+        with pytest.raises(FailedPrecondition, match="is not running"):
+            await lc.container_ops.exec_sync(cid, ["echo", "hi"], 5)
+        # a runtime failure of a container that still runs stays what it is
+        host.processes[cid].running = True
+        host.faults["exec"] = RuntimeFailure("runc exec: no such file")
+        with pytest.raises(RuntimeFailure, match="no such file"):
+            await lc.container_ops.exec_sync(cid, ["nope"], 5)
+
+    scenario(tmp_path / "state", host, body)
+
+
 def test_a_retried_run_pod_sandbox_gets_the_same_pod(tmp_path: Path) -> None:
     async def body(lc: Lifecycle) -> None:
         # The kubelet retries a request whose answer it lost: as in CRI-O, the same pod
