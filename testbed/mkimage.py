@@ -215,6 +215,11 @@ trap 'kill $child 2>/dev/null; exit 0' TERM INT QUIT WINCH
 wait $child
 """
 
+# Upstream busybox's release, from Debian's archive (a package registry reachable offline).
+BUSYBOX_TARBALL = "busybox_1.37.0.orig.tar.bz2"
+BUSYBOX_URL = f"http://deb.debian.org/debian/pool/main/b/busybox/{BUSYBOX_TARBALL}"
+BUSYBOX_SHA256 = "sha256:3311dff32e746499f4df0d5df04d7eb396382d7e108bb9250e7b519b837043a4"
+
 # nonewprivs: setuid-root binary; with no_new_privs the kernel ignores the setuid bit.
 NNP_C = b"""#include <stdio.h>
 #include <unistd.h>
@@ -314,6 +319,7 @@ class Inputs:
         self.workdir = workdir
         self._dyn: tuple[bytes, list[str]] | None = None
         self._nnp: bytes | None = None
+        self._upstream: tuple[bytes, list[str]] | None = None
 
     def static_busybox(self) -> tuple[bytes, list[str]]:
         exe = "/bin/busybox"  # from busybox-static
@@ -377,6 +383,62 @@ class Inputs:
                 tmp.rename(exe)
             self._nnp = exe.read_bytes()
         return self._nnp
+
+    def upstream_busybox(self) -> tuple[bytes, list[str]]:
+        """busybox 1.37.0 as upstream builds it (defconfig, static), from Debian's copy of the
+        release tarball: the node suite's busybox:1.37.0-2. Debian's own builds lack `nmeter`
+        (the lifecycle specs parse its timestamps) and their shell drops environment variables
+        whose names are not identifiers (the ConfigMap and Secret env specs expect
+        `data-1=value-1`). Built once (a few minutes) and cached by tarball and compiler."""
+        if self._upstream is None:
+            cache = Path(os.environ.get("CRIRT_CACHE", "/var/cache/crirt")) / "src"
+            tarball = cache / BUSYBOX_TARBALL
+            if not tarball.exists() or sha256(tarball.read_bytes()) != BUSYBOX_SHA256:
+                cache.mkdir(parents=True, exist_ok=True)
+                log(f"downloading {BUSYBOX_URL}")
+                tmp = tarball.with_suffix(".part")
+                subprocess.run(["curl", "-fsSL", "-o", str(tmp), BUSYBOX_URL], check=True)
+                if sha256(tmp.read_bytes()) != BUSYBOX_SHA256:
+                    tmp.unlink()
+                    raise SystemExit(f"mkimage: {BUSYBOX_URL}: checksum mismatch")
+                tmp.rename(tarball)
+            h = hashlib.sha256(BUSYBOX_SHA256.encode())
+            h.update(run(["gcc", "--version"]).encode())
+            exe = self.workdir / "work" / f"busybox-upstream-{h.hexdigest()[:16]}"
+            if not exe.exists():
+                exe.parent.mkdir(parents=True, exist_ok=True)
+                build = exe.with_suffix(".build")
+                if build.exists():
+                    subprocess.run(["rm", "-rf", str(build)], check=True)
+                build.mkdir()
+                log("building busybox 1.37.0 from source (a few minutes)")
+                subprocess.run(["tar", "-xjf", str(tarball), "-C", str(build)], check=True)
+                src = build / "busybox-1.37.0"
+                env = {**os.environ, "SOURCE_DATE_EPOCH": str(MTIME), "KBUILD_BUILD_USER": "x"}
+                env["KBUILD_BUILD_HOST"] = "crirt-testbed"
+
+                def make(*args: str) -> None:
+                    res = subprocess.run(
+                        ["make", *args], cwd=src, env=env, capture_output=True, text=True
+                    )
+                    if res.returncode:
+                        out = res.stdout[-3000:] + res.stderr[-3000:]
+                        raise SystemExit(f"mkimage: busybox make {' '.join(args)}:\n{out}")
+
+                make("defconfig")
+                config = (src / ".config").read_text()
+                # Static, as upstream's image; tc does not build against current kernel headers.
+                config = config.replace("# CONFIG_STATIC is not set", "CONFIG_STATIC=y")
+                config = config.replace("CONFIG_TC=y", "# CONFIG_TC is not set")
+                (src / ".config").write_text(config)
+                make("oldconfig")
+                make(f"-j{os.cpu_count() or 1}", "busybox")
+                tmp = exe.with_suffix(".tmp")
+                (src / "busybox").rename(tmp)
+                tmp.rename(exe)
+                subprocess.run(["rm", "-rf", str(build)], check=True)
+            self._upstream = exe.read_bytes(), sorted(run([str(exe), "--list"]).split())
+        return self._upstream
 
 
 def run(argv: Sequence[str]) -> str:
@@ -581,6 +643,99 @@ def all_images(inp: Inputs) -> list[Image]:
             {**pause_cfg, "Labels": {"io.crirt.role": "sandbox"}},
         )
     )
+    return images
+
+
+def base_upstream(inp: Inputs) -> Layer:
+    """busybox 1.37.0 built as upstream does, every applet a hard link /bin/<applet>."""
+    data, applets = inp.upstream_busybox()
+    layer = common_fs()
+    layer["bin/busybox"] = f(data, 0o755)
+    for path in applets:
+        name = path.rsplit("/", 1)[-1]
+        if name not in ("busybox", "linuxrc") and f"bin/{name}" not in layer:
+            layer[f"bin/{name}"] = Entry("hardlink", 0o755, target="bin/busybox")
+    return with_parents(layer)
+
+
+def elf_closure(*exes: str) -> Layer:
+    """Host executables at their paths, with every shared library ``ldd`` names (and the
+    dynamic loader), so they run in an image whose own tools are static."""
+    layer: Layer = {}
+    for exe in exes:
+        real = Path(exe).resolve()
+        layer[exe.lstrip("/")] = f(real.read_bytes(), 0o755)
+        for line in run(["ldd", str(real)]).splitlines():
+            parts = line.split()
+            lib = parts[2] if len(parts) >= 3 and parts[1] == "=>" else parts[0]
+            if not lib.startswith("/"):
+                continue  # linux-vdso.so.1
+            name = Path(lib).name
+            layer[f"{LIBDIR}/{name}"] = f(Path(lib).resolve().read_bytes(), 0o755)
+    layer["lib64/ld-linux-x86-64.so.2"] = Entry(
+        "symlink", 0o777, target=f"../{LIBDIR}/ld-linux-x86-64.so.2"
+    )
+    return with_parents(layer)
+
+
+def node_e2e_images(inp: Inputs, node_e2e: Path) -> list[Image]:
+    """The images Kubernetes' node conformance suite (test/e2e_node, v1.37.2) pulls, from the
+    binaries tests/e2e/node-e2e-build.sh built into ``node_e2e`` (bin/agnhost, bin/pause,
+    bin/nonewprivs, files/localhost.{crt,key}) and upstream busybox. Each keeps what the
+    default NodeConformance set relies on: see tests/e2e/README.md."""
+    bb = base_upstream(inp)
+    bin_ = node_e2e / "bin"
+    sh: dict[str, Any] = {"Cmd": ["sh"]}
+    e2e = "e2e-test-images/"
+    agnhost: Layer = {
+        "agnhost": f((bin_ / "agnhost").read_bytes(), 0o755),
+        # The entrypoint specs override the entrypoint with this name.
+        "agnhost-2": Entry("symlink", 0o777, target="agnhost"),
+        # netexec --tls-cert-file for the https lifecycle hook specs.
+        "localhost.crt": f((node_e2e / "files" / "localhost.crt").read_bytes()),
+        "localhost.key": f((node_e2e / "files" / "localhost.key").read_bytes()),
+    }
+    # Probe specs run /bin/bash; hook and networking specs run curl (busybox has nc -u -w).
+    tools = elf_closure("/bin/bash", "/usr/bin/curl")
+    tools["etc/ssl/certs"] = d()
+    images = [
+        Image("node-e2e-busybox", [f"{e2e}busybox:1.37.0-2"], [bb], sh),
+        Image(
+            "node-e2e-agnhost",
+            [f"{e2e}agnhost:2.66.1"],
+            [bb, tools, agnhost],
+            {"Entrypoint": ["/agnhost"], "Cmd": ["pause"]},
+        ),
+        Image(
+            "node-e2e-pause",
+            ["pause:3.10.2"],
+            [{"pause": f((bin_ / "pause").read_bytes(), 0o755)}],
+            {"Entrypoint": ["/pause"], "User": "65535:65535"},
+        ),
+        Image(
+            "node-e2e-nginx",
+            [f"{e2e}nginx:1.27.0-2"],
+            [bb, nginx_layer(80)],
+            {"Cmd": ["nginx", "-g", "daemon off;"], "ExposedPorts": {"80/tcp": {}}},
+        ),
+        Image("node-e2e-nonroot", [f"{e2e}nonroot:1.5"], [bb], {**sh, "User": "1234"}),
+        Image(
+            "node-e2e-nonewprivs",
+            [f"{e2e}nonewprivs:1.4"],
+            [
+                bb,
+                with_parents({"usr/local/bin/nnp": f((bin_ / "nonewprivs").read_bytes(), 0o4755)}),
+            ],
+            {"Cmd": ["nnp"]},
+        ),
+        # A glibc userland whose `hostname -f` asks glibc (nsswitch: files, so /etc/hosts).
+        Image(
+            "node-e2e-glibc-dns-testing",
+            [f"{e2e}glibc-dns-testing:2.1.1"],
+            [base_hardlinks(inp)],
+            sh,
+        ),
+    ]
     return images
 
 
@@ -821,12 +976,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="OCI layout used as build cache (default $CRIRT_TESTBED_DIR/images)",
     )
     ap.add_argument("--no-push", action="store_true", help="build into --dir only")
+    ap.add_argument(
+        "--node-e2e",
+        type=Path,
+        metavar="DIR",
+        help="build the node conformance suite's images instead, from the binaries in DIR "
+        "(tests/e2e/node-e2e-build.sh's output)",
+    )
     ap.add_argument("--list", action="store_true", help="list image names and refs, then exit")
     args = ap.parse_args(argv)
 
     t0 = time.monotonic()
     layout = Layout(args.dir)
-    images = select(all_images(Inputs(args.dir)), args.only)
+    inp = Inputs(args.dir)
+    built = node_e2e_images(inp, args.node_e2e) if args.node_e2e else all_images(inp)
+    images = select(built, args.only)
     if args.list:
         for img in images:
             print(img.name, " ".join(img.refs))
