@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# Kubernetes' node conformance suite (k8s.io/kubernetes/test/e2e_node v1.37.2, focused on
+# [NodeConformance]) against a crirt of its own: the suite starts etcd and kube-apiserver
+# in-process and a real kubelet on crirt's socket, and drives pods through the API server.
+#
+#   tests/e2e/node-conformance.sh [--set default|serial|ci] [ginkgo flags...]
+#
+#   --set default  upstream's node CI: skip [Flaky] [Slow] [Serial] [Disruptive] (432 specs)
+#   --set serial   the [Serial] and [Slow] NodeConformance specs (one ginkgo process)
+#   --set ci       the part of the default set the test command runs (tests/conformance/
+#                  node-e2e-ci-focus.txt), for time; the whole set is --set default
+#   NODE_E2E_NODES       ginkgo processes (default 4; serial: 1)
+#   NODE_E2E_REPORT_DIR  where junit.xml goes (default /var/tmp/crirt-node-e2e/report)
+#   NODE_E2E_WORK        private work dir (default /var/tmp/crirt-node-e2e)
+#
+# Builds what it needs first (tests/e2e/node-e2e-build.sh, cached; testbed/mkimage.py
+# --node-e2e). The last line is exactly `node-e2e: P passed, F failed, S skipped`; the exit
+# status is 0 exactly when every spec in tests/conformance/node-e2e-expected-pass.txt (a
+# ratchet, as for critest) passed. Everything it starts or creates is removed at the end, and
+# at the start (a run that was killed).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+KUBE_VERSION=v1.37.2
+CACHE="${CRIRT_CACHE:-/var/cache/crirt}"
+ROOT="$CACHE/node-e2e/$KUBE_VERSION"
+WORK="${NODE_E2E_WORK:-/var/tmp/crirt-node-e2e}"
+REPORT="${NODE_E2E_REPORT_DIR:-$WORK/report}"
+RATCHET="$REPO/tests/conformance/node-e2e-expected-pass.txt"
+CI_FOCUS="$REPO/tests/conformance/node-e2e-ci-focus.txt"
+NODE_NAME=crirt-node-e2e
+BRIDGE=crirt-ne2e0
+SUBNET=10.100.0.0/24 # the kubelet config's podCIDR (upstream's default-kubelet-config.yaml)
+SOCK="$WORK/crirt.sock"
+KUBELET_ROOT=/var/lib/kubelet # the suite's, fixed
+SET=default
+if [[ "${1:-}" == --set ]]; then
+  SET=$2
+  shift 2
+fi
+case $SET in
+  default | ci) NODES="${NODE_E2E_NODES:-4}" ;;
+  serial) NODES=1 ;;
+  *) echo "node-conformance.sh: --set default|serial|ci, not $SET" >&2; exit 2 ;;
+esac
+
+log() { printf '[node-e2e] %s\n' "$*"; }
+
+# --- clean-up (also of a run that was killed) --------------------------------------------------
+stop_pid_file() {
+  local f=$1 pid
+  [[ -f $f ]] || return 0
+  pid=$(cat "$f")
+  if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
+unmount_under() {
+  local dir=$1
+  awk -v d="$dir" '$5 == d || index($5, d "/") == 1 {print $5}' /proc/self/mountinfo \
+    | sort -r | while read -r mp; do umount -l "$mp" 2>/dev/null || true; done
+}
+
+remove_cgroups() {
+  # The kubelet's (cgroupRoot /, cgroups per QoS) under every v1 controller, or the v2 tree.
+  local base
+  for base in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods /sys/fs/cgroup/*/kubelet \
+    /sys/fs/cgroup/*/system /sys/fs/cgroup/*/crirt-node-e2e; do
+    [[ -d $base ]] || continue
+    find "$base" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  done
+}
+
+remove_kubelet_chains() {
+  # The kubelet's own chains (KUBE-FIREWALL drops non-local sources to 127/8), unless another
+  # kubelet runs on this machine and owns them.
+  pgrep -x kubelet >/dev/null && return 0
+  local cmd t rule c
+  for cmd in iptables ip6tables; do
+    "$cmd-save" 2>/dev/null | awk '/^\*/ {t = substr($0, 2)}
+      /^-A / && / -j KUBE-(FIREWALL|KUBELET-CANARY|IPTABLES-HINT)( |$)/ {print t, $0}' \
+      | while read -r t rule; do eval "$cmd -w 5 -t $t -D ${rule#-A }" 2>/dev/null; done
+    for t in filter nat mangle; do
+      for c in KUBE-FIREWALL KUBE-KUBELET-CANARY KUBE-IPTABLES-HINT; do
+        "$cmd" -w 5 -t "$t" -F "$c" 2>/dev/null && "$cmd" -w 5 -t "$t" -X "$c" 2>/dev/null
+      done
+    done
+  done
+  return 0
+}
+
+teardown() {
+  set +e
+  pkill -TERM -f "$WORK/bin/e2e_node.test" 2>/dev/null
+  pkill -TERM -f "$WORK/bin/kubelet" 2>/dev/null
+  for _ in $(seq 100); do pgrep -f "$WORK/bin/(e2e_node.test|kubelet)" >/dev/null || break; sleep 0.1; done
+  pkill -KILL -f "$WORK/bin/(e2e_node.test|kubelet)" 2>/dev/null
+  if [[ -S $SOCK ]] && [[ -f $WORK/crirt.pid ]] && kill -0 "$(cat "$WORK/crirt.pid")" 2>/dev/null; then
+    # Every pod, so CNI DEL releases addresses and port rules, and monitors end.
+    crictl --runtime-endpoint "unix://$SOCK" --timeout 60s rmp -fa >/dev/null 2>&1
+  fi
+  stop_pid_file "$WORK/crirt.pid"
+  # crirt's fork server and monitors of pods crictl could not remove outlive crirt by design:
+  # they name its state or root directory in their arguments.
+  pkill -KILL -f "$WORK/(state|root)/" 2>/dev/null
+  unmount_under "$KUBELET_ROOT" # the kubelet makes its root dir a shared mount of itself
+  unmount_under "$WORK"
+  remove_kubelet_chains
+  remove_cgroups
+  ip link del "$BRIDGE" 2>/dev/null
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^crirt-ne2e-'); do
+    ip netns del "$ns" 2>/dev/null
+  done
+  rm -rf "$WORK/root" "$WORK/state" "$WORK/run" "$WORK/tmp" "$KUBELET_ROOT/pods" \
+    "$KUBELET_ROOT/plugins" "$KUBELET_ROOT/plugins_registry" "$KUBELET_ROOT/pod-resources" \
+    "$KUBELET_ROOT/checkpoints" "$KUBELET_ROOT/cpu_manager_state" \
+    "$KUBELET_ROOT/memory_manager_state" "$KUBELET_ROOT/dra_manager_state" 2>/dev/null
+  set -e
+}
+
+# --- build and images ----------------------------------------------------------------------------
+bash "$REPO/tests/e2e/node-e2e-build.sh"
+"$REPO/testbed/registry.sh" start
+mkdir -p "$WORK"
+python3 "$REPO/testbed/mkimage.py" --node-e2e "$ROOT" >"$WORK/refs.txt"
+
+teardown
+trap teardown EXIT
+mkdir -p "$WORK/bin" "$WORK/cni" "$WORK/path" "$WORK/tmp" "$REPORT"
+# The suite starts the kubelet found beside its binary, and writes its kubeconfig and kubelet
+# config into its working directory (the binary's): a private directory, not the cache.
+for b in e2e_node.test kubelet; do
+  ln -f "$ROOT/bin/$b" "$WORK/bin/$b" 2>/dev/null || cp -f "$ROOT/bin/$b" "$WORK/bin/$b"
+done
+# systemd-run is installed here but systemd is not PID 1; found on PATH, the suite starts the
+# kubelet through it and fails. A PATH of links to everything else hides it from the suite.
+rm -rf "$WORK/path" && mkdir -p "$WORK/path"
+for d in /usr/local/sbin /usr/local/bin /usr/sbin /usr/bin /sbin /bin; do
+  for f in "$d"/*; do
+    n=${f##*/}
+    [[ $n == systemd-run || -e $WORK/path/$n ]] || ln -s "$f" "$WORK/path/$n"
+  done
+done
+
+# --- crirt ---------------------------------------------------------------------------------------
+sed -e "s|/var/lib/crirt/cni/ipam|$WORK/ipam|" -e "s|\"crirt0\"|\"$BRIDGE\"|" \
+  -e "s|10.88.0.0/16|$SUBNET|" -e "s|10.88.0.1|${SUBNET%.*}.1|" \
+  "$REPO/deploy/cni/10-crirt-bridge.conflist" >"$WORK/cni/10-node-e2e.conflist"
+{
+  cat "$REPO/testbed/registries.conf"
+  cat <<'EOF'
+
+# The suite's failing-pull specs name a registry that must not answer: refused here, never
+# looked up (no traffic leaves the machine).
+[[registry]]
+prefix = "invalid.registry.k8s.io"
+blocked = true
+EOF
+} >"$WORK/registries.conf"
+log "starting crirt on $SOCK"
+(
+  cd "$REPO"
+  exec python3 -m crirt serve --config /nonexistent --listen "$SOCK" --root "$WORK/root" \
+    --state-dir "$WORK/state" --image-registries-conf "$WORK/registries.conf" \
+    --network-cni-conf-dir "$WORK/cni" --runtime-cgroup-driver cgroupfs --log-level info \
+    >"$WORK/crirt.log" 2>&1
+) &
+echo $! >"$WORK/crirt.pid"
+for _ in $(seq 1800); do
+  [[ -S $SOCK ]] && break
+  kill -0 "$(cat "$WORK/crirt.pid")" 2>/dev/null || { tail -20 "$WORK/crirt.log"; exit 1; }
+  sleep 0.1
+done
+[[ -S $SOCK ]] || { log "crirt did not start"; tail -20 "$WORK/crirt.log"; exit 1; }
+
+# --- the suite -----------------------------------------------------------------------------------
+cat >"$WORK/kubelet-config.yaml" <<'EOF'
+# upstream's test/e2e_node/jenkins/default-kubelet-config.yaml, and cgroup v1 allowed
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: cgroupfs
+cgroupRoot: /
+podCIDR: "10.100.0.0/24"
+volumeStatsAggPeriod: 10s
+fileCheckFrequency: 10s
+evictionPressureTransitionPeriod: 30s
+evictionHard:
+  memory.available: 250Mi
+  nodefs.available: 10%
+  nodefs.inodesFree: 5%
+evictionMinimumReclaim:
+  nodefs.available: 5%
+  nodefs.inodesFree: 5%
+serializeImagePulls: false
+failCgroupV1: false
+EOF
+
+focus='\[NodeConformance\]'
+skip='\[Flaky\]|\[Slow\]|\[Serial\]|\[Disruptive\]'
+case $SET in
+  serial) skip='\[Flaky\]|\[Disruptive\]'; focus='\[NodeConformance\].*(\[Serial\]|\[Slow\])|(\[Serial\]|\[Slow\]).*\[NodeConformance\]' ;;
+  ci) focus=$(grep -v '^#' "$CI_FOCUS" | grep . | paste -sd'|') ;;
+esac
+rm -f "$REPORT/junit.xml"
+log "running the suite ($SET set, $NODES ginkgo processes); kubelet and suite logs in $WORK"
+t0=$SECONDS
+set +e
+(
+  cd "$WORK/bin"
+  PATH="$WORK/path" TMPDIR="$WORK/tmp" "$ROOT/bin/ginkgo" --nodes="$NODES" \
+    --focus="$focus" --skip="$skip" --timeout=4h --no-color --output-dir="$REPORT" \
+    --junit-report=junit.xml "$@" "$WORK/bin/e2e_node.test" -- \
+    --container-runtime-endpoint="unix://$SOCK" --image-service-endpoint="unix://$SOCK" \
+    --prepull-images=false --kubelet-config-file="$WORK/kubelet-config.yaml" \
+    --dns-domain=cluster.local --node-name="$NODE_NAME" \
+    --kubelet-flags="--cluster-domain=cluster.local --fail-cgroupv1=false --system-cgroups= --runtime-cgroups=" \
+    >"$WORK/suite.log" 2>&1
+)
+rc=$?
+set -e
+log "suite exited $rc after $((SECONDS - t0)) s"
+
+# --- verdict -------------------------------------------------------------------------------------
+[[ $SET == serial ]] && RATCHET="$REPO/tests/conformance/node-e2e-serial-expected-pass.txt"
+python3 "$REPO/tests/e2e/node_e2e_report.py" --junit "$REPORT/junit.xml" --ratchet "$RATCHET" \
+  ${focus:+--focus "$focus"} --skip "$skip"
