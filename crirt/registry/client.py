@@ -120,13 +120,22 @@ class BlobStream:
     def __enter__(self) -> BlobStream:
         return self
 
+    def discard(self) -> None:
+        """Close, and never reuse the connection (see Response.discard)."""
+        self._response.discard()
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        # Left with an error (a digest or size that did not match, a failed write): the
+        # connection's next bytes are not trusted.
+        if exc is None:
+            self.close()
+        else:
+            self.discard()
 
 
 def _error_detail(resp: Response) -> str:
@@ -197,14 +206,14 @@ class RegistryClient:
         with self._get(ep, path, auth, what, {"Accept": ", ".join(MANIFEST_MEDIA_TYPES)}) as s:
             body = self._read_limited(s, MAX_MANIFEST_SIZE, what)
             content_type = s.headers.get("Content-Type")
-        algorithm = identifier.split(":", 1)[0] if ":" in identifier else "sha256"
-        h = _hash(algorithm)
-        h.update(body)
-        digest = f"{algorithm}:{h.hexdigest()}"
-        if ":" in identifier and digest != identifier:
-            raise DigestMismatch(
-                f"{what}: registry {ep.host} returned content with digest {digest}"
-            )
+            algorithm = identifier.split(":", 1)[0] if ":" in identifier else "sha256"
+            h = _hash(algorithm)
+            h.update(body)
+            digest = f"{algorithm}:{h.hexdigest()}"
+            if ":" in identifier and digest != identifier:  # inside: the connection is dropped
+                raise DigestMismatch(
+                    f"{what}: registry {ep.host} returned content with digest {digest}"
+                )
         try:
             media_type = detect_media_type(body, content_type)
         except InvalidArgument as exc:
@@ -224,14 +233,14 @@ class RegistryClient:
         what = f"blob {ep.reference.name}@{digest}"
         with self.open_blob(ep, digest, auth) as stream:
             body = self._read_limited(stream, max_size, what)
-        algorithm, _, hexpart = digest.partition(":")
-        h = _hash(algorithm)
-        h.update(body)
-        if h.hexdigest() != hexpart:
-            raise DigestMismatch(
-                f"{what}: registry {ep.host} returned content with digest "
-                f"{algorithm}:{h.hexdigest()}"
-            )
+            algorithm, _, hexpart = digest.partition(":")
+            h = _hash(algorithm)
+            h.update(body)
+            if h.hexdigest() != hexpart:  # raised inside: the connection is dropped
+                raise DigestMismatch(
+                    f"{what}: registry {ep.host} returned content with digest "
+                    f"{algorithm}:{h.hexdigest()}"
+                )
         return body
 
     def open_blob(self, ep: Endpoint, digest: str, auth: Auth | None = None) -> BlobStream:
@@ -377,8 +386,10 @@ class RegistryClient:
         resp = self._request(ep, "GET", path, auth, what, headers)
         try:
             yield _Body(resp, what)
-        finally:
-            resp.close()
+        except BaseException:
+            resp.discard()  # a body that failed a check: its connection is not reused
+            raise
+        resp.close()
 
     @staticmethod
     def _read_limited(stream: BlobStream | _Body, limit: int, what: str) -> bytes:

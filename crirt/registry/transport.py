@@ -10,7 +10,9 @@ redirect leaves the origin (scheme, host or port differ; requests looks at the h
 proxies come from the environment with NO_PROXY (hosts, domain suffixes, CIDRs, ``*``); verified
 TLS uses the system trust store (as CRI-O and containerd do). A pooled connection that the
 server closed while idle is detected before reuse, and a request that fails on a reused
-connection before any response is sent again once on a fresh one when its body can be replayed.
+connection before any response is sent again once on a fresh one when its body can be replayed
+(a GET or HEAD also when junk precedes the status line: what a lying Content-Length left); a
+response closed after an error (a digest that did not match) never returns to the pool.
 URLs in error messages have their userinfo redacted (proxy credentials).
 """
 
@@ -189,6 +191,14 @@ class Response:
             self._resp.close()
             conn.close()
 
+    def discard(self) -> None:
+        """Close without returning the connection to the pool: its server sent a body that
+        failed a check (a digest, a size), so what follows on it cannot be trusted either."""
+        conn, self._conn = self._conn, None
+        self._resp.close()
+        if conn is not None:
+            conn.close()
+
     def __enter__(self) -> Response:
         return self
 
@@ -198,7 +208,10 @@ class Response:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        if exc is None:
+            self.close()
+        else:
+            self.discard()
 
 
 class Transport:
@@ -360,6 +373,14 @@ class Transport:
                 conn.close()
                 if reused and replayable:
                     continue  # the server dropped an idle connection just as we reused it
+                raise
+            except http.client.BadStatusLine:
+                conn.close()
+                if reused and method in ("GET", "HEAD"):
+                    # Junk before the status line of a reused connection: bytes beyond the
+                    # Content-Length of an earlier response (a server that lies about it)
+                    # that came after the idle check. A safe request goes again, fresh.
+                    continue
                 raise
             except BaseException:
                 conn.close()

@@ -362,3 +362,64 @@ def test_connections_with_fds_above_1023_are_reused(
 )
 def test_userinfo_is_redacted(text: str, want: str) -> None:
     assert redact_userinfo(text) == want
+
+
+def test_junk_before_a_reused_connections_status_line_is_retried_fresh(
+    transport: Transport,
+) -> None:
+    # Issue 15 (CI: a registry whose Content-Length is short of its body): the rest of a body
+    # came after the idle check and was read as the next response's status line, failing the
+    # retried pull with binary garbage. A GET goes again on a fresh connection.
+    lsock = socket.create_server(("127.0.0.1", 0))
+    port = lsock.getsockname()[1]
+    conns: list[int] = []
+
+    def serve() -> None:
+        first = True
+        while len(conns) < 2:
+            try:
+                conn, peer = lsock.accept()
+            except OSError:
+                return
+            conns.append(peer[1])
+            with conn:
+                if first:  # a clean answer, then junk just before the second answer
+                    first = False
+                    conn.recv(65536)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+                    conn.recv(65536)
+                    conn.sendall(b"\x00\x8b junk beyond the last body\r\n")
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nworld")
+                else:
+                    conn.recv(65536)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        with transport.request("GET", f"http://127.0.0.1:{port}/a") as r:
+            assert r.read() == b"hello"
+        with transport.request("GET", f"http://127.0.0.1:{port}/b") as r:
+            assert r.read() == b"fresh"
+        assert len(conns) == 2
+    finally:
+        lsock.close()
+        t.join(5)
+
+
+def test_a_response_left_with_an_error_does_not_go_back_to_the_pool(
+    transport: Transport, serve: Callable[[Handler], Server]
+) -> None:
+    # A body that failed a check (a digest): nothing more is read from that connection.
+    s = serve(lambda h: reply(h, 200, b"payload"))
+
+    def read_and_reject() -> None:
+        with transport.request("GET", s.url("/x")) as r:
+            assert r.read() == b"payload"
+            raise ValueError("digest does not match")
+
+    with pytest.raises(ValueError, match="digest"):
+        read_and_reject()
+    with transport.request("GET", s.url("/x")) as r:
+        assert r.read() == b"payload"
+    assert len({port for *_, port, _ in s.seen}) == 2
