@@ -294,6 +294,44 @@ def test_list_containers_agrees_with_status_on_a_lost_container(tmp_path: Path) 
     scenario(tmp_path / "state", host, body)
 
 
+def test_list_containers_looks_at_each_running_process_once_per_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The kubelet lists every second: a /proc read per container per List doubled its time.
+    host = FakeHost()
+
+    async def body(lc: Lifecycle) -> None:
+        sid = await lc.sandbox_ops.run(pod_config(), "")
+        cids = [await lc.container_ops.create(sid, ctr_config(f"c{i}")) for i in range(3)]
+        for cid in cids:
+            await lc.container_ops.start(cid)
+        looked: list[int] = []
+        alive = lc.container_ops.runtime.alive
+
+        def counting(pid: int, pid_start: int) -> bool:
+            looked.append(pid)
+            return alive(pid, pid_start)
+
+        monkeypatch.setattr(lc.container_ops.runtime, "alive", counting)
+        now = [1000.0]
+        monkeypatch.setattr(lc.container_ops, "_monotonic", lambda: now[0])
+        lc.container_ops.list(None)
+        assert len(looked) == 3
+        host.processes[cids[0]].running = False
+        host.processes[cids[0]].monitor = False
+        now[0] += container_mod.LIST_SETTLE_EVERY - 0.1
+        lc.container_ops.list(None)
+        assert len(looked) == 3  # within the interval: not looked at again
+        # ContainerStatus always looks
+        assert lc.container_ops.status(cids[1], False)[0].state is ContainerState.RUNNING
+        now[0] += 0.2
+        [c0] = [c for c in lc.container_ops.list(None) if c.id == cids[0]]
+        assert c0.state is ContainerState.UNKNOWN  # due again: found lost
+        assert len(looked) == 7
+
+    scenario(tmp_path / "state", host, body)
+
+
 @pytest.mark.parametrize("process_alive", [False, True])
 def test_stopping_a_container_whose_monitor_was_killed_does_not_wait_out_the_grace(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, process_alive: bool
