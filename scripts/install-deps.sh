@@ -36,7 +36,8 @@ quiet() {
 PKGS=(runc crun containernetworking-plugins catatonit iptables iproute2 docker-registry
       busybox-static skopeo umoci util-linux gcc libc6-dev file curl ca-certificates tar gzip
       procps libseccomp-dev pkg-config containerd
-      clang strace)  # clang: libFuzzer (tests/native); strace: counts a monitor's syscalls
+      clang strace   # clang: libFuzzer (tests/native); strace: counts a monitor's syscalls
+      make bzip2)    # busybox from its release tarball (testbed/mkimage.py --node-e2e)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -F "install ok installed" >/dev/null \

@@ -84,6 +84,13 @@ echo "== critest"
 crc=0
 CRIRT_SKIP_INSTALL=1 timeout -k 60 900 ./critest.sh || crc=$?
 
+echo "== node conformance: Kubernetes' e2e_node [NodeConformance], the CI part"
+# tests/e2e/node-conformance.sh --set ci: the specs of tests/conformance/node-e2e-ci-focus.txt
+# (~6 min, in the guests' time; the first run on a machine also builds the suite, ~25 min,
+# cached after). The whole default set: tests/e2e/node-conformance.sh (see README).
+nerc=0
+timeout -k 60 3600 tests/e2e/node-conformance.sh --set ci || nerc=$?
+
 if ((${#guest_pids[@]})); then
   echo "== guest stage (cgroup v2 + systemd): waiting for it"
   wait "${guest_pids[@]}" || true
@@ -104,7 +111,7 @@ echo "== bench (reporting, not gating)"
 # else loads the machine; its result never fails the run.
 timeout 600 bench/run --quick 2>&1 || echo "bench: bench/run --quick failed (not gating)"
 
-if ((rc != 0 || nrc != 0 || crc != 0 || grc != 0)); then
-  echo "test.sh: pytest exit $rc, native monitor and fuzz stages exit $nrc, critest.sh exit $crc, guest stage exit $grc"
+if ((rc != 0 || nrc != 0 || crc != 0 || nerc != 0 || grc != 0)); then
+  echo "test.sh: pytest exit $rc, native monitor and fuzz stages exit $nrc, critest.sh exit $crc, node conformance exit $nerc, guest stage exit $grc"
   exit 1
 fi
