@@ -53,6 +53,14 @@ def scenario(state: Path, host: FakeHost, body: Callable[[Lifecycle], Awaitable[
     return asyncio.run(main())
 
 
+async def running_container(lc: Lifecycle) -> tuple[str, str]:
+    """A pod and a started container in it: (pod id, container id)."""
+    sid = await lc.sandbox_ops.run(pod_config(), "")
+    cid = await lc.container_ops.create(sid, ctr_config())
+    await lc.container_ops.start(cid)
+    return sid, cid
+
+
 def runtime_of(lc: Lifecycle) -> FakeRuntime:
     assert isinstance(lc.runtime, FakeRuntime)
     return lc.runtime
@@ -131,9 +139,7 @@ def test_stop_and_remove_are_idempotent(tmp_path: Path) -> None:
 
 def test_an_exit_reaches_the_record_through_the_watcher(tmp_path: Path) -> None:
     async def body(lc: Lifecycle) -> None:
-        sid = await lc.sandbox_ops.run(pod_config(), "")
-        cid = await lc.container_ops.create(sid, ctr_config())
-        await lc.container_ops.start(cid)
+        sid, cid = await running_container(lc)
         c = lc.records.containers.get(cid)
         with lc.events.subscribe() as sub:
             # The process ends on its own: only the exit watcher (inotify) can notice
@@ -229,9 +235,7 @@ def test_a_container_that_did_not_stop_names_the_failed_kill(
     host = FakeHost()
 
     async def body(lc: Lifecycle) -> None:
-        sid = await lc.sandbox_ops.run(pod_config(), "")
-        cid = await lc.container_ops.create(sid, ctr_config())
-        await lc.container_ops.start(cid)
+        _sid, cid = await running_container(lc)
         host.faults["kill"] = RuntimeFailure("/usr/sbin/runc kill timed out after 60s")
         with pytest.raises(RuntimeFailure, match=r"did not stop: .*runc kill timed out"):
             await lc.container_ops.stop(cid, 0)
@@ -249,9 +253,7 @@ def test_a_process_gone_without_its_monitor_is_unknown_not_running(tmp_path: Pat
     host = FakeHost()
 
     async def body(lc: Lifecycle) -> None:
-        sid = await lc.sandbox_ops.run(pod_config(), "")
-        cid = await lc.container_ops.create(sid, ctr_config())
-        await lc.container_ops.start(cid)
+        sid, cid = await running_container(lc)
         assert lc.container_ops.status(cid, False)[0].state is ContainerState.RUNNING
         # Reaped by its monitor, whose record is still to come (draining the output, runc
         # delete): still running, not unknown
@@ -278,9 +280,7 @@ def test_list_containers_agrees_with_status_on_a_lost_container(tmp_path: Path) 
     host = FakeHost()
 
     async def body(lc: Lifecycle) -> None:
-        sid = await lc.sandbox_ops.run(pod_config(), "")
-        cid = await lc.container_ops.create(sid, ctr_config())
-        await lc.container_ops.start(cid)
+        _sid, cid = await running_container(lc)
         host.processes[cid].running = False
         host.processes[cid].monitor = False
         [c] = lc.container_ops.list(None)
@@ -343,9 +343,7 @@ def test_stopping_a_container_whose_monitor_was_killed_does_not_wait_out_the_gra
     host = FakeHost()
 
     async def body(lc: Lifecycle) -> None:
-        sid = await lc.sandbox_ops.run(pod_config(), "")
-        cid = await lc.container_ops.create(sid, ctr_config())
-        await lc.container_ops.start(cid)
+        _sid, cid = await running_container(lc)
         host.processes[cid].monitor = False
         host.processes[cid].running = process_alive
         async with asyncio.timeout(30):  # a bound for the hang, far from the 3,600 s waits
@@ -368,9 +366,7 @@ def test_exec_sync_racing_the_containers_exit_is_failed_precondition(
     host = FakeHost()
 
     async def body(lc: Lifecycle) -> None:
-        sid = await lc.sandbox_ops.run(pod_config(), "")
-        cid = await lc.container_ops.create(sid, ctr_config())
-        await lc.container_ops.start(cid)
+        _sid, cid = await running_container(lc)
         assert (await lc.container_ops.exec_sync(cid, ["echo", "hi"], 5))[1] == b"echo hi"
         host.processes[cid].running = False
         host.processes[cid].monitor = monitor
@@ -427,9 +423,7 @@ def test_a_container_whose_monitor_vanished_is_unknown_after_restore(tmp_path: P
     state = tmp_path / "state"
 
     async def first(lc: Lifecycle) -> str:
-        sid = await lc.sandbox_ops.run(pod_config(), "")
-        cid = await lc.container_ops.create(sid, ctr_config())
-        await lc.container_ops.start(cid)
+        _sid, cid = await running_container(lc)
         return cid
 
     cid = scenario(state, host, first)
