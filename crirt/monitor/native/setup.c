@@ -442,14 +442,19 @@ void check_oom(struct monitor *m)
 {
     while (read(m->oom.fd, m->rbuf, READ_SIZE) > 0)
         ; /* the events only say "changed" */
+    /* The parent's count first: the kernel counts an OOM kill in the container's cgroup and
+     * then in each ancestor (memcg_memory_event), so a count read before a still-clean file
+     * of ours cannot hold a kill of ours. Read after ours (as before), it could: the kill
+     * then raised the base and was never seen (the guest's OOM test, under load). */
+    long long parent = parent_oom_kills(m);
     bbuf text = {0};
     if (read_file(m->oom.path.p, &text) == 0) {
         if (parse_oom_counters(text.p, text.n))
             m->oom.seen = true;
         else
-            m->oom.parent_base = parent_oom_kills(m); /* read after ours: ours was still clean */
+            m->oom.parent_base = parent;
     } else if (m->exited && !m->oom.seen && m->oom.parent_base >= 0 && WIFSIGNALED(m->exit_status) &&
-               WTERMSIG(m->exit_status) == SIGKILL && parent_oom_kills(m) > m->oom.parent_base) {
+               WTERMSIG(m->exit_status) == SIGKILL && parent > m->oom.parent_base) {
         m->oom.seen = true;
     }
     bb_free(&text);
