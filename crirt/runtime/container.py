@@ -575,8 +575,8 @@ class ContainerOps:
         As at a restart, the state is unknown (the kubelet then stops and replaces it), not
         running for ever. The exit record is looked for in between, so one written in the
         instant between the two checks of ``_lost`` still lands (unknown -> exited, with its
-        code). One /proc read per running container: cheap enough for ListContainers, which the
-        kubelet's PLEG calls every second and must agree with ContainerStatus.
+        code). One /proc read (and, only for a gone process, a connect to its monitor): every
+        ContainerStatus, and ListContainers once per LIST_SETTLE_EVERY per container.
         """
         if (
             c.state is ContainerState.RUNNING
