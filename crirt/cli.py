@@ -38,7 +38,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "image":
         return image_cli.main(cfg, args)
-    return asyncio.run(app.serve(cfg))
+    try:
+        return asyncio.run(app.serve(cfg))
+    except CrirtError as exc:
+        # A configuration that cannot work (registries.conf, a runtime handler, the cgroup
+        # driver) is found while starting: one clear line for the operator, not a traceback.
+        print(f"crirt: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
