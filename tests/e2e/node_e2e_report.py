@@ -3,8 +3,9 @@ JUnit report, the specs that failed, and the ratchet.
 
 The ratchet lists spec names (JUnit's, without "[It] "), one per line, that must pass. Only the
 entries the run selected count (the CI part of the suite selects fewer specs); an entry the run
-selected but did not report, or did not pass, fails the run. The last line printed is exactly
-``node-e2e: P passed, F failed, S skipped``.
+selected but did not report, or did not pass, fails the run. S counts the selected specs that
+were skipped (by the spec itself, or by a skip the script adds for what this machine lacks). The
+last line printed is exactly ``node-e2e: P passed, F failed, S skipped``.
 """
 
 from __future__ import annotations
@@ -62,8 +63,11 @@ def verdict(out: Outcome, want: Sequence[str], focus: str, skip: str) -> tuple[l
     if new:
         lines.append(f"{len(new)} passing spec(s) not yet in the ratchet:")
         lines += [f"  {n}" for n in new]
+    # JUnit lists every spec of the binary: those the run did not select are not its skips.
+    skipped = sorted(n for n in out.skipped if selected(n, focus, skip))
+    lines += [f"SKIPPED: {n}" for n in skipped]
     lines.append(
-        f"node-e2e: {len(out.passed)} passed, {len(out.failed)} failed, {len(out.skipped)} skipped"
+        f"node-e2e: {len(out.passed)} passed, {len(out.failed)} failed, {len(skipped)} skipped"
     )
     return lines, 1 if missing else 0
 

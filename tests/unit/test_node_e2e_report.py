@@ -29,11 +29,20 @@ def test_outcomes_leave_suite_nodes_out() -> None:
 
 
 def test_a_ratchet_spec_that_failed_fails_the_run_and_the_last_line_counts() -> None:
-    lines, status = verdict(parse_junit(JUNIT), [A, B], "NodeConformance", r"\[Serial\]")
+    lines, status = verdict(parse_junit(JUNIT), [A, B], "NodeConformance", "")
     assert status == 1
     assert f"FAILED: {B}" in lines
     assert f"RATCHET: expected to pass but did not: {B}" in lines
     assert lines[-1] == "node-e2e: 1 passed, 1 failed, 1 skipped"
+
+
+def test_a_spec_the_run_did_not_select_is_not_counted_as_skipped() -> None:
+    # JUnit reports every spec in the binary; C is outside this run's set.
+    lines, _ = verdict(parse_junit(JUNIT), [A], "NodeConformance", r"\[Serial\]")
+    assert lines[-1] == "node-e2e: 1 passed, 1 failed, 0 skipped"
+    assert not [ln for ln in lines if ln.startswith("SKIPPED:")]
+    lines, _ = verdict(parse_junit(JUNIT), [A], "NodeConformance", "")
+    assert f"SKIPPED: {C}" in lines
 
 
 def test_only_the_specs_the_run_selected_are_required() -> None:
