@@ -10,6 +10,7 @@
 #   --set ci       the part of the default set the test command runs (tests/conformance/
 #                  node-e2e-ci-focus.txt), for time; the whole set is --set default
 #   NODE_E2E_NODES       ginkgo processes (default 4; serial: 1)
+#   NODE_E2E_FOCUS       a regular expression that narrows the set to the specs it matches
 #   NODE_E2E_REPORT_DIR  where junit.xml goes (default /var/tmp/crirt-node-e2e/report)
 #   NODE_E2E_WORK        private work dir (default /var/tmp/crirt-node-e2e)
 #
@@ -33,6 +34,11 @@ BRIDGE=crirt-ne2e0
 SUBNET=10.100.0.0/24 # the kubelet config's podCIDR (upstream's default-kubelet-config.yaml)
 SOCK="$WORK/crirt.sock"
 KUBELET_ROOT=/var/lib/kubelet # the suite's, fixed
+TESTBED_REGISTRY=127.0.0.1:5000 # testbed/registry.sh's
+# The suite's crirt pulls through a registry of its own that serves the test bed's storage, read
+# only, on another port: the [Serial] registry specs run agnhost's fake registry on host port
+# 5000 (a host-network pod: localhost:5000/pause:testing), where the test bed's listens.
+SUITE_REGISTRY=127.0.0.1:${NODE_E2E_REGISTRY_PORT:-5100}
 SET=default
 if [[ "${1:-}" == --set ]]; then
   SET=$2
@@ -95,16 +101,21 @@ remove_cgroups() {
   done
 }
 
-enter_runtime_cgroup() { # this shell's pid joins crirt's cgroup (crirt is exec'd from it)
+make_cgroup() { # in every hierarchy; a v1 cpuset takes no process before it has cpus and mems
   local d
-  for d in $(cgroup_dirs "$RUNTIME_CGROUP"); do
+  for d in $(cgroup_dirs "$1"); do
     mkdir -p "$d"
     if [[ -f $d/cpuset.cpus && -z $(cat "$d/cpuset.cpus") ]]; then
       cat "${d%/*}/cpuset.cpus" >"$d/cpuset.cpus"
       cat "${d%/*}/cpuset.mems" >"$d/cpuset.mems"
     fi
-    echo "$BASHPID" >"$d/cgroup.procs"
   done
+}
+
+enter_runtime_cgroup() { # this shell's pid joins crirt's cgroup (crirt is exec'd from it)
+  local d
+  make_cgroup "$RUNTIME_CGROUP"
+  for d in $(cgroup_dirs "$RUNTIME_CGROUP"); do echo "$BASHPID" >"$d/cgroup.procs"; done
 }
 
 remove_kubelet_chains() {
@@ -128,14 +139,18 @@ remove_kubelet_chains() {
 teardown() {
   set +e
   pkill -TERM -f "$WORK/bin/e2e_node.test" 2>/dev/null
-  pkill -TERM -f "$WORK/bin/kubelet" 2>/dev/null
-  for _ in $(seq 100); do pgrep -f "$WORK/bin/(e2e_node.test|kubelet)" >/dev/null || break; sleep 0.1; done
-  pkill -KILL -f "$WORK/bin/(e2e_node.test|kubelet)" 2>/dev/null
+  pkill -TERM -f "$WORK/(bin|kubelet)/kubelet" 2>/dev/null
+  for _ in $(seq 100); do pgrep -f "$WORK/(bin/e2e_node.test|(bin|kubelet)/kubelet)" >/dev/null || break; sleep 0.1; done
+  pkill -KILL -f "$WORK/(bin/e2e_node.test|(bin|kubelet)/kubelet)" 2>/dev/null
   if [[ -S $SOCK ]] && [[ -f $WORK/crirt.pid ]] && kill -0 "$(cat "$WORK/crirt.pid")" 2>/dev/null; then
     # Every pod, so CNI DEL releases addresses and port rules, and monitors end.
     crictl --runtime-endpoint "unix://$SOCK" --timeout 60s rmp -fa >/dev/null 2>&1
   fi
   stop_pid_file "$WORK/crirt.pid"
+  stop_pid_file "$WORK/registry.pid"
+  if [[ -f $WORK/testbed-registry-stopped ]]; then
+    "$REPO/testbed/registry.sh" start >/dev/null && rm -f "$WORK/testbed-registry-stopped"
+  fi
   # crirt's fork server and monitors of pods crictl could not remove outlive crirt by design:
   # they name its state or root directory in their arguments.
   pkill -KILL -f "$WORK/(state|root)/" 2>/dev/null
@@ -162,12 +177,71 @@ python3 "$REPO/testbed/mkimage.py" --node-e2e "$ROOT" >"$WORK/refs.txt"
 
 teardown
 trap teardown EXIT
+cat >"$WORK/registry.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: ${CRIRT_TESTBED_DIR:-/var/tmp/crirt-testbed}/registry
+  maintenance:
+    readonly:
+      enabled: true
+http:
+  addr: $SUITE_REGISTRY
+EOF
+(
+  for fd in /proc/"$BASHPID"/fd/*; do # no caller's lock or pipe held by the registry
+    fd=${fd##*/}
+    if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+  done
+  exec setsid /usr/bin/docker-registry serve "$WORK/registry.yml" </dev/null >"$WORK/registry.log" 2>&1
+) &
+echo $! >"$WORK/registry.pid"
+for _ in $(seq 100); do
+  curl -sf -o /dev/null --max-time 2 "http://$SUITE_REGISTRY/v2/" && break
+  kill -0 "$(cat "$WORK/registry.pid")" 2>/dev/null || break
+  sleep 0.1
+done
+curl -sf -o /dev/null --max-time 2 "http://$SUITE_REGISTRY/v2/" \
+  || { log "the suite's registry did not start on $SUITE_REGISTRY"; cat "$WORK/registry.log"; exit 1; }
+if [[ $SET == serial ]] && ss -Hltn 'sport = :5000' | grep -q .; then
+  if [[ $(ss -Hltn 'sport = :5000' | awk '{print $4}') == "$TESTBED_REGISTRY" ]] \
+    && "$REPO/testbed/registry.sh" status >/dev/null 2>&1; then
+    log "stopping the test bed's registry for the run (port 5000 is the suite's); restarted at the end"
+    touch "$WORK/testbed-registry-stopped"
+    "$REPO/testbed/registry.sh" stop >/dev/null
+  else
+    log "port 5000 is taken, and not by the test bed's registry: the registry specs need it"
+    ss -Hltnp 'sport = :5000' >&2
+    exit 1
+  fi
+fi
 mkdir -p "$WORK/bin" "$WORK/cni" "$WORK/path" "$WORK/tmp" "$REPORT"
 # The suite starts the kubelet found beside its binary, and writes its kubeconfig and kubelet
 # config into its working directory (the binary's): a private directory, not the cache.
-for b in e2e_node.test kubelet; do
-  ln -f "$ROOT/bin/$b" "$WORK/bin/$b" 2>/dev/null || cp -f "$ROOT/bin/$b" "$WORK/bin/$b"
-done
+ln -f "$ROOT/bin/e2e_node.test" "$WORK/bin/" 2>/dev/null || cp -f "$ROOT/bin/e2e_node.test" "$WORK/bin/"
+# The kubelet moves itself into its own cgroup (kubeletCgroups /kubelet, set by the suite) only
+# after it has seen that it shares PID 1's pid namespace; where /proc/1/ns/pid cannot be read (a
+# sandbox's init here) it gives up ("failed to find pid namespace of init process"), stays in
+# /system and the Summary API's "kubelet" system container reads zero. Then a wrapper puts it
+# where it would have gone itself, and execs it (same pid; still named kubelet).
+rm -rf "$WORK/bin/kubelet" "$WORK/kubelet"
+mkdir -p "$WORK/kubelet"
+ln -f "$ROOT/bin/kubelet" "$WORK/kubelet/kubelet" 2>/dev/null || cp -f "$ROOT/bin/kubelet" "$WORK/kubelet/"
+if readlink /proc/1/ns/pid >/dev/null 2>&1; then
+  ln -s "$WORK/kubelet/kubelet" "$WORK/bin/kubelet"
+else
+  make_cgroup kubelet
+  {
+    echo '#!/bin/sh'
+    for d in $(cgroup_dirs kubelet); do echo "echo \$\$ >'$d/cgroup.procs' || exit 1"; done
+    echo "exec '$WORK/kubelet/kubelet' \"\$@\""
+  } >"$WORK/bin/kubelet"
+  chmod 755 "$WORK/bin/kubelet"
+fi
 # systemd-run is installed here but systemd is not PID 1; found on PATH, the suite starts the
 # kubelet through it and fails. A PATH of links to everything else hides it from the suite.
 rm -rf "$WORK/path" && mkdir -p "$WORK/path"
@@ -183,7 +257,10 @@ sed -e "s|/var/lib/crirt/cni/ipam|$WORK/ipam|" -e "s|\"crirt0\"|\"$BRIDGE\"|" \
   -e "s|10.88.0.0/16|$SUBNET|" -e "s|10.88.0.1|${SUBNET%.*}.1|" \
   "$REPO/deploy/cni/10-crirt-bridge.conflist" >"$WORK/cni/10-node-e2e.conflist"
 {
-  cat "$REPO/testbed/registries.conf"
+  # The test bed's file, pointed at the suite's registry, less its localhost:5000 alias (there
+  # the registry specs' fake registry answers, below).
+  awk 'BEGIN { RS = ""; ORS = "\n\n" } !/prefix = "localhost:5000"/' "$REPO/testbed/registries.conf" \
+    | sed "s|$TESTBED_REGISTRY|$SUITE_REGISTRY|g"
   cat <<'EOF'
 
 # The suite's failing-pull specs name a registry that must not answer: refused here, never
@@ -191,9 +268,16 @@ sed -e "s|/var/lib/crirt/cni/ipam|$WORK/ipam|" -e "s|\"crirt0\"|\"$BRIDGE\"|" \
 [[registry]]
 prefix = "invalid.registry.k8s.io"
 blocked = true
+
+# agnhost's fake registry of the [Serial] registry specs speaks plain HTTP (crirt, as CRI-O,
+# does not assume it for localhost: the node's configuration says so, as upstream CI's does).
+[[registry]]
+location = "localhost:5000"
+insecure = true
 EOF
 } >"$WORK/registries.conf"
 log "starting crirt on $SOCK"
+rm -f "$SOCK" # a stale one would pass for crirt's before it listens
 cat >"$WORK/crirt.conf" <<'EOF'
 [runtime.handlers.runc]
 path = "/usr/sbin/runc"
@@ -252,6 +336,25 @@ case $SET in
     labels=(--label-filter='NodeConformance && !Flaky && !Slow && !Serial && !Disruptive')
     ;;
 esac
+if [[ -n ${NODE_E2E_FOCUS:-} ]]; then
+  # ginkgo ORs its --focus flags: narrowing means one expression that needs both.
+  focus="(?:$focus).*(?:$NODE_E2E_FOCUS)|(?:$NODE_E2E_FOCUS).*(?:$focus)"
+fi
+# Specs that cannot pass for this machine's sake, not crirt's: skipped, and counted as skipped
+# (the README's table says why). Where the machine has what they need, they run.
+machine_skip=()
+if ! unshare -n ip link add crirt-probe0 type dummy 2>/dev/null; then
+  log "skipped here: PrivilegedPod (it runs ip link add ... type dummy; this kernel has no dummy links)"
+  machine_skip+=('PrivilegedPod should enable privileged commands')
+fi
+if [[ ! -f /sys/fs/cgroup/cgroup.controllers ]] || ! cat /proc/pressure/cpu >/dev/null 2>&1; then
+  # KubeletPSI is GA and locked on in 1.37: the Summary API specs require PSI of every pod,
+  # container and system container, which exists only on cgroup v2 (with PSI on).
+  log "skipped here: the Summary API specs (they require PSI: cgroup v2 only)"
+  machine_skip+=('Summary API when querying /stats/summary')
+fi
+suite_skip=$skip
+for m in "${machine_skip[@]}"; do suite_skip="$suite_skip|$m"; done
 rm -f "$REPORT/junit.xml"
 log "running the suite ($SET set, $NODES ginkgo processes); kubelet and suite logs in $WORK"
 # PodAndContainerStatsFromCRI (beta, off by default in 1.37): the kubelet takes pod and
@@ -263,7 +366,7 @@ set +e
 (
   cd "$WORK/bin"
   PATH="$WORK/path" TMPDIR="$WORK/tmp" "$ROOT/bin/ginkgo" --nodes="$NODES" \
-    --focus="$focus" --skip="$skip" "${labels[@]}" --timeout=4h --no-color --output-dir="$REPORT" \
+    --focus="$focus" --skip="$suite_skip" "${labels[@]}" --timeout=4h --no-color --output-dir="$REPORT" \
     --junit-report=junit.xml "$@" "$WORK/bin/e2e_node.test" -- \
     --container-runtime-endpoint="unix://$SOCK" --image-service-endpoint="unix://$SOCK" \
     --prepull-images=false --kubelet-config-file="$WORK/kubelet-config.yaml" \
