@@ -6,12 +6,15 @@
 #   tests/e2e/node-conformance.sh [--set default|serial|ci] [ginkgo flags...]
 #
 #   --set default  upstream's node CI: skip [Flaky] [Slow] [Serial] [Disruptive] (432 specs)
-#   --set serial   the [Serial] and [Slow] NodeConformance specs (one ginkgo process)
+#   --set serial   the [Serial] and [Slow] NodeConformance specs: the [Slow] ones that are not
+#                  [Serial] in parallel, then the [Serial] ones in one ginkgo process
 #   --set ci       the part of the default set the test command runs (tests/conformance/
 #                  node-e2e-ci-focus.txt), for time; the whole set is --set default
-#   NODE_E2E_NODES       ginkgo processes (default 4; serial: 1)
+#   NODE_E2E_NODES       ginkgo processes (default 4; a [Serial] spec always runs alone)
+#   NODE_E2E_TIMEOUT     ginkgo's --timeout for each run of the suite (default 4h): at the end
+#                        of it, what did not finish is reported as not passed
 #   NODE_E2E_FOCUS       a regular expression that narrows the set to the specs it matches
-#   NODE_E2E_REPORT_DIR  where junit.xml goes (default /var/tmp/crirt-node-e2e/report)
+#   NODE_E2E_REPORT_DIR  where junit-<run>.xml go (default /var/tmp/crirt-node-e2e/report)
 #   NODE_E2E_WORK        private work dir (default /var/tmp/crirt-node-e2e)
 #
 # Builds what it needs first (tests/e2e/node-e2e-build.sh, cached; testbed/mkimage.py
@@ -44,9 +47,9 @@ if [[ "${1:-}" == --set ]]; then
   SET=$2
   shift 2
 fi
+NODES="${NODE_E2E_NODES:-4}"
 case $SET in
-  default | ci) NODES="${NODE_E2E_NODES:-4}" ;;
-  serial) NODES=1 ;;
+  default | ci | serial) ;;
   *) echo "node-conformance.sh: --set default|serial|ci, not $SET" >&2; exit 2 ;;
 esac
 
@@ -340,6 +343,9 @@ if [[ -n ${NODE_E2E_FOCUS:-} ]]; then
   # ginkgo ORs its --focus flags: narrowing means one expression that needs both.
   focus="(?:$focus).*(?:$NODE_E2E_FOCUS)|(?:$NODE_E2E_FOCUS).*(?:$focus)"
 fi
+report_focus=$focus
+# The report sees names, not labels (they end a spec's name): the ci set's label filter, there.
+[[ $SET == ci ]] && report_focus="(?:$focus).*NodeConformance"
 # Specs that cannot pass for this machine's sake, not crirt's: skipped, and counted as skipped
 # (the README's table says why). Where the machine has what they need, they run.
 machine_skip=()
@@ -355,31 +361,49 @@ if [[ ! -f /sys/fs/cgroup/cgroup.controllers ]] || ! cat /proc/pressure/cpu >/de
 fi
 suite_skip=$skip
 for m in "${machine_skip[@]}"; do suite_skip="$suite_skip|$m"; done
-rm -f "$REPORT/junit.xml"
-log "running the suite ($SET set, $NODES ginkgo processes); kubelet and suite logs in $WORK"
+rm -f "$REPORT"/junit*.xml
 # PodAndContainerStatsFromCRI (beta, off by default in 1.37): the kubelet takes pod and
 # container stats from the CRI (ListPodSandboxStats, ListPodSandboxMetrics: KEP-2371), as it must
 # for a runtime whose cgroups its built-in cAdvisor does not know (it knows containerd's, CRI-O's
 # and docker's). The suite knows the gate too: its cAdvisor metrics spec skips itself then.
-t0=$SECONDS
-set +e
-(
-  cd "$WORK/bin"
-  PATH="$WORK/path" TMPDIR="$WORK/tmp" "$ROOT/bin/ginkgo" --nodes="$NODES" \
-    --focus="$focus" --skip="$suite_skip" "${labels[@]}" --timeout=4h --no-color --output-dir="$REPORT" \
-    --junit-report=junit.xml "$@" "$WORK/bin/e2e_node.test" -- \
-    --container-runtime-endpoint="unix://$SOCK" --image-service-endpoint="unix://$SOCK" \
-    --prepull-images=false --kubelet-config-file="$WORK/kubelet-config.yaml" \
-    --dns-domain=cluster.local --node-name="$NODE_NAME" \
-    --feature-gates=PodAndContainerStatsFromCRI=true \
-    --kubelet-flags="--cluster-domain=cluster.local --fail-cgroupv1=false --runtime-cgroups=/$RUNTIME_CGROUP" \
-    >"$WORK/suite.log" 2>&1
-)
-rc=$?
-set -e
-log "suite exited $rc after $((SECONDS - t0)) s"
+run_suite() { # NAME PROCESSES [ginkgo flags...]: one run of the suite, its junit-NAME.xml
+  local name=$1 procs=$2 t0=$SECONDS rc
+  shift 2
+  log "running the suite ($name: $procs ginkgo processes); logs in $WORK/suite-$name.log and $WORK/kubelet-$name.log"
+  set +e
+  (
+    cd "$WORK/bin"
+    PATH="$WORK/path" TMPDIR="$WORK/tmp" "$ROOT/bin/ginkgo" --nodes="$procs" \
+      --focus="$focus" --skip="$suite_skip" "${labels[@]}" "$@" --timeout="${NODE_E2E_TIMEOUT:-4h}" \
+      --no-color --output-dir="$REPORT" --junit-report="junit-$name.xml" "${extra[@]}" \
+      "$WORK/bin/e2e_node.test" -- \
+      --container-runtime-endpoint="unix://$SOCK" --image-service-endpoint="unix://$SOCK" \
+      --prepull-images=false --kubelet-config-file="$WORK/kubelet-config.yaml" \
+      --dns-domain=cluster.local --node-name="$NODE_NAME" \
+      --feature-gates=PodAndContainerStatsFromCRI=true \
+      --kubelet-flags="--cluster-domain=cluster.local --fail-cgroupv1=false --runtime-cgroups=/$RUNTIME_CGROUP" \
+      >"$WORK/suite-$name.log" 2>&1
+  )
+  rc=$?
+  set -e
+  cp -f "$WORK/bin/kubelet.log" "$WORK/kubelet-$name.log" 2>/dev/null || true
+  log "suite ($name) exited $rc after $((SECONDS - t0)) s"
+}
+extra=("$@")
+if [[ $SET == serial ]]; then
+  # Upstream's serial jobs run [Serial] specs with one process (they restart the kubelet, fill
+  # its garbage collector, resize pods); the [Slow] rest of the set can share the node.
+  run_suite slow "$NODES" --label-filter='Slow && !Serial'
+  # Between the runs: each starts its own API server, so pods of the first are orphans now.
+  crictl --runtime-endpoint "unix://$SOCK" --timeout 60s rmp -fa >/dev/null 2>&1 || true
+  run_suite serial 1 --label-filter='Serial'
+else
+  run_suite "$SET" "$NODES"
+fi
 
 # --- verdict -------------------------------------------------------------------------------------
 [[ $SET == serial ]] && RATCHET="$REPO/tests/conformance/node-e2e-serial-expected-pass.txt"
-python3 "$REPO/tests/e2e/node_e2e_report.py" --junit "$REPORT/junit.xml" --ratchet "$RATCHET" \
-  ${focus:+--focus "$focus"} --skip "$skip"
+junits=()
+for j in "$REPORT"/junit-*.xml; do [[ -f $j ]] && junits+=(--junit "$j"); done
+python3 "$REPO/tests/e2e/node_e2e_report.py" "${junits[@]}" --ratchet "$RATCHET" \
+  --focus "$report_focus" --skip "$skip"

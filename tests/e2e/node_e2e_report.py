@@ -43,6 +43,20 @@ def parse_junit(text: str) -> Outcome:
     return out
 
 
+def merge(outcomes: Sequence[Outcome]) -> Outcome:
+    """One outcome of several runs of the suite (the serial set's two): each JUnit file lists
+    every spec of the binary, as skipped where that run did not select it, so a spec that ran
+    in one run counts as it went there; a failure anywhere is a failure."""
+    out = Outcome()
+    for o in outcomes:
+        out.failed |= o.failed
+    for o in outcomes:
+        out.passed |= o.passed - out.failed
+    for o in outcomes:
+        out.skipped |= o.skipped - out.failed - out.passed
+    return out
+
+
 def ratchet_names(text: str) -> list[str]:
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
 
@@ -74,16 +88,18 @@ def verdict(out: Outcome, want: Sequence[str], focus: str, skip: str) -> tuple[l
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--junit", type=Path, required=True)
+    ap.add_argument("--junit", type=Path, action="append", required=True)
     ap.add_argument("--ratchet", type=Path, required=True)
     ap.add_argument("--focus", default="")
     ap.add_argument("--skip", default="")
     args = ap.parse_args(argv)
-    try:
-        out = parse_junit(args.junit.read_text())
-    except (OSError, ET.ParseError) as exc:
-        print(f"node-e2e: no junit report: {exc}")
-        out = Outcome()
+    outcomes = []
+    for junit in args.junit:
+        try:
+            outcomes.append(parse_junit(junit.read_text()))
+        except (OSError, ET.ParseError) as exc:
+            print(f"node-e2e: no junit report: {exc}")
+    out = merge(outcomes)
     try:
         want = ratchet_names(args.ratchet.read_text())
     except FileNotFoundError:

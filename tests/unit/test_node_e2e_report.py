@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.node_e2e_report import main, parse_junit, ratchet_names, selected, verdict
+from tests.e2e.node_e2e_report import (
+    Outcome,
+    main,
+    merge,
+    parse_junit,
+    ratchet_names,
+    selected,
+    verdict,
+)
 
 A = "[sig-node] Pods should get a host IP [NodeConformance] [Conformance]"
 B = "[sig-node] Probing container should be restarted [NodeConformance]"
@@ -81,3 +89,27 @@ def test_no_report_is_zero_passed_and_fails_a_ratchet(
     status = main(["--junit", str(tmp_path / "none.xml"), "--ratchet", str(ratchet)])
     assert status == 1
     assert capsys.readouterr().out.splitlines()[-1] == "node-e2e: 0 passed, 0 failed, 0 skipped"
+
+
+def test_two_runs_merge_a_spec_counts_where_it_ran_and_a_failure_anywhere_fails() -> None:
+    # The serial set's two runs: each lists the other's specs as skipped.
+    slow = Outcome(passed={A}, failed=set(), skipped={B, C})
+    serial = Outcome(passed={B}, failed={C}, skipped={A})
+    out = merge([slow, serial])
+    assert (out.passed, out.failed, out.skipped) == ({A, B}, {C}, set())
+    out = merge([Outcome(passed={A}), Outcome(failed={A})])
+    assert (out.passed, out.failed) == (set(), {A})
+
+
+def test_every_junit_given_is_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    one, two = tmp_path / "junit-slow.xml", tmp_path / "junit-serial.xml"
+    one.write_text(JUNIT)
+    two.write_text(
+        JUNIT.replace('status="failed"><failure message="boom">boom</failure>', 'status="passed">')
+    )
+    ratchet = tmp_path / "ratchet.txt"
+    ratchet.write_text(A + "\n")
+    status = main(["--junit", str(one), "--junit", str(two), "--ratchet", str(ratchet)])
+    assert status == 0
+    # B failed in the first run: a failure anywhere stays one
+    assert capsys.readouterr().out.splitlines()[-1] == "node-e2e: 1 passed, 1 failed, 1 skipped"
