@@ -11,6 +11,7 @@
 #   --set ci       the part of the default set the test command runs (tests/conformance/
 #                  node-e2e-ci-focus.txt), for time; the whole set is --set default
 #   NODE_E2E_NODES       ginkgo processes (default 4; a [Serial] spec always runs alone)
+#   NODE_E2E_SERIAL_RUNS the serial set's runs to make (default "slow serial")
 #   NODE_E2E_TIMEOUT     ginkgo's --timeout for each run of the suite (default 4h): at the end
 #                        of it, what did not finish is reported as not passed
 #   NODE_E2E_FOCUS       a regular expression that narrows the set to the specs it matches
@@ -359,6 +360,13 @@ if [[ ! -f /sys/fs/cgroup/cgroup.controllers ]] || ! cat /proc/pressure/cpu >/de
   log "skipped here: the Summary API specs (they require PSI: cgroup v2 only)"
   machine_skip+=('Summary API when querying /stats/summary')
 fi
+if ! (echo -1 >/proc/self/oom_score_adj) 2>/dev/null; then
+  # Without CAP_SYS_RESOURCE no process here may lower its oom_score_adj: crirt keeps a
+  # container's at its own (0) instead of the kubelet's -997 for Guaranteed pods, and the in-place
+  # resize specs of Guaranteed pods check that value after the resize.
+  log "skipped here: the in-place resize specs of Guaranteed pods (they check oom_score_adj -997; nothing here may lower it)"
+  machine_skip+=('PLR Pod InPlace Resize.*(PLR guaranteed qos|pod-level guaranteed pods)')
+fi
 suite_skip=$skip
 for m in "${machine_skip[@]}"; do suite_skip="$suite_skip|$m"; done
 rm -f "$REPORT"/junit*.xml
@@ -392,11 +400,14 @@ run_suite() { # NAME PROCESSES [ginkgo flags...]: one run of the suite, its juni
 extra=("$@")
 if [[ $SET == serial ]]; then
   # Upstream's serial jobs run [Serial] specs with one process (they restart the kubelet, fill
-  # its garbage collector, resize pods); the [Slow] rest of the set can share the node.
-  run_suite slow "$NODES" --label-filter='Slow && !Serial'
-  # Between the runs: each starts its own API server, so pods of the first are orphans now.
-  crictl --runtime-endpoint "unix://$SOCK" --timeout 60s rmp -fa >/dev/null 2>&1 || true
-  run_suite serial 1 --label-filter='Serial'
+  # its garbage collector); the [Slow] rest of the set (in-place resize, ...) can share the node.
+  runs=${NODE_E2E_SERIAL_RUNS:-slow serial}
+  if [[ " $runs " == *" slow "* ]]; then
+    run_suite slow "$NODES" --label-filter='Slow && !Serial'
+    # Each run starts its own API server: the pods of one are orphans to the next.
+    crictl --runtime-endpoint "unix://$SOCK" --timeout 60s rmp -fa >/dev/null 2>&1 || true
+  fi
+  [[ " $runs " == *" serial "* ]] && run_suite serial 1 --label-filter='Serial'
 else
   run_suite "$SET" "$NODES"
 fi
