@@ -739,6 +739,37 @@ def node_e2e_images(inp: Inputs, node_e2e: Path) -> list[Image]:
     return images
 
 
+def fake_registry_layer(layout: Layout, img: Image, repo: str, tag: str) -> Layer:
+    """``/var/registry`` as agnhost's fake-registry-server serves it (upstream's agnhost image
+    holds pause:3.10.2 there as ``pause:testing`` for the [Serial] registry specs): the tag file
+    names the manifest digest; manifests and blobs sit at ``<algo>/<2 hex>/<hex>/data``."""
+
+    def at(kind: str, digest: str) -> str:
+        algo, _, hex_ = digest.partition(":")
+        return f"var/registry/{repo}/{kind}/{algo}/{hex_[:2]}/{hex_}/data"
+
+    digest, _ = layout.image(img)
+    manifest = layout.path(digest).read_bytes()
+    parsed = json.loads(manifest)
+    layer: Layer = {
+        f"var/registry/{repo}/manifests/{tag}": f(digest + "\n"),
+        at("manifests", digest): f(manifest),
+    }
+    for blob in [parsed["config"], *parsed["layers"]]:
+        layer[at("blobs", blob["digest"])] = f(layout.path(blob["digest"]).read_bytes())
+    return with_parents(layer)
+
+
+def with_fake_registry(images: list[Image], layout: Layout) -> list[Image]:
+    """The node suite's agnhost image with the pause image in its fake registry's directory."""
+    by_name = {img.name: img for img in images}
+    agnhost = by_name["node-e2e-agnhost"]
+    agnhost.layers.append(
+        fake_registry_layer(layout, by_name["node-e2e-pause"], "pause", "testing")
+    )
+    return images
+
+
 def nginx_layer(port: int) -> Layer:
     return with_parents(
         {
@@ -989,7 +1020,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.monotonic()
     layout = Layout(args.dir)
     inp = Inputs(args.dir)
-    built = node_e2e_images(inp, args.node_e2e) if args.node_e2e else all_images(inp)
+    if args.node_e2e:
+        built = with_fake_registry(node_e2e_images(inp, args.node_e2e), layout)
+    else:
+        built = all_images(inp)
     images = select(built, args.only)
     if args.list:
         for img in images:
