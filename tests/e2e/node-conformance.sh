@@ -17,6 +17,7 @@
 #   NODE_E2E_FOCUS       a regular expression that narrows the set to the specs it matches
 #   NODE_E2E_REPORT_DIR  where junit-<run>.xml go (default /var/tmp/crirt-node-e2e/report)
 #   NODE_E2E_WORK        private work dir (default /var/tmp/crirt-node-e2e)
+#   NODE_E2E_REGISTRY_PORT  the suite's own registry on 127.0.0.1 (default 5100)
 #
 # Builds what it needs first (tests/e2e/node-e2e-build.sh, cached; testbed/mkimage.py
 # --node-e2e). The last line is exactly `node-e2e: P passed, F failed, S skipped`; the exit
